@@ -1,0 +1,95 @@
+//! Wiring: bind every listener (logging each bound address, so a test or a user can bind port 0
+//! and read the port back), serve until the shutdown future resolves, then drain.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::pool::Pool;
+use crate::tftp::listener::{Frontend, Listener};
+use crate::tftp::relay::RelaySettings;
+
+/// How long running transfers may go on after a shutdown request.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How often housekeeping runs (affinity expiry).
+const HOUSEKEEPING: Duration = Duration::from_secs(30);
+
+/// A configured tftplb whose sockets are bound but not yet served.
+#[derive(Debug)]
+pub struct Bound {
+    listeners: Vec<Listener>,
+    frontend: Arc<Frontend>,
+}
+
+impl Bound {
+    /// Binds every `[tftp] listen` address.
+    pub fn new(config: &Config) -> io::Result<Bound> {
+        let listeners = config
+            .tftp
+            .listen
+            .iter()
+            .map(|&a| {
+                Listener::bind(a)
+                    .map_err(|e| io::Error::new(e.kind(), format!("tftp.listen {a}: {e}")))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        for l in &listeners {
+            tracing::info!(address = %l.local_addr(), "tftp listening");
+        }
+        let settings = RelaySettings {
+            setup_timeout: config.tftp.setup_timeout,
+            setup_attempts: config.tftp.setup_attempts,
+            idle_timeout: config.tftp.idle_timeout,
+        };
+        let pool = Arc::new(Pool::new(config.default_pool()));
+        let frontend = Arc::new(Frontend::new(pool, settings, config.tftp.max_sessions));
+        Ok(Bound {
+            listeners,
+            frontend,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn tftp_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.local_addr()).collect()
+    }
+
+    pub fn frontend(&self) -> Arc<Frontend> {
+        self.frontend.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops admitting and drains running transfers.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let stop = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for l in self.listeners {
+            tasks.spawn(self.frontend.clone().serve(l, stop.clone()));
+        }
+        tasks.spawn(housekeeping(self.frontend.clone(), stop.clone()));
+        shutdown.await;
+        tracing::info!(
+            sessions = self.frontend.live_sessions(),
+            "shutting down: no new transfers"
+        );
+        stop.cancel();
+        while tasks.join_next().await.is_some() {}
+        self.frontend.drain(SHUTDOWN_GRACE).await;
+        tracing::info!("stopped");
+    }
+}
+
+async fn housekeeping(frontend: Arc<Frontend>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => frontend.pool.expire_affinity(std::time::Instant::now()),
+        }
+    }
+}

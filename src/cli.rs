@@ -1,0 +1,283 @@
+//! The command line: `run`, `check`, `demo`, `get`. Each command is a short function that reads
+//! like its help text; `main.rs` only parses, sets up logging and maps the result to an exit code.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sha2::{Digest, Sha256};
+
+use crate::app::Bound;
+use crate::config::Config;
+use crate::tftp::client::{self, ClientConfig};
+
+/// Exit code for an invalid configuration (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tftplb",
+    version,
+    about = "TFTP load balancer for network boot"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the load balancer.
+    Run {
+        #[arg(short, long, default_value = "/etc/tftplb/tftplb.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: exit 0, or print every problem and exit 78.
+    Check {
+        #[arg(short, long, default_value = "/etc/tftplb/tftplb.toml")]
+        config: PathBuf,
+    },
+    /// Start three embedded boot servers and a front end on them, until Ctrl-C.
+    Demo {
+        /// Front-end address.
+        #[arg(long, default_value = "127.0.0.1:6969")]
+        listen: SocketAddr,
+    },
+    /// Download a file over TFTP and report what was negotiated (like dig, for TFTP).
+    Get {
+        /// SERVER[:PORT] (port 69 when left out).
+        server: String,
+        file: String,
+        /// Where to write the file ("-" for stdout); by default it is only measured.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        blksize: Option<u16>,
+        #[arg(long)]
+        windowsize: Option<u16>,
+        /// Ask the server for the file size (tsize option).
+        #[arg(long)]
+        tsize: bool,
+        /// Seconds to wait before retransmitting.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn execute(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run { config } => run(config).await,
+        Command::Check { config } => check(config),
+        Command::Demo { listen } => demo(listen).await,
+        Command::Get {
+            server,
+            file,
+            output,
+            blksize,
+            windowsize,
+            tsize,
+            timeout,
+            retries,
+        } => {
+            let cfg = ClientConfig {
+                blksize,
+                windowsize,
+                tsize,
+                retry_timeout: Duration::from_secs_f64(timeout.max(0.01)),
+                retries,
+                ..ClientConfig::default()
+            };
+            get(&server, &file, output, cfg).await
+        }
+    }
+}
+
+fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        for p in &e.problems {
+            eprintln!("{p}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    match load(&path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+async fn run(path: PathBuf) -> ExitCode {
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    serve(&config).await
+}
+
+async fn serve(config: &Config) -> ExitCode {
+    match Bound::new(config) {
+        Ok(bound) => {
+            bound.serve(shutdown_signal()).await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot bind");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds the demo front end, then prints the commands with the address actually bound.
+async fn serve_demo(config: &Config, backends: &[SocketAddr], root: &std::path::Path) -> ExitCode {
+    match Bound::new(config) {
+        Ok(bound) => {
+            print_demo_banner(bound.tftp_addrs()[0], backends, root);
+            bound.serve(shutdown_signal()).await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot bind the demo front end: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn demo(listen: SocketAddr) -> ExitCode {
+    let root = std::env::temp_dir().join(format!("tftplb-demo-{}", std::process::id()));
+    let servers = match crate::demo::start_backends(&root, 3).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot start the demo backends: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.address).collect();
+    let config =
+        Config::parse(&crate::demo::demo_config(listen, &addrs)).expect("demo config is valid");
+    let code = serve_demo(&config, &addrs, &root).await;
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&root);
+    code
+}
+
+fn print_demo_banner(listen: SocketAddr, backends: &[SocketAddr], root: &std::path::Path) {
+    let (host, port) = (listen.ip(), listen.port());
+    println!("tftplb demo: front end on {listen}, backends {backends:?}");
+    println!("demo trees under {}", root.display());
+    println!("files: ARDBP32.BIN pxelinux.0 pxelinux.cfg/default vmlinuz served-by.txt\n");
+    println!("try:");
+    println!("  curl -s tftp://{host}:{port}/served-by.txt");
+    println!("  curl -o vmlinuz --tftp-blksize 1468 tftp://{host}:{port}/vmlinuz");
+    println!(
+        "  atftp --get -r vmlinuz -l vmlinuz --option \"blksize 1468\" --option \"windowsize 16\" {host} {port}"
+    );
+    println!("  cargo run -- get {host}:{port} vmlinuz --blksize 1468 --windowsize 16 --tsize");
+    println!("\nCtrl-C stops it.");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+async fn get(server: &str, file: &str, output: Option<PathBuf>, cfg: ClientConfig) -> ExitCode {
+    let Some(addr) = resolve(server) else {
+        eprintln!("cannot resolve {server:?}");
+        return ExitCode::FAILURE;
+    };
+    match client::fetch(addr, file, &cfg).await {
+        Ok((data, transfer)) => {
+            print_transfer(addr, file, &data, &transfer);
+            save(output, &data)
+        }
+        Err(e) => {
+            eprintln!("tftp://{addr}/{file}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn resolve(server: &str) -> Option<SocketAddr> {
+    let with_port = if server.parse::<SocketAddr>().is_ok()
+        || server
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
+    {
+        server.to_string()
+    } else if server.contains(':') && !server.starts_with('[') {
+        format!("[{server}]:69")
+    } else {
+        format!("{server}:69")
+    };
+    with_port.to_socket_addrs().ok()?.next()
+}
+
+fn print_transfer(addr: SocketAddr, file: &str, data: &[u8], t: &client::Transfer) {
+    let secs = t.elapsed.as_secs_f64().max(1e-9);
+    let options = match &t.oack {
+        Some(o) => o
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => "none (server ignored options or none asked)".into(),
+    };
+    // Status goes to stderr, so `-o -` can pipe the file itself.
+    eprintln!("tftp://{addr}/{file}");
+    eprintln!("  server TID  {}", t.server_tid);
+    eprintln!("  options     {options}");
+    eprintln!(
+        "  in use      blksize {} windowsize {}",
+        t.negotiated.blksize, t.negotiated.windowsize
+    );
+    eprintln!("  size        {} bytes in {} blocks", t.bytes, t.blocks);
+    eprintln!("  time        {:.3} s", secs);
+    eprintln!(
+        "  throughput  {:.2} MiB/s",
+        t.bytes as f64 / secs / 1048576.0
+    );
+    eprintln!("  retransmits {}", t.retransmissions);
+    eprintln!("  sha256      {}", hex::encode(Sha256::digest(data)));
+}
+
+fn save(output: Option<PathBuf>, data: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let result = match output {
+        None => Ok(()),
+        Some(p) if p.as_os_str() == "-" => std::io::stdout().write_all(data),
+        Some(p) => std::fs::write(&p, data),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot write the file: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Configuration: TOML → raw serde structs (`deny_unknown_fields`) → [`validate`] → typed [`Config`].
+//!
+//! Validation collects every problem, each named by its key path
+//! (`pool[1].backend[0].address: invalid socket address "10.0.0.5:99999"`), so an operator fixes
+//! a file in one pass. Every default is a named function, and every key is documented in
+//! `config/tftplb.example.toml`, which a test parses.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tftp: TftpConfig,
+    pub pools: Vec<PoolConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    pub listen: Vec<SocketAddr>,
+    pub setup_timeout: Duration,
+    pub setup_attempts: u32,
+    pub idle_timeout: Duration,
+    pub max_sessions: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub balance: Balance,
+    pub affinity: Affinity,
+    pub affinity_ttl: Duration,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+/// Backend selection policy of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    RoundRobin,
+    Weighted,
+    LeastSessions,
+    SourceHash,
+}
+
+/// Which requests stick to one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Affinity {
+    /// Every packet of one transfer goes to one backend (always true).
+    Transfer,
+    /// A client IP's transfers go to the backend of its last transfer for `affinity_ttl`.
+    Client,
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(problem: String) -> ConfigError {
+        ConfigError {
+            problems: vec![problem],
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(format!("{}: {e}", path.display())))?;
+        Config::parse(&text).map_err(|e| ConfigError {
+            problems: e
+                .problems
+                .into_iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect(),
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::one(toml_error(&e)))?;
+        validate(raw)
+    }
+
+    /// The pool new requests go to until routing rules say otherwise: the first one.
+    pub fn default_pool(&self) -> &PoolConfig {
+        &self.pools[0]
+    }
+}
+
+fn toml_error(e: &toml::de::Error) -> String {
+    // toml's message spans several lines with a source excerpt; keep it, but on one entry.
+    e.to_string().trim_end().to_string()
+}
+
+// ---- raw, as written in the file ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    tftp: RawTftp,
+    #[serde(default)]
+    pool: Vec<RawPool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTftp {
+    #[serde(default = "default_listen")]
+    listen: Vec<String>,
+    #[serde(default = "default_setup_timeout", with = "humantime_serde")]
+    setup_timeout: Duration,
+    #[serde(default = "default_setup_attempts")]
+    setup_attempts: u32,
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    idle_timeout: Duration,
+    #[serde(default = "default_max_sessions")]
+    max_sessions: usize,
+}
+
+impl Default for RawTftp {
+    fn default() -> Self {
+        RawTftp {
+            listen: default_listen(),
+            setup_timeout: default_setup_timeout(),
+            setup_attempts: default_setup_attempts(),
+            idle_timeout: default_idle_timeout(),
+            max_sessions: default_max_sessions(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: String,
+    #[serde(default = "default_balance")]
+    balance: Balance,
+    #[serde(default = "default_affinity")]
+    affinity: Affinity,
+    #[serde(default = "default_affinity_ttl", with = "humantime_serde")]
+    affinity_ttl: Duration,
+    #[serde(default)]
+    backend: Vec<RawBackend>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    address: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["0.0.0.0:69".to_string()]
+}
+/// Well under the first retry of PXE clients (iPXE 0.25 s backoff start, EDK2 4 s).
+fn default_setup_timeout() -> Duration {
+    Duration::from_millis(700)
+}
+fn default_setup_attempts() -> u32 {
+    3
+}
+/// Above EDK2's retry budget (4 s × 6 tries), short enough to free state.
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_sessions() -> usize {
+    10_000
+}
+fn default_balance() -> Balance {
+    Balance::RoundRobin
+}
+fn default_affinity() -> Affinity {
+    Affinity::Transfer
+}
+fn default_affinity_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_weight() -> u32 {
+    1
+}
+
+// ---- validation ----
+
+/// Turns the raw file into a [`Config`], or lists every problem with its key path.
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let tftp = validate_tftp(raw.tftp, &mut problems);
+    let pools = validate_pools(raw.pool, &mut problems);
+    if problems.is_empty() {
+        Ok(Config { tftp, pools })
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+fn validate_tftp(raw: RawTftp, problems: &mut Vec<String>) -> TftpConfig {
+    if raw.listen.is_empty() {
+        problems.push("tftp.listen: at least one address is needed".into());
+    }
+    let listen = raw
+        .listen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| parse_addr(&format!("tftp.listen[{i}]"), a, problems))
+        .collect::<Vec<_>>();
+    check_unique(&listen, "tftp.listen", problems);
+    if raw.setup_timeout.is_zero() {
+        problems.push("tftp.setup_timeout: must be above 0".into());
+    }
+    if raw.setup_attempts == 0 {
+        problems.push("tftp.setup_attempts: must be at least 1".into());
+    }
+    if raw.idle_timeout < raw.setup_timeout {
+        problems.push("tftp.idle_timeout: must not be shorter than tftp.setup_timeout".into());
+    }
+    if raw.max_sessions == 0 {
+        problems.push("tftp.max_sessions: must be at least 1".into());
+    }
+    TftpConfig {
+        listen,
+        setup_timeout: raw.setup_timeout,
+        setup_attempts: raw.setup_attempts,
+        idle_timeout: raw.idle_timeout,
+        max_sessions: raw.max_sessions,
+    }
+}
+
+fn validate_pools(raw: Vec<RawPool>, problems: &mut Vec<String>) -> Vec<PoolConfig> {
+    if raw.is_empty() {
+        problems.push("pool: at least one [[pool]] is needed".into());
+    }
+    let mut names = HashSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if !names.insert(p.name.clone()) {
+                problems.push(format!("pool[{i}].name: duplicate pool name {:?}", p.name));
+            }
+            validate_pool(i, p, problems)
+        })
+        .collect()
+}
+
+fn validate_pool(i: usize, raw: RawPool, problems: &mut Vec<String>) -> PoolConfig {
+    let key = format!("pool[{i}]");
+    if raw.name.trim().is_empty() {
+        problems.push(format!("{key}.name: must not be empty"));
+    }
+    if raw.backend.is_empty() {
+        problems.push(format!(
+            "{key}.backend: at least one [[pool.backend]] is needed"
+        ));
+    }
+    let backends: Vec<BackendConfig> = raw
+        .backend
+        .iter()
+        .enumerate()
+        .filter_map(|(j, b)| validate_backend(&format!("{key}.backend[{j}]"), b, problems))
+        .collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
+    check_unique(&addrs, &format!("{key}.backend"), problems);
+    if raw.affinity == Affinity::Client && raw.affinity_ttl.is_zero() {
+        problems.push(format!(
+            "{key}.affinity_ttl: must be above 0 with affinity = \"client\""
+        ));
+    }
+    PoolConfig {
+        name: raw.name,
+        balance: raw.balance,
+        affinity: raw.affinity,
+        affinity_ttl: raw.affinity_ttl,
+        backends,
+    }
+}
+
+fn validate_backend(
+    key: &str,
+    raw: &RawBackend,
+    problems: &mut Vec<String>,
+) -> Option<BackendConfig> {
+    if raw.weight == 0 || raw.weight > 1000 {
+        problems.push(format!(
+            "{key}.weight: must be 1..=1000, not {}",
+            raw.weight
+        ));
+    }
+    let address = parse_addr(&format!("{key}.address"), &raw.address, problems)?;
+    if address.port() == 0 {
+        problems.push(format!("{key}.address: port 0 is not a backend port"));
+    }
+    Some(BackendConfig {
+        address,
+        weight: raw.weight,
+    })
+}
+
+fn parse_addr(key: &str, text: &str, problems: &mut Vec<String>) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(format!("{key}: invalid socket address {text:?}"));
+            None
+        }
+    }
+}
+
+fn check_unique(addrs: &[SocketAddr], key: &str, problems: &mut Vec<String>) {
+    let mut seen = HashSet::new();
+    for a in addrs {
+        if !seen.insert(a) {
+            problems.push(format!("{key}: {a} is listed twice"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[pool]]
+        name = "pvs"
+        [[pool.backend]]
+        address = "10.0.0.11:69"
+    "#;
+
+    #[test]
+    fn minimal_file_gets_documented_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.tftp.listen, vec!["0.0.0.0:69".parse().unwrap()]);
+        assert_eq!(c.tftp.setup_timeout, Duration::from_millis(700));
+        assert_eq!(c.tftp.idle_timeout, Duration::from_secs(30));
+        let p = c.default_pool();
+        assert_eq!(p.balance, Balance::RoundRobin);
+        assert_eq!(p.affinity, Affinity::Transfer);
+        assert_eq!(p.backends[0].weight, 1);
+    }
+
+    #[test]
+    fn every_problem_is_named_by_its_key_path() {
+        let text = r#"
+            [tftp]
+            listen = ["0.0.0.0:69", "nonsense"]
+            [[pool]]
+            name = "a"
+            [[pool.backend]]
+            address = "10.0.0.1:69"
+            [[pool]]
+            name = "a"
+            [[pool.backend]]
+            address = "10.0.0.5:99999"
+            [[pool.backend]]
+            address = "10.0.0.6:69"
+            weight = 0
+        "#;
+        let e = Config::parse(text).unwrap_err();
+        let all = e.to_string();
+        assert!(
+            all.contains("tftp.listen[1]: invalid socket address \"nonsense\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("pool[1].name: duplicate pool name \"a\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("pool[1].backend[0].address: invalid socket address \"10.0.0.5:99999\""),
+            "{all}"
+        );
+        assert!(all.contains("pool[1].backend[1].weight"), "{all}");
+        assert_eq!(e.problems.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_enums_are_refused_by_name() {
+        let e = Config::parse("[tftp]\nlisten_on = []\n").unwrap_err();
+        assert!(e.to_string().contains("listen_on"), "{e}");
+        let text = MINIMAL.replace("name = \"pvs\"", "name = \"pvs\"\nbalance = \"random\"");
+        let e = Config::parse(&text).unwrap_err();
+        assert!(e.to_string().contains("random"), "{e}");
+    }
+
+    #[test]
+    fn no_pool_is_an_error() {
+        let e = Config::parse("").unwrap_err();
+        assert!(e.to_string().contains("pool: at least one"), "{e}");
+    }
+}

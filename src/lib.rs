@@ -1,0 +1,25 @@
+//! tftplb: a TFTP load balancer for network boot.
+//!
+//! Each TFTP transfer a client starts on port 69 is relayed to one backend boot server; every
+//! packet of it stays on that backend, and the client only ever sees the address it contacted.
+//!
+//! # Layout
+//! - [`config`]: TOML → validated [`config::Config`]; errors name their key path.
+//! - [`app`]: binds the listeners, serves, drains on shutdown.
+//! - [`tftp`]: codec and options (no I/O), async client, listener (admission and session
+//!   table), the pure session state machine, and the relay task that owns a session's sockets.
+//! - [`balance`]: the `Balancer` trait and one file per policy.
+//! - [`pool`]: a pool at run time: backends, counters, client affinity.
+//! - [`metrics`]: metric names and the per-session record.
+//! - [`demo`]: embedded backend boot servers for `tftplb demo`, tests and the bench.
+//! - [`cli`]: the command line.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod pool;
+pub mod tftp;

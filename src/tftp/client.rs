@@ -1,0 +1,1248 @@
+//! Async TFTP download client (RFC 1350 with RFC 2347/2348/2349/7440 options).
+//!
+//! Used by `tftplb get`, the health prober, the integration tests and the bench harness, which
+//! runs thousands of transfers from one process. So a transfer costs one UDP socket, one receive
+//! buffer and one retransmission buffer, allocated once; DATA packets are read with
+//! [`packet::peek`] and copied straight from the receive buffer into the sink.
+//!
+//! The design splits three concerns:
+//! - [`Conn`] owns the socket and the retransmission timer. It locks onto the server's TID (the
+//!   source of its first reply, which must come from the IP the RRQ went to), answers strangers
+//!   with ERROR 5 without letting them disturb the transfer, and resends the *pending* packet
+//!   when no progress was made for `retry_timeout`. The pending packet is the RRQ, then the ACK
+//!   of the last in-order block, even when that ACK was not sent yet (RFC 7440 windows: on a
+//!   timeout, acknowledge the last in-order block). The timer is one long-lived `Sleep` that is
+//!   re-armed lazily only when it fires, so a received packet costs a clock read, not a timer
+//!   registration.
+//! - [`Blocks`] maps 16-bit wire block numbers to a 64-bit count: in order, old (duplicate,
+//!   ignored: sorcerer's apprentice) or ahead (a gap: re-ACK the last in-order block, once per
+//!   gap). It decides at the first wrap whether the server rolls over to 0 or to 1.
+//! - [`Receiver`] drives a download: OACK validation, windowed ACKs, end of transfer on a short
+//!   block, tsize check.
+//!
+//! There is no dallying after the final ACK: if it is lost the server retransmits its last block
+//! into a closed socket and times out, which costs the server a little and the client nothing.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio::time::{Instant, Sleep};
+
+use super::options::{DEFAULT_BLKSIZE, Negotiated, Options};
+use super::packet::{self, Kind, Mode, Packet, Request, ack_datagram, error_code};
+
+/// What the client asks for and how patient it is.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Request the `blksize` option (RFC 2348).
+    pub blksize: Option<u16>,
+    /// Request the `windowsize` option (RFC 7440).
+    pub windowsize: Option<u16>,
+    /// Request `tsize` (sent as "0", RFC 2349); the announced size is then checked.
+    pub tsize: bool,
+    /// Request the `timeout` option (RFC 2349, seconds). Our own timer stays `retry_timeout`.
+    pub timeout_option: Option<u8>,
+    /// Time without progress before the pending packet is retransmitted.
+    pub retry_timeout: Duration,
+    /// Retransmissions without progress before giving up with [`ClientError::Timeout`].
+    pub retries: u32,
+    /// Local address to bind; default: the unspecified address of the server's family, port 0.
+    pub bind: Option<SocketAddr>,
+    /// Options sent verbatim after the known ones (the server may acknowledge them).
+    pub extra_options: Vec<(String, String)>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            blksize: None,
+            windowsize: None,
+            tsize: false,
+            timeout_option: None,
+            retry_timeout: Duration::from_secs(1),
+            retries: 5,
+            bind: None,
+            extra_options: Vec::new(),
+        }
+    }
+}
+
+/// What a finished download did.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// Payload bytes written to the sink.
+    pub bytes: u64,
+    /// DATA blocks received in order (the final short or empty block included).
+    pub blocks: u64,
+    /// Parameters the transfer ran with (defaults when the server ignored the options).
+    pub negotiated: Negotiated,
+    /// The server's OACK, if it sent one.
+    pub oack: Option<Options>,
+    pub elapsed: Duration,
+    /// The address:port the server answered from.
+    pub server_tid: SocketAddr,
+    /// Packets we sent again after a timeout or to report a gap.
+    pub retransmissions: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no answer from the server after all retransmissions")]
+    Timeout,
+    #[error("server error {code}: {message}")]
+    Remote { code: u16, message: String },
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("server announced tsize {expected} but sent {got} bytes")]
+    SizeMismatch { expected: u64, got: u64 },
+}
+
+/// Downloads `file` from `server` into `sink`.
+pub async fn download<W: AsyncWrite + Unpin>(
+    server: SocketAddr,
+    file: &str,
+    cfg: &ClientConfig,
+    sink: &mut W,
+) -> Result<Transfer, ClientError> {
+    let started = Instant::now();
+    let mut conn = Conn::open(server, cfg).await?;
+    let mut buf = vec![0; recv_buffer_len(cfg)];
+    conn.send(&rrq(file, cfg, cfg.tsize)).await?;
+    let first = conn.recv(&mut buf).await?;
+    let mut rx = Receiver::start(conn, cfg, &buf[..first]).await?;
+    rx.run(&mut buf, first, sink).await?;
+    Ok(rx.into_transfer(started.elapsed()))
+}
+
+/// Downloads `file` into memory.
+pub async fn fetch(
+    server: SocketAddr,
+    file: &str,
+    cfg: &ClientConfig,
+) -> Result<(Vec<u8>, Transfer), ClientError> {
+    let mut data = Vec::new();
+    let transfer = download(server, file, cfg, &mut data).await?;
+    Ok((data, transfer))
+}
+
+/// Sends an RRQ with `tsize` (and the options of `cfg`), waits for the OACK, then aborts with
+/// ERROR `abort_code` (0 or 8) like EDK2 UEFI PXE does. Returns the tsize the server announced
+/// (`None` when it ignored the options and sent DATA 1, which is aborted the same way).
+pub async fn probe_tsize(
+    server: SocketAddr,
+    file: &str,
+    cfg: &ClientConfig,
+    abort_code: u16,
+) -> Result<Option<u64>, ClientError> {
+    let mut conn = Conn::open(server, cfg).await?;
+    let mut buf = vec![0; recv_buffer_len(cfg)];
+    conn.send(&rrq(file, cfg, true)).await?;
+    let n = conn.recv(&mut buf).await?;
+    let tsize = match peek_checked(&buf[..n])? {
+        Kind::Oack => decode_oack(&buf[..n])?.tsize(),
+        Kind::Data { .. } => None,
+        Kind::Error { .. } => return Err(remote_error(&buf[..n])),
+        other => return Err(conn.refuse(other).await),
+    };
+    conn.send_error(abort_code, "tsize probe done").await?;
+    Ok(tsize)
+}
+
+/// 4 header bytes, the largest block the server may send, and one byte more so that an
+/// oversized datagram shows up as too long instead of being silently truncated.
+fn recv_buffer_len(cfg: &ClientConfig) -> usize {
+    4 + usize::from(cfg.blksize.unwrap_or(0).max(DEFAULT_BLKSIZE)) + 1
+}
+
+/// The RRQ datagram: mode octet, options only when configured.
+fn rrq(file: &str, cfg: &ClientConfig, tsize: bool) -> Vec<u8> {
+    let mut options = Options::default();
+    let mut push = |name: &str, value: Option<String>| {
+        if let Some(v) = value {
+            options.push(name, &v);
+        }
+    };
+    push("blksize", cfg.blksize.map(|b| b.to_string()));
+    push("tsize", tsize.then(|| "0".to_string()));
+    push("timeout", cfg.timeout_option.map(|t| t.to_string()));
+    push("windowsize", cfg.windowsize.map(|w| w.to_string()));
+    for (name, value) in &cfg.extra_options {
+        options.push(name, value);
+    }
+    let request = Request {
+        filename: file.to_string(),
+        mode: Mode::Octet,
+        options,
+    };
+    Packet::Rrq(request).encode()
+}
+
+/// Checks an OACK against what we asked for (RFC 2347: a server acknowledges only requested
+/// options and never raises blksize or windowsize).
+fn check_oack(oack: &Options, cfg: &ClientConfig, asked_tsize: bool) -> Result<(), String> {
+    for (name, value) in oack.iter() {
+        if !requested(name, cfg, asked_tsize) {
+            return Err(format!("OACK has unrequested option {name}={value}"));
+        }
+    }
+    check_limit("blksize", oack.get("blksize"), oack.blksize(), cfg.blksize)?;
+    check_limit(
+        "windowsize",
+        oack.get("windowsize"),
+        oack.windowsize(),
+        cfg.windowsize,
+    )
+}
+
+fn requested(name: &str, cfg: &ClientConfig, asked_tsize: bool) -> bool {
+    let is = |known: &str| name.eq_ignore_ascii_case(known);
+    (is("blksize") && cfg.blksize.is_some())
+        || (is("windowsize") && cfg.windowsize.is_some())
+        || (is("timeout") && cfg.timeout_option.is_some())
+        || (is("tsize") && asked_tsize)
+        || cfg.extra_options.iter().any(|(n, _)| is(n))
+}
+
+/// An acknowledged numeric option must be valid and no larger than requested.
+fn check_limit(
+    name: &str,
+    raw: Option<&str>,
+    got: Option<u16>,
+    asked: Option<u16>,
+) -> Result<(), String> {
+    match (raw, got, asked) {
+        (None, _, _) => Ok(()),
+        (Some(_), Some(g), Some(a)) if g <= a => Ok(()),
+        (Some(raw), _, _) => Err(format!(
+            "OACK {name}={raw} is invalid or above the requested {asked:?}"
+        )),
+    }
+}
+
+fn peek_checked(datagram: &[u8]) -> Result<Kind, ClientError> {
+    packet::peek(datagram).map_err(|e| ClientError::Protocol(format!("bad datagram: {e}")))
+}
+
+fn decode_oack(datagram: &[u8]) -> Result<Options, ClientError> {
+    match Packet::decode(datagram) {
+        Ok(Packet::Oack(options)) => Ok(options),
+        Ok(_) => unreachable!("peek said OACK"),
+        Err(e) => Err(ClientError::Protocol(format!("bad OACK: {e}"))),
+    }
+}
+
+fn remote_error(datagram: &[u8]) -> ClientError {
+    match Packet::decode(datagram) {
+        Ok(Packet::Error { code, message }) => ClientError::Remote { code, message },
+        _ => ClientError::Protocol("malformed ERROR packet".to_string()),
+    }
+}
+
+/// ERROR 5, prebuilt: strangers are answered without allocating.
+const UNKNOWN_TID: &[u8] = b"\x00\x05\x00\x05unknown transfer ID\x00";
+
+/// The socket, the peer, and the retransmission timer of one transfer.
+struct Conn {
+    socket: UdpSocket,
+    server: SocketAddr,
+    tid: Option<SocketAddr>,
+    /// What the timer resends: the RRQ, then the ACK of the last in-order block.
+    pending: Vec<u8>,
+    retry_timeout: Duration,
+    retries: u32,
+    retries_left: u32,
+    last_progress: Instant,
+    timer: Pin<Box<Sleep>>,
+    retransmissions: u64,
+    /// Set when the timer resent `pending`; the receiver reads and clears it.
+    resent: bool,
+}
+
+impl Conn {
+    async fn open(server: SocketAddr, cfg: &ClientConfig) -> std::io::Result<Conn> {
+        let socket = UdpSocket::bind(cfg.bind.unwrap_or_else(|| unspecified(server))).await?;
+        let now = Instant::now();
+        Ok(Conn {
+            socket,
+            server,
+            tid: None,
+            pending: Vec::with_capacity(64),
+            retry_timeout: cfg.retry_timeout,
+            retries: cfg.retries,
+            retries_left: cfg.retries,
+            last_progress: now,
+            timer: Box::pin(tokio::time::sleep_until(now + cfg.retry_timeout)),
+            retransmissions: 0,
+            resent: false,
+        })
+    }
+
+    /// Where our packets go: the TID once known, port 69 (or whatever `server` says) before.
+    fn peer(&self) -> SocketAddr {
+        self.tid.unwrap_or(self.server)
+    }
+
+    /// Sends `datagram` and makes it the packet the timer resends.
+    async fn send(&mut self, datagram: &[u8]) -> std::io::Result<()> {
+        self.set_pending(datagram);
+        self.socket.send_to(datagram, self.peer()).await?;
+        Ok(())
+    }
+
+    /// Makes `datagram` the packet the timer resends, without sending it now.
+    fn set_pending(&mut self, datagram: &[u8]) {
+        self.pending.clear();
+        self.pending.extend_from_slice(datagram);
+    }
+
+    /// Sends an ERROR (not retransmitted, RFC 1350).
+    async fn send_error(&mut self, code: u16, message: &str) -> std::io::Result<()> {
+        let datagram = packet::error_datagram(code, message);
+        self.socket.send_to(&datagram, self.peer()).await?;
+        Ok(())
+    }
+
+    /// Tells the server why we stop (best effort: we are failing anyway).
+    async fn tell(&mut self, code: u16, message: &str) {
+        if let Err(e) = self.send_error(code, message).await {
+            tracing::debug!(error = %e, "could not send ERROR to the server");
+        }
+    }
+
+    /// Tells the server why we stop and returns the matching protocol error.
+    async fn abort(&mut self, code: u16, message: String) -> ClientError {
+        self.tell(code, &message).await;
+        ClientError::Protocol(message)
+    }
+
+    /// Aborts on a packet a reading client never expects (ACK, RRQ, WRQ).
+    async fn refuse(&mut self, kind: Kind) -> ClientError {
+        let message = format!("unexpected {kind:?} from the server");
+        self.abort(error_code::ILLEGAL_OPERATION, message).await
+    }
+
+    /// The transfer moved forward: the retry budget is full again.
+    fn progress(&mut self) {
+        self.last_progress = Instant::now();
+        self.retries_left = self.retries;
+    }
+
+    /// The next datagram from the server (locking the TID on the first one); retransmits on
+    /// the way when the timer fires, and fails once the retries are spent.
+    async fn recv(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
+        loop {
+            let (n, from) = tokio::select! {
+                biased;
+                r = self.socket.recv_from(buf) => r?,
+                () = self.timer.as_mut() => {
+                    self.on_timer().await?;
+                    continue;
+                }
+            };
+            if self.accept(from) {
+                return Ok(n);
+            }
+            self.reject(&buf[..n], from).await;
+        }
+    }
+
+    /// The timer fired: re-arm it if there was progress meanwhile, else retransmit or give up.
+    async fn on_timer(&mut self) -> Result<(), ClientError> {
+        let due = self.last_progress + self.retry_timeout;
+        if due > Instant::now() {
+            self.timer.as_mut().reset(due);
+            return Ok(());
+        }
+        if self.retries_left == 0 {
+            return Err(ClientError::Timeout);
+        }
+        self.retries_left -= 1;
+        self.retransmissions += 1;
+        self.resent = true;
+        self.last_progress = Instant::now();
+        self.timer
+            .as_mut()
+            .reset(self.last_progress + self.retry_timeout);
+        tracing::debug!(peer = %self.peer(), left = self.retries_left, "retransmitting");
+        self.socket.send_to(&self.pending, self.peer()).await?;
+        Ok(())
+    }
+
+    /// Is `from` our server? The first reply from the server's IP fixes the TID.
+    fn accept(&mut self, from: SocketAddr) -> bool {
+        match self.tid {
+            Some(tid) => from == tid,
+            None if from.ip().to_canonical() == self.server.ip().to_canonical() => {
+                self.tid = Some(from);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A datagram from a stranger: ERROR 5, unless it is itself an ERROR (never answered).
+    async fn reject(&self, datagram: &[u8], from: SocketAddr) {
+        tracing::debug!(%from, "datagram from an unknown transfer ID");
+        if matches!(packet::peek(datagram), Ok(Kind::Error { .. })) {
+            return;
+        }
+        if let Err(e) = self.socket.send_to(UNKNOWN_TID, from).await {
+            tracing::debug!(%from, error = %e, "could not send ERROR 5");
+        }
+    }
+}
+
+fn unspecified(server: SocketAddr) -> SocketAddr {
+    let ip = match server {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, 0)
+}
+
+/// How the server numbers the block after 65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrap {
+    /// Not wrapped yet.
+    Undecided,
+    ToZero,
+    ToOne,
+}
+
+/// Where a received block stands relative to the next expected one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seq {
+    InOrder,
+    /// Already received: ignore.
+    Old,
+    /// Beyond the next expected block: some were lost.
+    Ahead,
+}
+
+/// Block numbering: 16 bits on the wire, a 64-bit count here.
+#[derive(Debug)]
+struct Blocks {
+    /// Count (1-based) of the next expected block.
+    next: u64,
+    wrap: Wrap,
+    /// Times block 1 arrived where block 0 or 1 was due at the first wrap.
+    ones_at_wrap: u8,
+}
+
+impl Blocks {
+    fn new() -> Blocks {
+        Blocks {
+            next: 1,
+            wrap: Wrap::Undecided,
+            ones_at_wrap: 0,
+        }
+    }
+
+    /// The wire number of block count `n` (0 for "nothing yet", as ACK 0 after an OACK).
+    fn wire(&self, n: u64) -> u16 {
+        match self.wrap {
+            Wrap::ToOne if n > 0 => ((n - 1) % 65535 + 1) as u16,
+            _ => n as u16,
+        }
+    }
+
+    /// The wire number of the last in-order block (what an ACK carries).
+    fn last(&self) -> u16 {
+        self.wire(self.next - 1)
+    }
+
+    /// Classifies block `wire`; an in-order block advances the count.
+    fn classify(&mut self, wire: u16, windowsize: u16) -> Seq {
+        let seq = if self.next == 65536 && self.wrap == Wrap::Undecided {
+            self.classify_at_wrap(wire, windowsize)
+        } else {
+            self.classify_plain(wire)
+        };
+        if seq == Seq::InOrder {
+            self.next += 1;
+        }
+        seq
+    }
+
+    fn classify_plain(&self, wire: u16) -> Seq {
+        let (pos, due, modulus) = match self.wrap {
+            Wrap::ToOne if wire == 0 => return Seq::Old,
+            Wrap::ToOne => (u32::from(wire) - 1, (self.next - 1) % 65535, 65535),
+            _ => (u32::from(wire), self.next % 65536, 65536),
+        };
+        let ahead = (u64::from(pos) + modulus - due) % modulus;
+        match ahead {
+            0 => Seq::InOrder,
+            a if a < modulus / 2 => Seq::Ahead,
+            _ => Seq::Old,
+        }
+    }
+
+    /// The first block after 65535 is 0 on most servers, 1 on some. Block 0 settles it. Block 1
+    /// settles it in lock-step; with windows it could also mean block 0 was lost, so it counts
+    /// as a gap the first time (the re-ACK of 65535 makes the server resend from its next
+    /// block: 0 or 1 again).
+    fn classify_at_wrap(&mut self, wire: u16, windowsize: u16) -> Seq {
+        match wire {
+            0 => self.wrap = Wrap::ToZero,
+            1 if windowsize == 1 || self.ones_at_wrap > 0 => self.wrap = Wrap::ToOne,
+            1 => {
+                self.ones_at_wrap += 1;
+                return Seq::Ahead;
+            }
+            w if w < 32768 => return Seq::Ahead,
+            _ => return Seq::Old,
+        }
+        Seq::InOrder
+    }
+}
+
+/// Where the receive loop stands after one datagram.
+enum Step {
+    More,
+    Done,
+}
+
+/// The state of one download after the server's first reply.
+struct Receiver {
+    conn: Conn,
+    negotiated: Negotiated,
+    oack: Option<Options>,
+    blocks: Blocks,
+    bytes: u64,
+    /// In-order blocks since our last ACK.
+    unacked: u16,
+    /// A gap was already reported since the last progress (report each gap once).
+    gap_reported: bool,
+}
+
+impl Receiver {
+    /// Handles the first reply: OACK (validate, ACK 0), DATA (options ignored) or ERROR.
+    async fn start(
+        mut conn: Conn,
+        cfg: &ClientConfig,
+        first: &[u8],
+    ) -> Result<Receiver, ClientError> {
+        let oack = match peek_checked(first)? {
+            Kind::Oack => Some(decode_oack(first)?),
+            Kind::Data { .. } => None,
+            Kind::Error { .. } => return Err(remote_error(first)),
+            other => return Err(conn.refuse(other).await),
+        };
+        if let Some(options) = &oack {
+            if let Err(why) = check_oack(options, cfg, cfg.tsize) {
+                return Err(conn.abort(error_code::OPTION_REFUSED, why).await);
+            }
+            conn.send(&ack_datagram(0)).await?;
+        }
+        conn.progress();
+        let negotiated = oack.as_ref().map(Negotiated::from_oack).unwrap_or_default();
+        Ok(Receiver {
+            conn,
+            negotiated,
+            oack,
+            blocks: Blocks::new(),
+            bytes: 0,
+            unacked: 0,
+            gap_reported: false,
+        })
+    }
+
+    /// Receives until the last block. `first` is the length of the datagram already in `buf`
+    /// (the server's first reply: handled again here if it was DATA 1).
+    async fn run<W: AsyncWrite + Unpin>(
+        &mut self,
+        buf: &mut [u8],
+        first: usize,
+        sink: &mut W,
+    ) -> Result<(), ClientError> {
+        let mut n = first;
+        if self.oack.is_some() {
+            n = self.recv(buf).await?;
+        }
+        while let Step::More = self.on_datagram(&buf[..n], sink).await? {
+            n = self.recv(buf).await?;
+        }
+        sink.flush().await?;
+        self.check_size()
+    }
+
+    async fn recv(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
+        let n = self.conn.recv(buf).await?;
+        if std::mem::take(&mut self.conn.resent) {
+            // The server restarts its window after our ACK: so do we.
+            self.unacked = 0;
+        }
+        Ok(n)
+    }
+
+    async fn on_datagram<W: AsyncWrite + Unpin>(
+        &mut self,
+        datagram: &[u8],
+        sink: &mut W,
+    ) -> Result<Step, ClientError> {
+        match peek_checked(datagram)? {
+            Kind::Data { block, len } => self.on_data(block, &datagram[4..4 + len], sink).await,
+            // A repeated OACK (our ACK 0 was late or lost): our timer resends the ACK if needed.
+            Kind::Oack => Ok(Step::More),
+            Kind::Error { .. } => Err(remote_error(datagram)),
+            other => Err(self.conn.refuse(other).await),
+        }
+    }
+
+    async fn on_data<W: AsyncWrite + Unpin>(
+        &mut self,
+        block: u16,
+        payload: &[u8],
+        sink: &mut W,
+    ) -> Result<Step, ClientError> {
+        if payload.len() > usize::from(self.negotiated.blksize) {
+            let why = format!(
+                "DATA {block} has {} bytes, blksize is {}",
+                payload.len(),
+                self.negotiated.blksize
+            );
+            return Err(self.conn.abort(error_code::ILLEGAL_OPERATION, why).await);
+        }
+        match self.blocks.classify(block, self.negotiated.windowsize) {
+            Seq::InOrder => self.in_order(payload, sink).await,
+            Seq::Old => Ok(Step::More),
+            Seq::Ahead => self.gap().await.map(|()| Step::More),
+        }
+    }
+
+    /// Writes the block, then ACKs it if it ends the window or the transfer.
+    async fn in_order<W: AsyncWrite + Unpin>(
+        &mut self,
+        payload: &[u8],
+        sink: &mut W,
+    ) -> Result<Step, ClientError> {
+        if let Err(e) = sink.write_all(payload).await {
+            let message = format!("client could not store the data: {e}");
+            self.conn.tell(error_code::NOT_DEFINED, &message).await;
+            return Err(e.into());
+        }
+        self.bytes += payload.len() as u64;
+        self.conn.progress();
+        self.gap_reported = false;
+        self.unacked += 1;
+        let last = payload.len() < usize::from(self.negotiated.blksize);
+        let ack = ack_datagram(self.blocks.last());
+        if last || self.unacked >= self.negotiated.windowsize {
+            self.unacked = 0;
+            self.conn.send(&ack).await?;
+        } else {
+            self.conn.set_pending(&ack);
+        }
+        Ok(if last { Step::Done } else { Step::More })
+    }
+
+    /// A block beyond the next expected one: re-ACK the last in-order block, once per gap.
+    async fn gap(&mut self) -> Result<(), ClientError> {
+        if self.gap_reported {
+            return Ok(());
+        }
+        self.gap_reported = true;
+        self.unacked = 0;
+        self.conn.retransmissions += 1;
+        self.conn.send(&ack_datagram(self.blocks.last())).await?;
+        Ok(())
+    }
+
+    fn check_size(&self) -> Result<(), ClientError> {
+        match self.negotiated.tsize {
+            Some(expected) if expected != self.bytes => Err(ClientError::SizeMismatch {
+                expected,
+                got: self.bytes,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn into_transfer(self, elapsed: Duration) -> Transfer {
+        Transfer {
+            bytes: self.bytes,
+            blocks: self.blocks.next - 1,
+            negotiated: self.negotiated,
+            oack: self.oack,
+            elapsed,
+            server_tid: self.conn.peer(),
+            retransmissions: self.conn.retransmissions,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// One transfer as the fake server sees it: the RRQ and the socket of its TID.
+    struct Session {
+        tid: UdpSocket,
+        client: SocketAddr,
+        request: Request,
+    }
+
+    /// How the fake server sends a file.
+    #[derive(Clone, Default)]
+    struct Serve {
+        blksize: usize,
+        window: u64,
+        /// The block after 65535: 0 or 1.
+        wrap_to: u16,
+        oack: Option<Vec<(&'static str, String)>>,
+        /// Skip this block (count) the first time it is due, to make a gap.
+        drop_once: Option<u64>,
+    }
+
+    fn plain() -> Serve {
+        Serve {
+            blksize: 512,
+            window: 1,
+            ..Serve::default()
+        }
+    }
+
+    /// A port-69 stand-in on loopback; the task gets the first session.
+    async fn fake_server<F, Fut>(handler: F) -> (SocketAddr, tokio::task::JoinHandle<Fut::Output>)
+    where
+        F: FnOnce(Session) -> Fut + Send + 'static,
+        Fut: std::future::Future + Send,
+        Fut::Output: Send + 'static,
+    {
+        let listener = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move { handler(accept(&listener).await).await });
+        (addr, task)
+    }
+
+    async fn accept(listener: &UdpSocket) -> Session {
+        let mut buf = vec![0; 2048];
+        let (n, client) = listener.recv_from(&mut buf).await.unwrap();
+        let Ok(Packet::Rrq(request)) = Packet::decode(&buf[..n]) else {
+            panic!("not an RRQ: {:?}", &buf[..n]);
+        };
+        let tid = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Session {
+            tid,
+            client,
+            request,
+        }
+    }
+
+    fn wire(count: u64, wrap_to: u16) -> u16 {
+        if wrap_to == 1 && count > 0 {
+            ((count - 1) % 65535 + 1) as u16
+        } else {
+            count as u16
+        }
+    }
+
+    impl Session {
+        async fn send(&self, p: &Packet) {
+            self.tid.send_to(&p.encode(), self.client).await.unwrap();
+        }
+
+        /// The next packet from the client, or `None` after `timeout`.
+        async fn recv(&self, timeout: Duration) -> Option<Packet> {
+            let mut buf = vec![0; 2048];
+            let (n, from) = tokio::time::timeout(timeout, self.tid.recv_from(&mut buf))
+                .await
+                .ok()?
+                .unwrap();
+            assert_eq!(from, self.client);
+            Some(Packet::decode(&buf[..n]).unwrap())
+        }
+
+        /// Waits for an ACK of a count in `range`; `None` on a timeout (then resend).
+        async fn wait_ack(
+            &self,
+            range: std::ops::RangeInclusive<u64>,
+            s: &Serve,
+            acks: &mut Vec<u16>,
+        ) -> Option<u64> {
+            loop {
+                match self.recv(Duration::from_secs(5)).await? {
+                    Packet::Ack { block, .. } => {
+                        acks.push(block);
+                        if let Some(k) = range.clone().find(|&k| wire(k, s.wrap_to) == block) {
+                            return Some(k);
+                        }
+                    }
+                    other => panic!("fake server got {other:?}"),
+                }
+            }
+        }
+
+        /// Serves `data` (RFC 7440 sender, no loss expected); returns the ACKs it saw.
+        async fn serve(&self, data: &[u8], mut s: Serve) -> Vec<u16> {
+            let mut acks = Vec::new();
+            if let Some(oack) = &s.oack {
+                let mut options = Options::default();
+                oack.iter().for_each(|(k, v)| options.push(k, v));
+                let oack = Packet::Oack(options);
+                self.send(&oack).await;
+                while self.wait_ack(0..=0, &s, &mut acks).await.is_none() {
+                    self.send(&oack).await;
+                }
+            }
+            let total = (data.len() / s.blksize) as u64 + 1;
+            let mut base = 1;
+            while base <= total {
+                let end = (base + s.window - 1).min(total);
+                for k in base..=end {
+                    if s.drop_once == Some(k) {
+                        s.drop_once = None;
+                        continue;
+                    }
+                    self.send_block(data, k, &s).await;
+                }
+                if let Some(k) = self.wait_ack(base - 1..=end, &s, &mut acks).await {
+                    base = k + 1;
+                }
+            }
+            acks
+        }
+
+        async fn send_block(&self, data: &[u8], k: u64, s: &Serve) {
+            let start = ((k - 1) as usize * s.blksize).min(data.len());
+            let end = (start + s.blksize).min(data.len());
+            let block = wire(k, s.wrap_to);
+            let mut out = Vec::with_capacity(4 + end - start);
+            out.extend_from_slice(&[0, 3]);
+            out.extend_from_slice(&block.to_be_bytes());
+            out.extend_from_slice(&data[start..end]);
+            self.tid.send_to(&out, self.client).await.unwrap();
+        }
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    /// Loopback loses nothing, so no test but the timeout test needs a timer: a long one keeps
+    /// exact packet counts true on a loaded machine.
+    fn patient() -> ClientConfig {
+        ClientConfig {
+            retry_timeout: Duration::from_secs(5),
+            ..ClientConfig::default()
+        }
+    }
+
+    async fn fetch_in_time(
+        server: SocketAddr,
+        cfg: &ClientConfig,
+    ) -> Result<(Vec<u8>, Transfer), ClientError> {
+        tokio::time::timeout(WAIT, fetch(server, "f", cfg))
+            .await
+            .expect("transfer hangs")
+    }
+
+    #[tokio::test]
+    async fn plain_downloads_of_edge_sizes() {
+        for size in [0, 511, 512, 513, 1024, 1500] {
+            let data = pattern(size);
+            let served = data.clone();
+            let (addr, server) = fake_server(|s| async move {
+                assert!(s.request.options.is_empty());
+                assert_eq!(s.request.mode, Mode::Octet);
+                s.serve(&served, plain()).await
+            })
+            .await;
+            let (got, t) = fetch_in_time(addr, &patient()).await.unwrap();
+            assert_eq!(got, data, "size {size}");
+            assert_eq!((t.bytes, t.blocks), (size as u64, size as u64 / 512 + 1));
+            assert_eq!(t.negotiated, Negotiated::default());
+            assert!(t.oack.is_none());
+            assert_ne!(t.server_tid, addr);
+            let acks = server.await.unwrap();
+            assert_eq!(acks, (1..=t.blocks as u16).collect::<Vec<_>>());
+        }
+    }
+
+    #[tokio::test]
+    async fn oack_with_blksize_windowsize_and_tsize() {
+        let data = pattern(1468 * 10 + 100);
+        let served = data.clone();
+        let (addr, server) = fake_server(|s| async move {
+            let o = &s.request.options;
+            assert_eq!(
+                (o.blksize(), o.windowsize(), o.tsize()),
+                (Some(1468), Some(4), Some(0))
+            );
+            let oack = vec![
+                ("blksize", "1468".into()),
+                ("windowsize", "4".into()),
+                ("tsize", served.len().to_string()),
+            ];
+            let serve = Serve {
+                blksize: 1468,
+                window: 4,
+                oack: Some(oack),
+                ..plain()
+            };
+            s.serve(&served, serve).await
+        })
+        .await;
+        let cfg = ClientConfig {
+            blksize: Some(1468),
+            windowsize: Some(4),
+            tsize: true,
+            ..patient()
+        };
+        let (got, t) = fetch_in_time(addr, &cfg).await.unwrap();
+        assert_eq!(got, data);
+        assert_eq!(t.negotiated.blksize, 1468);
+        assert_eq!(t.negotiated.windowsize, 4);
+        assert_eq!(t.negotiated.tsize, Some(data.len() as u64));
+        assert_eq!(t.blocks, 11);
+        assert_eq!(server.await.unwrap(), vec![0, 4, 8, 11]);
+    }
+
+    #[tokio::test]
+    async fn smaller_blksize_in_the_oack_wins() {
+        let data = pattern(3000);
+        let served = data.clone();
+        let (addr, _server) = fake_server(|s| async move {
+            let serve = Serve {
+                blksize: 1024,
+                window: 1,
+                oack: Some(vec![("blksize", "1024".into())]),
+                ..plain()
+            };
+            s.serve(&served, serve).await
+        })
+        .await;
+        let cfg = ClientConfig {
+            blksize: Some(1468),
+            ..patient()
+        };
+        let (got, t) = fetch_in_time(addr, &cfg).await.unwrap();
+        assert_eq!(got, data);
+        assert_eq!((t.negotiated.blksize, t.blocks), (1024, 3));
+    }
+
+    /// 70,000 blocks of 8 bytes, each carrying its own count, so a misplaced block shows.
+    fn counted_blocks() -> Vec<u8> {
+        let mut data: Vec<u8> = (1..70_000u64).flat_map(|k| k.to_le_bytes()).collect();
+        data.extend_from_slice(b"end");
+        data
+    }
+
+    async fn rollover(wrap_to: u16, window: u16, retransmissions: u64) {
+        let data = counted_blocks();
+        let served = data.clone();
+        let (addr, _server) = fake_server(move |s| async move {
+            let oack = vec![("blksize", "8".into()), ("windowsize", window.to_string())];
+            let serve = Serve {
+                blksize: 8,
+                window: window.into(),
+                wrap_to,
+                oack: Some(oack),
+                ..plain()
+            };
+            s.serve(&served, serve).await
+        })
+        .await;
+        let cfg = ClientConfig {
+            blksize: Some(8),
+            windowsize: Some(window),
+            ..patient()
+        };
+        let (got, t) = tokio::time::timeout(Duration::from_secs(120), fetch(addr, "f", &cfg))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.blocks, 70_000);
+        assert_eq!(t.retransmissions, retransmissions);
+        assert!(got == data, "content differs");
+    }
+
+    #[tokio::test]
+    async fn rollover_to_zero_in_lock_step() {
+        rollover(0, 1, 0).await;
+    }
+
+    #[tokio::test]
+    async fn rollover_to_one_with_windows() {
+        // Block 1 after 65535 is first taken for a gap (block 0 lost?): one re-ACK.
+        rollover(1, 16, 1).await;
+    }
+
+    #[tokio::test]
+    async fn a_gap_in_a_window_is_reacked_once_and_recovered() {
+        let data = pattern(512 * 20 + 3);
+        let served = data.clone();
+        let (addr, server) = fake_server(|s| async move {
+            let oack = vec![("windowsize", "8".into())];
+            let serve = Serve {
+                window: 8,
+                oack: Some(oack),
+                drop_once: Some(3),
+                ..plain()
+            };
+            s.serve(&served, serve).await
+        })
+        .await;
+        let cfg = ClientConfig {
+            windowsize: Some(8),
+            ..patient()
+        };
+        let (got, t) = fetch_in_time(addr, &cfg).await.unwrap();
+        assert_eq!(got, data);
+        assert_eq!(t.retransmissions, 1);
+        // ACK 0, the gap's re-ACK of block 2, then full windows from block 3 on.
+        assert_eq!(server.await.unwrap(), vec![0, 2, 10, 18, 21]);
+    }
+
+    #[tokio::test]
+    async fn strangers_get_error_5_and_do_not_disturb() {
+        let data = pattern(1000);
+        let served = data.clone();
+        let (addr, _server) = fake_server(|s| async move {
+            s.send_block(&served, 1, &plain()).await;
+            assert!(matches!(
+                s.recv(WAIT).await,
+                Some(Packet::Ack { block: 1, .. })
+            ));
+            let rogue = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            rogue
+                .send_to(b"\x00\x03\x00\x02junk", s.client)
+                .await
+                .unwrap();
+            let mut buf = [0; 64];
+            let n = rogue.recv(&mut buf).await.unwrap();
+            assert_eq!(
+                Packet::decode(&buf[..n]).unwrap(),
+                Packet::Error {
+                    code: 5,
+                    message: "unknown transfer ID".into()
+                }
+            );
+            s.send_block(&served, 2, &plain()).await;
+            assert!(matches!(
+                s.recv(WAIT).await,
+                Some(Packet::Ack { block: 2, .. })
+            ));
+        })
+        .await;
+        let (got, t) = fetch_in_time(addr, &patient()).await.unwrap();
+        assert_eq!(got, data);
+        assert_eq!(t.retransmissions, 0);
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out_after_the_retries() {
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let cfg = ClientConfig {
+            retry_timeout: Duration::from_millis(50),
+            retries: 2,
+            ..ClientConfig::default()
+        };
+        let err = fetch(silent.local_addr().unwrap(), "f", &cfg)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Timeout), "{err:?}");
+        let mut buf = [0; 512];
+        for _ in 0..3 {
+            let n = silent.recv(&mut buf).await.unwrap();
+            assert!(matches!(Packet::decode(&buf[..n]), Ok(Packet::Rrq(_))));
+        }
+    }
+
+    #[tokio::test]
+    async fn probe_tsize_reads_the_oack_and_aborts() {
+        let (addr, server) = fake_server(|s| async move {
+            assert_eq!(s.request.options.get("tsize"), Some("0"));
+            let mut oack = Options::default();
+            oack.push("tsize", "1234");
+            s.send(&Packet::Oack(oack)).await;
+            s.recv(WAIT).await
+        })
+        .await;
+        let tsize = probe_tsize(addr, "f", &patient(), 8).await.unwrap();
+        assert_eq!(tsize, Some(1234));
+        assert!(matches!(
+            server.await.unwrap(),
+            Some(Packet::Error { code: 8, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn unrequested_option_is_refused_with_error_8() {
+        let (addr, server) = fake_server(|s| async move {
+            let mut oack = Options::default();
+            oack.push("windowsize", "4");
+            s.send(&Packet::Oack(oack)).await;
+            s.recv(WAIT).await
+        })
+        .await;
+        let err = fetch_in_time(addr, &patient()).await.unwrap_err();
+        assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
+        assert!(matches!(
+            server.await.unwrap(),
+            Some(Packet::Error { code: 8, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn blksize_above_the_request_is_refused() {
+        let (addr, server) = fake_server(|s| async move {
+            let mut oack = Options::default();
+            oack.push("blksize", "1500");
+            s.send(&Packet::Oack(oack)).await;
+            s.recv(WAIT).await
+        })
+        .await;
+        let cfg = ClientConfig {
+            blksize: Some(1468),
+            ..patient()
+        };
+        let err = fetch_in_time(addr, &cfg).await.unwrap_err();
+        assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
+        assert!(matches!(
+            server.await.unwrap(),
+            Some(Packet::Error { code: 8, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn wrong_tsize_is_a_size_mismatch() {
+        let (addr, _server) = fake_server(|s| async move {
+            let serve = Serve {
+                oack: Some(vec![("tsize", "999".into())]),
+                ..plain()
+            };
+            s.serve(&pattern(700), serve).await
+        })
+        .await;
+        let cfg = ClientConfig {
+            tsize: true,
+            ..patient()
+        };
+        let err = fetch_in_time(addr, &cfg).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::SizeMismatch {
+                    expected: 999,
+                    got: 700
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn server_error_is_remote() {
+        let (addr, _server) = fake_server(|s| async move {
+            s.send(&Packet::Error {
+                code: 1,
+                message: "File not found".into(),
+            })
+            .await;
+        })
+        .await;
+        let err = fetch_in_time(addr, &patient()).await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::Remote { code: 1, ref message } if message == "File not found"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_data_is_a_protocol_error() {
+        let (addr, _server) = fake_server(|s| async move {
+            let serve = Serve {
+                blksize: 600,
+                ..plain()
+            };
+            s.send_block(&pattern(1000), 1, &serve).await;
+        })
+        .await;
+        let err = fetch_in_time(addr, &patient()).await.unwrap_err();
+        assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
+    }
+
+    #[test]
+    fn blocks_classify_duplicates_gaps_and_wraps() {
+        let mut b = Blocks::new();
+        assert_eq!(b.classify(1, 1), Seq::InOrder);
+        assert_eq!(b.classify(1, 1), Seq::Old);
+        assert_eq!(b.classify(3, 1), Seq::Ahead);
+        assert_eq!(b.last(), 1);
+        b.next = 65536;
+        assert_eq!(b.classify(65535, 4), Seq::Old);
+        assert_eq!(b.classify(1, 4), Seq::Ahead, "block 0 may have been lost");
+        assert_eq!(
+            b.classify(1, 4),
+            Seq::InOrder,
+            "the server resent 1: it wraps to 1"
+        );
+        assert_eq!(
+            (b.wrap, b.last(), b.wire(65536 + 65535)),
+            (Wrap::ToOne, 1, 1)
+        );
+        let mut z = Blocks {
+            next: 65536,
+            ..Blocks::new()
+        };
+        assert_eq!(z.classify(0, 4), Seq::InOrder);
+        assert_eq!((z.wrap, z.last()), (Wrap::ToZero, 0));
+        assert_eq!(z.classify(65535, 4), Seq::Old);
+        assert_eq!(z.classify(1, 4), Seq::InOrder);
+    }
+
+    /// Serves `data` as `boot.img` from async-tftp and downloads it with `cfg`.
+    async fn via_async_tftp(data: &[u8], cfg: &ClientConfig) -> (Vec<u8>, Transfer) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("boot.img"), data).unwrap();
+        let server = async_tftp::server::TftpServerBuilder::with_dir_ro(dir.path())
+            .unwrap()
+            .bind("127.0.0.1:0".parse().unwrap())
+            .build()
+            .await
+            .unwrap();
+        let addr = server.listen_addr().unwrap();
+        let task = tokio::spawn(server.serve());
+        let result =
+            tokio::time::timeout(Duration::from_secs(120), fetch(addr, "boot.img", cfg)).await;
+        task.abort();
+        result.expect("transfer hangs").unwrap()
+    }
+
+    #[tokio::test]
+    async fn downloads_from_async_tftp_with_windows() {
+        let data = pattern(1024 * 300 + 17);
+        let cfg = ClientConfig {
+            blksize: Some(1024),
+            windowsize: Some(8),
+            tsize: true,
+            ..patient()
+        };
+        let (got, t) = via_async_tftp(&data, &cfg).await;
+        assert!(got == data, "content differs");
+        assert_eq!((t.negotiated.blksize, t.negotiated.windowsize), (1024, 8));
+        assert_eq!(t.negotiated.tsize, Some(data.len() as u64));
+    }
+
+    #[tokio::test]
+    async fn forty_mib_at_512_byte_blocks_from_async_tftp() {
+        let data = pattern(40 << 20);
+        let cfg = ClientConfig {
+            windowsize: Some(16),
+            tsize: true,
+            ..patient()
+        };
+        let (got, t) = via_async_tftp(&data, &cfg).await;
+        assert!(got == data, "content differs");
+        assert_eq!(t.blocks, (40 << 20) / 512 + 1);
+    }
+}

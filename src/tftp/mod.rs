@@ -1,0 +1,9 @@
+//! TFTP: the codec and option negotiation (no I/O), the async client, and the relay's parts
+//! (listener, pure session state machine, the task that owns a session's sockets).
+
+pub mod client;
+pub mod listener;
+pub mod options;
+pub mod packet;
+pub mod relay;
+pub mod session;

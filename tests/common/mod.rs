@@ -1,0 +1,326 @@
+//! Shared test harness: tftplb in-process on port 0, real backends (tftpd-hpa from a socket we
+//! bound, embedded async-tftp), real clients (curl, atftp, tftp-hpa, busybox), and sha256 checks.
+//!
+//! Every port is bound at :0 and read back; every child process is ours, killed by handle.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tftplb::app::Bound;
+use tftplb::config::Config;
+use tftplb::demo::{EmbeddedServer, pseudo_random_bytes};
+use tftplb::tftp::listener::Frontend;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub fn sha256(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// A tftplb running in this process.
+pub struct Tftplb {
+    pub addr: SocketAddr,
+    pub frontend: Arc<Frontend>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Tftplb {
+    /// Starts tftplb on 127.0.0.1:0 with `[[pool]]` sections given as TOML (and optional
+    /// `[tftp]` keys besides `listen`).
+    pub async fn start(tftp_keys: &str, pools: &str) -> Tftplb {
+        let text = format!("[tftp]\nlisten = [\"127.0.0.1:0\"]\n{tftp_keys}\n{pools}");
+        let config = Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
+        let bound = Bound::new(&config).expect("bind tftplb");
+        let addr = bound.tftp_addrs()[0];
+        let frontend = bound.frontend();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(bound.serve(async {
+            let _ = stopped.await;
+        }));
+        Tftplb {
+            addr,
+            frontend,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// One pool with `balance` over `backends`.
+    pub async fn with_pool(balance: &str, backends: &[SocketAddr]) -> Tftplb {
+        Tftplb::start("", &pool_toml("p", balance, "", backends)).await
+    }
+
+    /// Stops it and waits for the drain.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// Sessions started on each backend, in pool order.
+    pub fn sessions_per_backend(&self) -> Vec<u64> {
+        self.frontend
+            .pool
+            .backends
+            .iter()
+            .map(|b| b.total_sessions())
+            .collect()
+    }
+
+    /// Waits (bounded) until no session is live: each session frees its state when it ends.
+    pub async fn wait_idle(&self) -> bool {
+        for _ in 0..200 {
+            if self.frontend.live_sessions() == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Tftplb {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+pub fn pool_toml(name: &str, balance: &str, extra: &str, backends: &[SocketAddr]) -> String {
+    let mut t = format!("[[pool]]\nname = \"{name}\"\nbalance = \"{balance}\"\n{extra}\n");
+    for b in backends {
+        t.push_str(&format!("[[pool.backend]]\naddress = \"{b}\"\n"));
+    }
+    t
+}
+
+/// The test files: sizes around the 512-byte block edge, an exact multiple of 1468, and 40 MiB
+/// (81,920 blocks at 512 bytes: the block counter rolls over).
+pub const TEST_FILES: &[(&str, usize)] = &[
+    ("empty.bin", 0),
+    ("f511.bin", 511),
+    ("f512.bin", 512),
+    ("f513.bin", 513),
+    ("f2936.bin", 2 * 1468),
+    ("big40m.bin", 40 * 1024 * 1024),
+];
+
+/// A directory of test files, readable by tftpd-hpa's unprivileged user.
+pub struct Tree {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tree {
+    pub fn new(files: &[(&str, usize)]) -> Tree {
+        let dir = tempfile::tempdir().unwrap();
+        set_mode(dir.path(), 0o755);
+        for (i, (name, size)) in files.iter().enumerate() {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+                set_mode(parent, 0o755);
+            }
+            std::fs::write(&path, pseudo_random_bytes(*size, 100 + i as u64)).unwrap();
+            set_mode(&path, 0o644);
+        }
+        Tree { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn sha256_of(&self, name: &str) -> String {
+        sha256(&std::fs::read(self.path().join(name)).unwrap())
+    }
+
+    pub fn write(&self, name: &str, content: &[u8]) {
+        let path = self.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        set_mode(&path, 0o644);
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// tftpd-hpa serving `dir`, started inetd-style on a socket this test bound at 127.0.0.1:0.
+pub struct TftpdHpa {
+    pub address: SocketAddr,
+    child: tokio::process::Child,
+}
+
+impl TftpdHpa {
+    pub fn start(dir: &Path) -> TftpdHpa {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let address = socket.local_addr().unwrap();
+        let fd: std::os::fd::OwnedFd = socket.into();
+        let child = tokio::process::Command::new(in_tftpd())
+            // -t: exit after 60 s without a request, should the test die without killing it.
+            .args(["-s", "-t", "60"])
+            .arg(dir)
+            .stdin(Stdio::from(fd))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start in.tftpd (apt-get install tftpd-hpa)");
+        TftpdHpa { address, child }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn in_tftpd() -> PathBuf {
+    ["/usr/sbin/in.tftpd", "/usr/bin/in.tftpd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("in.tftpd"))
+}
+
+/// Two backends of one kind serving `dir`.
+pub enum Backends {
+    Hpa(Vec<TftpdHpa>),
+    Embedded(Vec<EmbeddedServer>),
+}
+
+impl Backends {
+    pub async fn start(kind: &str, dir: &Path, count: usize) -> Backends {
+        match kind {
+            "tftpd-hpa" => Backends::Hpa((0..count).map(|_| TftpdHpa::start(dir)).collect()),
+            "async-tftp" => {
+                let mut v = Vec::new();
+                for _ in 0..count {
+                    v.push(
+                        EmbeddedServer::start(dir, "127.0.0.1:0".parse().unwrap())
+                            .await
+                            .unwrap(),
+                    );
+                }
+                Backends::Embedded(v)
+            }
+            other => panic!("unknown backend kind {other}"),
+        }
+    }
+
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        match self {
+            Backends::Hpa(v) => v.iter().map(|b| b.address).collect(),
+            Backends::Embedded(v) => v.iter().map(|b| b.address).collect(),
+        }
+    }
+}
+
+/// A real TFTP client program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RealClient {
+    /// curl with `--tftp-blksize` (always sends tsize, blksize, timeout).
+    Curl { blksize: u16 },
+    /// atftp with blksize and windowsize options.
+    Atftp { blksize: u16, windowsize: u16 },
+    /// tftp-hpa in binary mode: no options at all.
+    TftpHpa,
+    /// busybox tftp with `-b` (always sends tsize).
+    Busybox { blksize: u16 },
+}
+
+impl RealClient {
+    pub fn all() -> [RealClient; 4] {
+        [
+            RealClient::Curl { blksize: 1468 },
+            RealClient::Atftp {
+                blksize: 1468,
+                windowsize: 16,
+            },
+            RealClient::TftpHpa,
+            RealClient::Busybox { blksize: 1468 },
+        ]
+    }
+
+    fn command(self, server: SocketAddr, file: &str, out: &Path) -> tokio::process::Command {
+        let (host, port) = (server.ip().to_string(), server.port().to_string());
+        let out = out.to_str().unwrap();
+        let mut cmd;
+        match self {
+            RealClient::Curl { blksize } => {
+                cmd = tokio::process::Command::new("curl");
+                cmd.args([
+                    "-sS",
+                    "--max-time",
+                    "120",
+                    "--tftp-blksize",
+                    &blksize.to_string(),
+                    "-o",
+                    out,
+                ])
+                .arg(format!("tftp://{server}/{file}"));
+            }
+            RealClient::Atftp {
+                blksize,
+                windowsize,
+            } => {
+                cmd = tokio::process::Command::new("atftp");
+                cmd.args(["--get", "-r", file, "-l", out])
+                    .args(["--option", &format!("blksize {blksize}")])
+                    .args(["--option", &format!("windowsize {windowsize}")])
+                    .args([&host, &port]);
+            }
+            RealClient::TftpHpa => {
+                cmd = tokio::process::Command::new("tftp");
+                cmd.args(["-m", "binary", &host, &port, "-c", "get", file, out]);
+            }
+            RealClient::Busybox { blksize } => {
+                cmd = tokio::process::Command::new("busybox");
+                cmd.args([
+                    "tftp",
+                    "-g",
+                    "-r",
+                    file,
+                    "-l",
+                    out,
+                    "-b",
+                    &blksize.to_string(),
+                    &host,
+                    &port,
+                ]);
+            }
+        }
+        cmd
+    }
+
+    /// Downloads `file` and returns its bytes, or a description of the failure.
+    pub async fn get(self, server: SocketAddr, file: &str) -> Result<Vec<u8>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let mut cmd = self.command(server, file, &out);
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        let run = tokio::time::timeout(Duration::from_secs(180), cmd.output());
+        let output = run
+            .await
+            .map_err(|_| format!("{self:?} {file}: no result after 180 s"))?
+            .map_err(|e| format!("{self:?}: cannot start: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{self:?} {file}: {} {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        std::fs::read(&out).map_err(|e| format!("{self:?} {file}: no output file: {e}"))
+    }
+}

@@ -1,0 +1,435 @@
+//! The relay rules of DOMAIN.md, one test each, with raw UDP sockets on both sides: a scripted
+//! client and a scripted backend whose every received packet the test can see.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{Backends, Tftplb, Tree};
+use tftplb::tftp::options::Options;
+use tftplb::tftp::packet::{Mode, Packet, Request, ack_datagram};
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(3);
+
+fn rrq(file: &str, opts: &[(&str, &str)]) -> Vec<u8> {
+    let mut options = Options::default();
+    for (k, v) in opts {
+        options.push(k, v);
+    }
+    Packet::Rrq(Request {
+        filename: file.into(),
+        mode: Mode::Octet,
+        options,
+    })
+    .encode()
+}
+
+async fn recv(sock: &UdpSocket) -> Option<(Packet, SocketAddr)> {
+    let mut buf = vec![0u8; 70_000];
+    let (n, from) = timeout(WAIT, sock.recv_from(&mut buf)).await.ok()?.ok()?;
+    Some((Packet::decode(&buf[..n]).expect("valid packet"), from))
+}
+
+async fn expect_error(sock: &UdpSocket, code: u16) -> String {
+    match recv(sock).await {
+        Some((Packet::Error { code: c, message }, _)) if c == code => message,
+        other => panic!("expected ERROR {code}, got {other:?}"),
+    }
+}
+
+async fn client_socket() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// A scripted backend: its port-69 socket, and the requests it has seen.
+struct FakeBackend {
+    listen: UdpSocket,
+}
+
+impl FakeBackend {
+    async fn new() -> FakeBackend {
+        FakeBackend {
+            listen: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.listen.local_addr().unwrap()
+    }
+
+    /// Waits for a request; returns it, who sent it, and a fresh TID socket to answer from.
+    async fn accept(&self) -> (Request, SocketAddr, UdpSocket) {
+        let (p, from) = recv(&self.listen).await.expect("backend got no request");
+        let Packet::Rrq(req) = p else {
+            panic!("backend got {p:?}")
+        };
+        (req, from, UdpSocket::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// Whether another request arrives within `d`.
+    async fn another_request_within(&self, d: Duration) -> bool {
+        let mut buf = [0u8; 1500];
+        timeout(d, self.listen.recv_from(&mut buf)).await.is_ok()
+    }
+}
+
+/// Serves `data` in 512-byte lock-step blocks from `tid` to `peer`.
+async fn serve_lock_step(tid: &UdpSocket, peer: SocketAddr, data: &[u8]) {
+    let blocks: Vec<&[u8]> = data.chunks(512).chain(std::iter::once(&[][..])).collect();
+    let last = if data.len() % 512 == 0 {
+        blocks.len()
+    } else {
+        blocks.len() - 1
+    };
+    for (i, chunk) in blocks[..last].iter().enumerate() {
+        let block = (i + 1) as u16;
+        tid.send_to(
+            &Packet::Data {
+                block,
+                data: chunk.to_vec(),
+            }
+            .encode(),
+            peer,
+        )
+        .await
+        .unwrap();
+        match recv(tid).await {
+            Some((Packet::Ack { block: b, .. }, _)) if b == block => {}
+            other => panic!("backend expected ACK {block}, got {other:?}"),
+        }
+    }
+}
+
+/// Downloads in lock-step as a raw client; returns the data and the session's TID.
+async fn fetch_raw(sock: &UdpSocket, lb: SocketAddr, file: &str) -> (Vec<u8>, SocketAddr) {
+    sock.send_to(&rrq(file, &[]), lb).await.unwrap();
+    let mut data = Vec::new();
+    let mut tid = None;
+    loop {
+        let (p, from) = recv(sock).await.expect("client got nothing");
+        assert!(
+            tid.is_none() || tid == Some(from),
+            "reply from a second TID"
+        );
+        tid = Some(from);
+        let Packet::Data { block, data: d } = p else {
+            panic!("client got {p:?}")
+        };
+        data.extend_from_slice(&d);
+        sock.send_to(&ack_datagram(block), from).await.unwrap();
+        if d.len() < 512 {
+            return (data, from);
+        }
+    }
+}
+
+#[tokio::test]
+async fn replies_come_from_the_contacted_address_and_the_backend_tid_is_learned() {
+    let backend = FakeBackend::new().await;
+    let lb = Tftplb::with_pool("round-robin", &[backend.addr()]).await;
+    let client = client_socket().await;
+    let fetch = fetch_raw(&client, lb.addr, "/boot/file");
+    let serve = async {
+        let (req, peer, tid) = backend.accept().await;
+        assert_eq!(req.filename, "/boot/file", "a leading / passes through");
+        serve_lock_step(&tid, peer, &[5u8; 1000]).await;
+    };
+    let ((data, session_tid), ()) = tokio::join!(fetch, serve);
+    assert_eq!(data, vec![5u8; 1000]);
+    assert_eq!(session_tid.ip(), lb.addr.ip());
+    assert_ne!(
+        session_tid.port(),
+        lb.addr.port(),
+        "a per-session port, not port 69"
+    );
+    assert!(lb.wait_idle().await);
+}
+
+#[tokio::test]
+async fn a_retransmitted_request_opens_no_second_backend_transfer() {
+    let backend = FakeBackend::new().await;
+    let lb = Tftplb::with_pool("round-robin", &[backend.addr()]).await;
+    let client = client_socket().await;
+    let request = rrq("file", &[("blksize", "1024")]);
+    client.send_to(&request, lb.addr).await.unwrap();
+    let (_, peer, tid) = backend.accept().await;
+    // The client retransmits before anything came back.
+    client.send_to(&request, lb.addr).await.unwrap();
+    client.send_to(&request, lb.addr).await.unwrap();
+    assert!(
+        !backend
+            .another_request_within(Duration::from_millis(300))
+            .await
+    );
+    assert_eq!(
+        lb.frontend
+            .stats
+            .retransmitted_requests
+            .load(Ordering::Relaxed),
+        2
+    );
+    tid.send_to(
+        &Packet::Data {
+            block: 1,
+            data: vec![1; 3],
+        }
+        .encode(),
+        peer,
+    )
+    .await
+    .unwrap();
+    let (p, _) = recv(&client).await.unwrap();
+    assert_eq!(
+        p,
+        Packet::Data {
+            block: 1,
+            data: vec![1; 3]
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_reused_client_port_starts_a_new_session() {
+    let tree = Tree::new(&[("a.bin", 700), ("b.bin", 1300)]);
+    let backends = Backends::start("async-tftp", tree.path(), 1).await;
+    let lb = Tftplb::with_pool("round-robin", &backends.addresses()).await;
+    // A PXE ROM that uses the same port on every boot: one socket, several transfers.
+    let client = client_socket().await;
+    for file in ["a.bin", "b.bin", "a.bin"] {
+        let (data, _) = fetch_raw(&client, lb.addr, file).await;
+        assert_eq!(common::sha256(&data), tree.sha256_of(file), "{file}");
+    }
+    // A boot that died mid-transfer: the same request again from the same port must not be
+    // swallowed by the stale session.
+    client.send_to(&rrq("b.bin", &[]), lb.addr).await.unwrap();
+    let (p, tid) = recv(&client).await.unwrap();
+    assert!(matches!(p, Packet::Data { block: 1, .. }));
+    client.send_to(&ack_datagram(1), tid).await.unwrap();
+    let _ = recv(&client).await.unwrap(); // DATA 2; the client "reboots" here
+    let (data, _) = fetch_raw(&client, lb.addr, "b.bin").await;
+    assert_eq!(common::sha256(&data), tree.sha256_of("b.bin"));
+    assert!(lb.frontend.stats.superseded.load(Ordering::Relaxed) >= 1);
+    assert!(lb.wait_idle().await);
+}
+
+#[tokio::test]
+async fn a_tsize_probe_abort_reaches_the_backend_and_the_download_follows_to_it() {
+    let backends = [FakeBackend::new().await, FakeBackend::new().await];
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr()).collect();
+    let pools = common::pool_toml("p", "round-robin", "affinity = \"client\"", &addrs);
+    let lb = Tftplb::start("", &pools).await;
+    let client = client_socket().await;
+    // EDK2: RRQ with tsize, read the OACK, abort with ERROR 8.
+    client
+        .send_to(&rrq("ARDBP32.BIN", &[("tsize", "0")]), lb.addr)
+        .await
+        .unwrap();
+    let (first, peer, tid) = tokio::select! {
+        a = backends[0].accept() => (0, a.1, a.2),
+        b = backends[1].accept() => (1, b.1, b.2),
+    };
+    let mut oack = Options::default();
+    oack.push("tsize", "9728");
+    tid.send_to(&Packet::Oack(oack.clone()).encode(), peer)
+        .await
+        .unwrap();
+    let (p, session) = recv(&client).await.unwrap();
+    assert_eq!(p, Packet::Oack(oack));
+    let abort = Packet::Error {
+        code: 8,
+        message: "tsize probe".into(),
+    }
+    .encode();
+    client.send_to(&abort, session).await.unwrap();
+    let (p, _) = recv(&tid).await.expect("the abort reaches the backend");
+    assert!(matches!(p, Packet::Error { code: 8, .. }));
+    // The follow-up request goes to the same backend.
+    let client2 = client_socket().await;
+    client2
+        .send_to(&rrq("ARDBP32.BIN", &[]), lb.addr)
+        .await
+        .unwrap();
+    let (req, _, _) = backends[first].accept().await;
+    assert_eq!(req.filename, "ARDBP32.BIN");
+    assert!(
+        !backends[1 - first]
+            .another_request_within(Duration::from_millis(200))
+            .await
+    );
+}
+
+#[tokio::test]
+async fn packets_from_strangers_get_error_5_and_change_nothing() {
+    let backend = FakeBackend::new().await;
+    let lb = Tftplb::with_pool("round-robin", &[backend.addr()]).await;
+    let client = client_socket().await;
+    client.send_to(&rrq("file", &[]), lb.addr).await.unwrap();
+    let (_, peer, tid) = backend.accept().await;
+    tid.send_to(
+        &Packet::Data {
+            block: 1,
+            data: vec![9; 512],
+        }
+        .encode(),
+        peer,
+    )
+    .await
+    .unwrap();
+    let (_, session) = recv(&client).await.unwrap();
+    // A stranger writes to the session's client-facing port…
+    let stranger = client_socket().await;
+    stranger.send_to(&ack_datagram(1), session).await.unwrap();
+    expect_error(&stranger, 5).await;
+    // …and another to the backend-facing port, from the backend's IP but the wrong port.
+    let wrong_tid = client_socket().await;
+    wrong_tid
+        .send_to(
+            &Packet::Data {
+                block: 2,
+                data: vec![0; 10],
+            }
+            .encode(),
+            peer,
+        )
+        .await
+        .unwrap();
+    expect_error(&wrong_tid, 5).await;
+    // The transfer goes on.
+    client.send_to(&ack_datagram(1), session).await.unwrap();
+    let (p, _) = recv(&tid).await.unwrap();
+    assert!(matches!(p, Packet::Ack { block: 1, .. }));
+    tid.send_to(
+        &Packet::Data {
+            block: 2,
+            data: vec![9; 7],
+        }
+        .encode(),
+        peer,
+    )
+    .await
+    .unwrap();
+    let (p, from) = recv(&client).await.unwrap();
+    assert_eq!(
+        (p, from),
+        (
+            Packet::Data {
+                block: 2,
+                data: vec![9; 7]
+            },
+            session
+        )
+    );
+    client.send_to(&ack_datagram(2), session).await.unwrap();
+    assert!(lb.wait_idle().await);
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_error_and_are_never_forwarded() {
+    let backend = FakeBackend::new().await;
+    let lb = Tftplb::with_pool("round-robin", &[backend.addr()]).await;
+    let client = client_socket().await;
+    let long = "x".repeat(256);
+    let wrq = Packet::Wrq(Request {
+        filename: "up".into(),
+        mode: Mode::Octet,
+        options: Options::default(),
+    });
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (wrq.encode(), 2),
+        (rrq("../etc/passwd", &[]), 2),
+        (rrq("pxelinux.cfg/../../x", &[]), 2),
+        (rrq("a\\..\\b", &[]), 2),
+        (rrq(&long, &[]), 2),
+        (rrq("", &[]), 2),
+        (vec![0, 42, 1, 2], 4),
+        (ack_datagram(3).to_vec(), 5),
+    ];
+    for (datagram, code) in &cases {
+        client.send_to(datagram, lb.addr).await.unwrap();
+        let msg = expect_error(&client, *code).await;
+        assert!(!msg.is_empty());
+    }
+    let unsupported = b"\x00\x01file\x00mail\x00";
+    client.send_to(unsupported, lb.addr).await.unwrap();
+    expect_error(&client, 4).await;
+    assert!(
+        !backend
+            .another_request_within(Duration::from_millis(200))
+            .await
+    );
+}
+
+#[tokio::test]
+async fn malformed_datagrams_are_counted_dropped_and_harm_no_transfer() {
+    let tree = Tree::new(&[("f.bin", 200_000)]);
+    let backends = Backends::start("async-tftp", tree.path(), 1).await;
+    let lb = Tftplb::with_pool("round-robin", &backends.addresses()).await;
+    let junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0],
+        vec![0, 1],
+        b"\x00\x01no-terminator".to_vec(),
+        b"\x00\x01file\x00octet\x00blksize\x00".to_vec(),
+        b"\x00\x01\xff\xfe\x00octet\x00".to_vec(),
+        b"\x00\x05\x00\x01stray error\x00".to_vec(),
+    ];
+    let noisy = client_socket().await;
+    let client = client_socket().await;
+    let fetch = fetch_raw(&client, lb.addr, "f.bin");
+    let noise = async {
+        for _ in 0..20 {
+            for j in &junk {
+                noisy.send_to(j, lb.addr).await.unwrap();
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let ((data, _), ()) = tokio::join!(fetch, noise);
+    assert_eq!(common::sha256(&data), tree.sha256_of("f.bin"));
+    let mut buf = [0u8; 100];
+    assert!(
+        timeout(Duration::from_millis(200), noisy.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "junk got an answer"
+    );
+    assert!(lb.wait_idle().await);
+    assert_eq!(lb.frontend.stats.malformed.load(Ordering::Relaxed), 6 * 20);
+    // The stray ERROR is refused silently but counted as refused.
+    assert_eq!(lb.frontend.stats.refused.load(Ordering::Relaxed), 20);
+}
+
+#[tokio::test]
+async fn a_silent_backend_is_skipped_within_the_setup_timeout() {
+    let silent = FakeBackend::new().await;
+    let tree = Tree::new(&[("f.bin", 3000)]);
+    let good = Backends::start("async-tftp", tree.path(), 1).await;
+    let addrs = vec![silent.addr(), good.addresses()[0]];
+    let lb = Tftplb::start(
+        "setup_timeout = \"200ms\"",
+        &common::pool_toml("p", "round-robin", "", &addrs),
+    )
+    .await;
+    for _ in 0..4 {
+        let client = client_socket().await;
+        let (data, _) = fetch_raw(&client, lb.addr, "f.bin").await;
+        assert_eq!(common::sha256(&data), tree.sha256_of("f.bin"));
+    }
+}
+
+#[tokio::test]
+async fn when_no_backend_answers_the_client_gets_error_0() {
+    let silent = [FakeBackend::new().await, FakeBackend::new().await];
+    let addrs: Vec<_> = silent.iter().map(|b| b.addr()).collect();
+    let tftp = "setup_timeout = \"100ms\"\nsetup_attempts = 2";
+    let lb = Tftplb::start(tftp, &common::pool_toml("p", "round-robin", "", &addrs)).await;
+    let client = client_socket().await;
+    client.send_to(&rrq("f", &[]), lb.addr).await.unwrap();
+    let msg = expect_error(&client, 0).await;
+    assert!(msg.contains("no boot server"), "{msg}");
+    assert!(lb.wait_idle().await);
+}
