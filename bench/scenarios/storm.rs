@@ -1,0 +1,291 @@
+//! `storm`: N machines power on at once; each fetches a small bootstrap (ARDBP32.BIN-sized) and
+//! a big image from three backends, either spread directly over the backends or through tftplb.
+//! The two crowds alternate (direct first in even rounds, tftplb first in odd ones).
+//!
+//! Figures: completed / failed, completion time p50/p99/max, wall time; tftplb's CPU seconds per
+//! GB relayed, peak RSS and RSS per concurrent session; the backends' CPU per GB for comparison.
+
+use serde::Serialize;
+
+use super::phase::{self, Crowd, CrowdResult};
+use super::{Ctx, per_gb};
+use crate::load::{BenchFile, ClientParams, write_tree};
+use crate::procs::{self, Backend, BackendKind, TftplbProc, TftplbSettings};
+use crate::report::{self, WorkDir, f};
+use crate::stats::Summary;
+
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct Params {
+    /// Clients per crowd.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Size of the big file, KiB.
+    #[arg(long, default_value_t = 1024)]
+    pub file_kib: usize,
+    /// Size of the small file, bytes (ARDBP32.BIN is about 9.5 KB).
+    #[arg(long, default_value_t = 9728)]
+    pub small_bytes: usize,
+    #[arg(long, default_value_t = 3)]
+    pub backends: usize,
+    #[arg(long, default_value_t = 1468)]
+    pub blksize: u16,
+    /// Crowds per mode (direct and tftplb alternate).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Clients start spread over this many ms (0: all at once).
+    #[arg(long, default_value_t = 0)]
+    pub ramp_ms: u64,
+    /// Client retransmission timeout, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub retry_ms: u64,
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Bound on one crowd, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub max_secs: u64,
+    /// tftplb's `max_sessions`.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_sessions: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct P {
+            #[command(flatten)]
+            p: Params,
+        }
+        P::parse_from(["storm"]).p
+    }
+}
+
+/// One mode's totals over its rounds.
+#[derive(Debug, Default, Serialize)]
+pub struct Mode {
+    pub crowds: Vec<CrowdResult>,
+    pub completed: usize,
+    pub failed: usize,
+    pub completion_s: Summary,
+    pub wall_s: Summary,
+    pub backend_cpu_s: f64,
+    pub backend_cpu_s_per_gb: f64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub backend: Option<BackendKind>,
+    pub direct: Mode,
+    pub tftplb: Mode,
+    pub tftplb_cpu_s: f64,
+    pub tftplb_cpu_s_per_gb: f64,
+    /// Peak RSS of tftplb during its crowds (sampled every 10 ms), and its VmHWM at the end.
+    pub tftplb_peak_rss_kib: u64,
+    pub tftplb_hwm_kib: u64,
+    pub tftplb_idle_rss_kib: u64,
+    pub peak_concurrent_sessions: usize,
+    /// (peak RSS − RSS before the crowd) ÷ peak concurrent transfers, KiB.
+    pub rss_per_session_kib: f64,
+    /// tftplb sessions by outcome, from its log.
+    pub tftplb_outcomes: std::collections::BTreeMap<String, usize>,
+    pub failures: usize,
+}
+
+pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
+    let kind = ctx.backend_or(BackendKind::TftpdHpa);
+    let work = WorkDir::new("storm")?;
+    let files = vec![
+        BenchFile::new("ARDBP32.BIN", p.small_bytes, 1),
+        BenchFile::new("boot.img", p.file_kib * 1024, 2),
+    ];
+    let tree = work.path.join("tree");
+    write_tree(&tree, &files)?;
+    let backends: Vec<Backend> = (0..p.backends.max(1))
+        .map(|_| Backend::start(kind, &tree))
+        .collect::<Result<_, _>>()?;
+    let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
+    let settings = TftplbSettings {
+        max_sessions: p.max_sessions,
+        ..TftplbSettings::default()
+    };
+    let lb = TftplbProc::start(&ctx.tftplb, &work.path, &addrs, &settings)?;
+    let mut r = Results {
+        backend: Some(kind),
+        tftplb_idle_rss_kib: lb.proc.memory().rss_kib,
+        ..Results::default()
+    };
+    let client = ClientParams {
+        blksize: Some(p.blksize),
+        windowsize: None,
+        tsize: true,
+        retry_ms: p.retry_ms,
+        retries: p.retries,
+    };
+    let bar = report::progress((p.rounds * 2 * p.clients) as u64, "storm");
+    for round in 0..p.rounds.max(1) {
+        let lb_first = round % 2 == 1;
+        for through_lb in [lb_first, !lb_first] {
+            let targets = (0..p.clients)
+                .map(|i| {
+                    if through_lb {
+                        lb.address
+                    } else {
+                        addrs[i % addrs.len()]
+                    }
+                })
+                .collect();
+            let crowd = Crowd {
+                targets,
+                files: files.clone(),
+                client,
+                ramp: std::time::Duration::from_millis(p.ramp_ms),
+                attempts: 1,
+                deadline: std::time::Duration::from_secs(p.max_secs),
+                watch: through_lb.then_some(lb.proc.pid),
+            };
+            let backend_before = backend_cpu(&backends);
+            let lb_before = lb.proc.cpu();
+            let result = phase::run(crowd, &bar).await;
+            settle(&backends);
+            let backend_s = backend_cpu(&backends) - backend_before;
+            let mode = if through_lb {
+                &mut r.tftplb
+            } else {
+                &mut r.direct
+            };
+            mode.backend_cpu_s += backend_s;
+            if through_lb {
+                r.tftplb_cpu_s += lb.proc.cpu().since(lb_before);
+                r.tftplb_peak_rss_kib = r.tftplb_peak_rss_kib.max(result.peak_rss_kib);
+                r.peak_concurrent_sessions = r.peak_concurrent_sessions.max(result.peak_inflight);
+                let per = (result.peak_rss_kib.saturating_sub(result.baseline_rss_kib)) as f64
+                    / result.peak_inflight.max(1) as f64;
+                r.rss_per_session_kib = r.rss_per_session_kib.max(per);
+            }
+            mode.crowds.push(result);
+        }
+    }
+    bar.finish_and_clear();
+    r.tftplb_hwm_kib = lb.proc.memory().hwm_kib;
+    r.tftplb_outcomes = lb.outcomes();
+    for mode in [&mut r.direct, &mut r.tftplb] {
+        summarise(mode);
+    }
+    r.tftplb_cpu_s_per_gb = per_gb(r.tftplb_cpu_s, r.tftplb.bytes);
+    r.failures = r.direct.failed + r.tftplb.failed;
+    print(p, &r);
+    let path = report::write_json(&ctx.out, "storm", &ctx.meta, p, &r)?;
+    println!("  json: {}", path.display());
+    ctx.plot("storm.svg", |path| plot(path, p, &r));
+    Ok(())
+}
+
+/// CPU seconds of all backends, their reaped children included.
+fn backend_cpu(backends: &[Backend]) -> f64 {
+    backends.iter().map(|b| b.proc.cpu().total()).sum()
+}
+
+/// Lets tftpd-hpa reap its per-transfer children, so their CPU time is counted.
+fn settle(backends: &[Backend]) {
+    for b in backends {
+        if b.kind == BackendKind::TftpdHpa {
+            procs::wait_children_reaped(b.proc.pid, std::time::Duration::from_secs(10));
+        }
+    }
+}
+
+fn summarise(mode: &mut Mode) {
+    let times: Vec<f64> = mode
+        .crowds
+        .iter()
+        .flat_map(|c| c.completion_s.iter().copied())
+        .collect();
+    mode.completion_s = Summary::of(&times);
+    mode.wall_s = Summary::of(&mode.crowds.iter().map(|c| c.wall_s).collect::<Vec<_>>());
+    mode.completed = mode.crowds.iter().map(|c| c.completed).sum();
+    mode.failed = mode.crowds.iter().map(|c| c.failed).sum();
+    mode.bytes = mode.crowds.iter().map(|c| c.bytes).sum();
+    mode.backend_cpu_s_per_gb = per_gb(mode.backend_cpu_s, mode.bytes);
+}
+
+fn print(p: &Params, r: &Results) {
+    let mut rows = vec![
+        [
+            "mode",
+            "completed",
+            "failed",
+            "p50 s",
+            "p99 s",
+            "max s",
+            "wall s",
+            "backend CPU s/GB",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for (name, m) in [("direct", &r.direct), ("tftplb", &r.tftplb)] {
+        rows.push(vec![
+            name.into(),
+            m.completed.to_string(),
+            m.failed.to_string(),
+            f(m.completion_s.p50, 3),
+            f(m.completion_s.p99, 3),
+            f(m.completion_s.max, 3),
+            f(m.wall_s.max, 2),
+            f(m.backend_cpu_s_per_gb, 2),
+        ]);
+    }
+    let backend = r.backend.map_or("-", |b| b.name());
+    report::print_table(
+        &format!(
+            "storm: {} clients x ({} B + {} KiB), {} x {backend}",
+            p.clients, p.small_bytes, p.file_kib, p.backends
+        ),
+        &rows,
+    );
+    println!(
+        "  tftplb: CPU {} s/GB ({} s), peak RSS {} KiB (idle {}), {} concurrent sessions at peak, \
+         {} KiB RSS per session",
+        f(r.tftplb_cpu_s_per_gb, 2),
+        f(r.tftplb_cpu_s, 2),
+        r.tftplb_peak_rss_kib,
+        r.tftplb_idle_rss_kib,
+        r.peak_concurrent_sessions,
+        f(r.rss_per_session_kib, 1)
+    );
+    println!("  tftplb sessions by outcome: {:?}", r.tftplb_outcomes);
+    for (name, m) in [("direct", &r.direct), ("tftplb", &r.tftplb)] {
+        for c in &m.crowds {
+            if !c.attempt_errors.is_empty() {
+                println!("  {name} errors: {:?}", c.attempt_errors);
+            }
+        }
+    }
+}
+
+fn plot(path: &std::path::Path, p: &Params, r: &Results) -> Result<(), String> {
+    use crate::plot::{Chart, Series, cdf, draw};
+    let series = [("direct", &r.direct), ("tftplb", &r.tftplb)]
+        .into_iter()
+        .map(|(name, m)| Series {
+            name: name.into(),
+            points: cdf(&m
+                .crowds
+                .iter()
+                .flat_map(|c| c.completion_s.iter().copied())
+                .collect::<Vec<_>>()),
+        })
+        .collect();
+    let title = format!("storm: {} clients, completion time (CDF)", p.clients);
+    draw(
+        path,
+        &Chart {
+            title: &title,
+            x_label: "seconds from power-on to last byte",
+            y_label: "fraction of clients",
+            series,
+            markers: Vec::new(),
+        },
+    )
+}
