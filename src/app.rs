@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::pool::Pool;
+use crate::health::{Monitor, health_events};
+use crate::runtime::Runtime;
 use crate::tftp::listener::{Frontend, Listener};
-use crate::tftp::relay::RelaySettings;
 
 /// How long running transfers may go on after a shutdown request.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -42,13 +42,9 @@ impl Bound {
         for l in &listeners {
             tracing::info!(address = %l.local_addr(), "tftp listening");
         }
-        let settings = RelaySettings {
-            setup_timeout: config.tftp.setup_timeout,
-            setup_attempts: config.tftp.setup_attempts,
-            idle_timeout: config.tftp.idle_timeout,
-        };
-        let pool = Arc::new(Pool::new(config.default_pool()));
-        let frontend = Arc::new(Frontend::new(pool, settings, config.tftp.max_sessions));
+        let events = health_events();
+        let runtime = Runtime::new(config.clone(), None, &events);
+        let frontend = Arc::new(Frontend::new(runtime, events));
         Ok(Bound {
             listeners,
             frontend,
@@ -72,7 +68,9 @@ impl Bound {
             tasks.spawn(self.frontend.clone().serve(l, stop.clone()));
         }
         tasks.spawn(housekeeping(self.frontend.clone(), stop.clone()));
+        let monitor = Monitor::start(&self.frontend.runtime());
         shutdown.await;
+        drop(monitor);
         tracing::info!(
             sessions = self.frontend.live_sessions(),
             "shutting down: no new transfers"
@@ -89,7 +87,10 @@ async fn housekeeping(frontend: Arc<Frontend>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => frontend.pool.expire_affinity(std::time::Instant::now()),
+            _ = tick.tick() => {
+                let now = std::time::Instant::now();
+                frontend.runtime().pools.iter().for_each(|p| p.expire_affinity(now));
+            }
         }
     }
 }

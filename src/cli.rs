@@ -106,7 +106,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         for p in &e.problems {
             eprintln!("{p}");

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::health::AdminState;
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,6 +26,7 @@ pub struct Config {
 pub struct TftpConfig {
     pub listen: Vec<SocketAddr>,
     pub setup_timeout: Duration,
+    pub stall_timeout: Duration,
     pub setup_attempts: u32,
     pub idle_timeout: Duration,
     pub max_sessions: usize,
@@ -35,13 +38,50 @@ pub struct PoolConfig {
     pub balance: Balance,
     pub affinity: Affinity,
     pub affinity_ttl: Duration,
+    pub when_all_down: AllDown,
+    pub resume: bool,
+    pub health: Option<HealthConfig>,
     pub backends: Vec<BackendConfig>,
+}
+
+/// What a pool does when no backend is eligible (all down, unknown, draining or inconsistent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllDown {
+    /// Answer ERROR 0 "no healthy boot server".
+    Refuse,
+    /// Fail open: try every enabled backend regardless of health.
+    TryAll,
+}
+
+/// How a probe judges a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expect {
+    /// The file must download completely.
+    Download,
+    /// Any TFTP answer will do (ERROR 1 "file not found" still proves the server is alive).
+    AnyReply,
+}
+
+/// Active health probes of a pool's backends: a real TFTP download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub file: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub expect: Expect,
+    pub sha256: Option<String>,
+    pub consistency: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     pub address: SocketAddr,
     pub weight: u32,
+    pub state: AdminState,
 }
 
 /// Backend selection policy of a pool.
@@ -141,6 +181,8 @@ struct RawTftp {
     listen: Vec<String>,
     #[serde(default = "default_setup_timeout", with = "humantime_serde")]
     setup_timeout: Duration,
+    #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    stall_timeout: Duration,
     #[serde(default = "default_setup_attempts")]
     setup_attempts: u32,
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
@@ -154,6 +196,7 @@ impl Default for RawTftp {
         RawTftp {
             listen: default_listen(),
             setup_timeout: default_setup_timeout(),
+            stall_timeout: default_stall_timeout(),
             setup_attempts: default_setup_attempts(),
             idle_timeout: default_idle_timeout(),
             max_sessions: default_max_sessions(),
@@ -171,8 +214,32 @@ struct RawPool {
     affinity: Affinity,
     #[serde(default = "default_affinity_ttl", with = "humantime_serde")]
     affinity_ttl: Duration,
+    #[serde(default = "default_when_all_down")]
+    when_all_down: AllDown,
+    #[serde(default = "default_resume")]
+    resume: bool,
+    health: Option<RawHealth>,
     #[serde(default)]
     backend: Vec<RawBackend>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    file: String,
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    interval: Duration,
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    timeout: Duration,
+    #[serde(default = "default_rise")]
+    rise: u32,
+    #[serde(default = "default_fall")]
+    fall: u32,
+    #[serde(default = "default_expect")]
+    expect: Expect,
+    sha256: Option<String>,
+    #[serde(default)]
+    consistency: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +248,8 @@ struct RawBackend {
     address: String,
     #[serde(default = "default_weight")]
     weight: u32,
+    #[serde(default = "default_admin_state")]
+    state: AdminState,
 }
 
 fn default_listen() -> Vec<String> {
@@ -189,6 +258,10 @@ fn default_listen() -> Vec<String> {
 /// Well under the first retry of PXE clients (iPXE 0.25 s backoff start, EDK2 4 s).
 fn default_setup_timeout() -> Duration {
     Duration::from_millis(700)
+}
+/// A backend that sends no DATA for this long mid-transfer is replaced (when `resume` is on).
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 fn default_setup_attempts() -> u32 {
     3
@@ -211,6 +284,31 @@ fn default_affinity_ttl() -> Duration {
 }
 fn default_weight() -> u32 {
     1
+}
+/// Fail open: a boot that might work beats one refused on the word of a probe.
+fn default_when_all_down() -> AllDown {
+    AllDown::TryAll
+}
+fn default_resume() -> bool {
+    true
+}
+fn default_admin_state() -> AdminState {
+    AdminState::Enabled
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_expect() -> Expect {
+    Expect::Download
 }
 
 // ---- validation ----
@@ -250,9 +348,13 @@ fn validate_tftp(raw: RawTftp, problems: &mut Vec<String>) -> TftpConfig {
     if raw.max_sessions == 0 {
         problems.push("tftp.max_sessions: must be at least 1".into());
     }
+    if raw.stall_timeout.is_zero() {
+        problems.push("tftp.stall_timeout: must be above 0".into());
+    }
     TftpConfig {
         listen,
         setup_timeout: raw.setup_timeout,
+        stall_timeout: raw.stall_timeout,
         setup_attempts: raw.setup_attempts,
         idle_timeout: raw.idle_timeout,
         max_sessions: raw.max_sessions,
@@ -298,11 +400,17 @@ fn validate_pool(i: usize, raw: RawPool, problems: &mut Vec<String>) -> PoolConf
             "{key}.affinity_ttl: must be above 0 with affinity = \"client\""
         ));
     }
+    let health = raw
+        .health
+        .map(|h| validate_health(&format!("{key}.health"), h, problems));
     PoolConfig {
         name: raw.name,
         balance: raw.balance,
         affinity: raw.affinity,
         affinity_ttl: raw.affinity_ttl,
+        when_all_down: raw.when_all_down,
+        resume: raw.resume,
+        health,
         backends,
     }
 }
@@ -325,7 +433,47 @@ fn validate_backend(
     Some(BackendConfig {
         address,
         weight: raw.weight,
+        state: raw.state,
     })
+}
+
+fn validate_health(key: &str, raw: RawHealth, problems: &mut Vec<String>) -> HealthConfig {
+    if let Err(why) = crate::tftp::listener::check_filename(&raw.file) {
+        problems.push(format!("{key}.file: {why}"));
+    }
+    if raw.interval.is_zero() || raw.timeout.is_zero() {
+        problems.push(format!("{key}.interval, {key}.timeout: must be above 0"));
+    }
+    if raw.timeout > raw.interval {
+        problems.push(format!(
+            "{key}.timeout: must not be longer than {key}.interval"
+        ));
+    }
+    if raw.rise == 0 || raw.fall == 0 {
+        problems.push(format!("{key}.rise, {key}.fall: must be at least 1"));
+    }
+    let sha256 = raw.sha256.map(|h| h.to_ascii_lowercase());
+    if let Some(h) = sha256
+        .as_ref()
+        .filter(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        problems.push(format!("{key}.sha256: not 64 hex digits: {h:?}"));
+    }
+    if raw.expect == Expect::AnyReply && (sha256.is_some() || raw.consistency) {
+        problems.push(format!(
+            "{key}.expect: \"any-reply\" cannot check content (sha256, consistency)"
+        ));
+    }
+    HealthConfig {
+        file: raw.file,
+        interval: raw.interval,
+        timeout: raw.timeout,
+        rise: raw.rise,
+        fall: raw.fall,
+        expect: raw.expect,
+        sha256,
+        consistency: raw.consistency,
+    }
 }
 
 fn parse_addr(key: &str, text: &str, problems: &mut Vec<String>) -> Option<SocketAddr> {

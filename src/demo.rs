@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use async_tftp::server::TftpServerBuilder;
+use async_tftp::server::{Handler, TftpServerBuilder};
 use tokio::task::JoinHandle;
 
 /// Files of the demo tree and their sizes (`served-by.txt` comes on top).
@@ -61,8 +61,23 @@ impl Drop for EmbeddedServer {
 impl EmbeddedServer {
     /// Serves `dir` read-only on `bind` (port 0 picks one).
     pub async fn start(dir: &Path, bind: SocketAddr) -> io::Result<EmbeddedServer> {
-        let server = TftpServerBuilder::with_dir_ro(dir)
-            .map_err(io::Error::other)?
+        let builder = TftpServerBuilder::with_dir_ro(dir).map_err(io::Error::other)?;
+        EmbeddedServer::spawn(builder, bind).await
+    }
+
+    /// Serves with a custom async-tftp handler (fault injection in tests).
+    pub async fn with_handler<H: Handler + 'static>(
+        handler: H,
+        bind: SocketAddr,
+    ) -> io::Result<EmbeddedServer> {
+        EmbeddedServer::spawn(TftpServerBuilder::with_handler(handler), bind).await
+    }
+
+    async fn spawn<H: Handler + 'static>(
+        builder: TftpServerBuilder<H>,
+        bind: SocketAddr,
+    ) -> io::Result<EmbeddedServer> {
+        let server = builder
             .bind(bind)
             // async-tftp ignores a client's ERROR (a tsize probe's abort): give up quickly.
             .timeout(Duration::from_secs(1))

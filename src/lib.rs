@@ -9,7 +9,9 @@
 //! - [`tftp`]: codec and options (no I/O), async client, listener (admission and session
 //!   table), the pure session state machine, and the relay task that owns a session's sockets.
 //! - [`balance`]: the `Balancer` trait and one file per policy.
-//! - [`pool`]: a pool at run time: backends, counters, client affinity.
+//! - [`pool`]: a pool at run time: backends, counters, client affinity, all-down policy.
+//! - [`runtime`]: the running configuration, swapped atomically on reload.
+//! - [`health`]: lock-free backend health and admin state; probers that download a file.
 //! - [`metrics`]: metric names and the per-session record.
 //! - [`demo`]: embedded backend boot servers for `tftplb demo`, tests and the bench.
 //! - [`cli`]: the command line.
@@ -20,6 +22,8 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod metrics;
 pub mod pool;
+pub mod runtime;
 pub mod tftp;

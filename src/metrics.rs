@@ -16,6 +16,10 @@ pub const PACKETS_RELAYED: &str = "tftplb_packets_relayed_total";
 pub const PACKETS_DROPPED: &str = "tftplb_session_packets_dropped_total";
 pub const REQUESTS_REFUSED: &str = "tftplb_requests_refused_total";
 pub const REQUESTS_RETRANSMITTED: &str = "tftplb_requests_retransmitted_total";
+pub const BACKEND_UP: &str = "tftplb_backend_up";
+pub const BACKEND_INCONSISTENT: &str = "tftplb_backend_inconsistent";
+pub const PROBE_DURATION: &str = "tftplb_probe_duration_seconds";
+pub const FAILOVERS: &str = "tftplb_failovers_total";
 
 /// Counts a finished session and writes its log line.
 pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &Report) {

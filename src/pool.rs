@@ -1,7 +1,11 @@
-//! A pool at run time: its backends with live counters, its balancing policy, and the
-//! client-affinity table (`affinity = "client"`: a client IP's transfers stay on one backend for
-//! `affinity_ttl`, so the EDK2 tsize probe, the download after it, and pxelinux's config, kernel
-//! and initrd all come from the same server).
+//! A pool at run time: its backends with live counters and health, its balancing policy, its
+//! all-down policy, and the client-affinity table (`affinity = "client"`: a client IP's
+//! transfers stay on one backend for `affinity_ttl`, so the EDK2 tsize probe and the download
+//! after it, and pxelinux's config, kernel and initrd, all come from the same server).
+//!
+//! When no backend is eligible, `when_all_down` decides, on purpose: refuse, or fail open and try
+//! every enabled backend. A reloaded pool keeps the `Backend` of every address it still lists,
+//! so health, counters and admin state survive a reload.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,12 +14,16 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::balance::{self, Backend, Balancer};
-use crate::config::{Affinity, PoolConfig};
+use crate::config::{Affinity, AllDown, HealthConfig, PoolConfig};
+use crate::health::{AdminState, BackendState, HealthEvents};
 
 #[derive(Debug)]
 pub struct Pool {
     pub name: String,
     pub backends: Vec<Arc<Backend>>,
+    pub health: Option<HealthConfig>,
+    pub when_all_down: AllDown,
+    pub resume: bool,
     balancer: Box<dyn Balancer>,
     affinity: Affinity,
     affinity_ttl: Duration,
@@ -28,15 +36,47 @@ struct Sticky {
     until: Instant,
 }
 
+/// The answer to "where does this new session go?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Choice {
+    Backend(usize),
+    /// No backend is eligible and the pool refuses rather than fail open.
+    NoHealthy,
+    /// Every acceptable backend was excluded by the caller (all tried).
+    Exhausted,
+}
+
 impl Pool {
-    pub fn new(cfg: &PoolConfig) -> Pool {
+    /// Builds a pool; backends that `previous` already had (same address) are kept as they are.
+    pub fn new(cfg: &PoolConfig, previous: Option<&Pool>, events: &HealthEvents) -> Pool {
+        let backends = cfg
+            .backends
+            .iter()
+            .map(|b| {
+                let kept = previous.and_then(|p| {
+                    p.backends
+                        .iter()
+                        .find(|o| o.address == b.address && o.weight == b.weight)
+                });
+                match kept {
+                    Some(k) => {
+                        k.state.set_admin(&k.address.to_string(), b.state);
+                        k.clone()
+                    }
+                    None => {
+                        let state =
+                            BackendState::new(cfg.health.is_some(), b.state, events.clone());
+                        Arc::new(Backend::new(b, state))
+                    }
+                }
+            })
+            .collect();
         Pool {
             name: cfg.name.clone(),
-            backends: cfg
-                .backends
-                .iter()
-                .map(|b| Arc::new(Backend::new(b)))
-                .collect(),
+            backends,
+            health: cfg.health.clone(),
+            when_all_down: cfg.when_all_down,
+            resume: cfg.resume,
             balancer: balance::for_policy(cfg.balance, &cfg.backends),
             affinity: cfg.affinity,
             affinity_ttl: cfg.affinity_ttl,
@@ -44,9 +84,29 @@ impl Pool {
         }
     }
 
-    /// The backend for a new session from `client`, skipping those `accept` refuses: the
-    /// client's sticky backend when there is one, else the policy's choice.
-    pub fn choose(&self, client: IpAddr, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
+    /// The backend for a new session from `client` among those `accept` allows: the client's
+    /// sticky backend when there is one, else the policy's choice among eligible backends, else
+    /// what `when_all_down` says.
+    pub fn choose(&self, client: IpAddr, accept: &dyn Fn(usize) -> bool) -> Choice {
+        let eligible = |i: usize| accept(i) && self.backends[i].state.eligible();
+        if let Some(i) = self.pick(client, &eligible) {
+            return Choice::Backend(i);
+        }
+        if self.backends.iter().any(|b| b.state.eligible()) {
+            return Choice::Exhausted;
+        }
+        match self.when_all_down {
+            AllDown::Refuse => Choice::NoHealthy,
+            AllDown::TryAll => {
+                let enabled =
+                    |i: usize| accept(i) && self.backends[i].state.admin() == AdminState::Enabled;
+                self.pick(client, &enabled)
+                    .map_or(Choice::Exhausted, Choice::Backend)
+            }
+        }
+    }
+
+    fn pick(&self, client: IpAddr, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
         self.sticky_backend(client, accept)
             .or_else(|| self.balancer.select(&self.backends, client, accept))
     }
@@ -75,38 +135,78 @@ impl Pool {
     pub fn affinity_entries(&self) -> usize {
         self.sticky.len()
     }
+
+    /// Index of the backend at `address`.
+    pub fn index_of(&self, address: std::net::SocketAddr) -> Option<usize> {
+        self.backends.iter().position(|b| b.address == address)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{BackendConfig, Balance};
+    use crate::health::{Health, ProbeRecord, health_events};
 
-    fn pool(affinity: Affinity) -> Pool {
-        Pool::new(&PoolConfig {
+    fn pool_cfg(affinity: Affinity, probed: bool, when_all_down: AllDown) -> PoolConfig {
+        PoolConfig {
             name: "p".into(),
             balance: Balance::RoundRobin,
             affinity,
             affinity_ttl: Duration::from_secs(60),
+            when_all_down,
+            resume: true,
+            health: probed.then(|| HealthConfig {
+                file: "f".into(),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                rise: 2,
+                fall: 3,
+                expect: crate::config::Expect::Download,
+                sha256: None,
+                consistency: false,
+            }),
             backends: (0..3)
                 .map(|i| BackendConfig {
                     address: ([127, 0, 0, 1], 7000 + i).into(),
                     weight: 1,
+                    state: AdminState::Enabled,
                 })
                 .collect(),
-        })
+        }
+    }
+
+    fn pool(affinity: Affinity) -> Pool {
+        Pool::new(
+            &pool_cfg(affinity, false, AllDown::TryAll),
+            None,
+            &health_events(),
+        )
+    }
+
+    fn pass(p: &Pool, i: usize) {
+        let rec = ProbeRecord {
+            ok: true,
+            detail: "ok".into(),
+            at: std::time::SystemTime::now(),
+            duration: Duration::ZERO,
+            sha256: None,
+        };
+        p.backends[i].state.record_probe("b", rec, 2, 3);
     }
 
     #[test]
     fn client_affinity_sticks_until_refused_or_expired() {
         let p = pool(Affinity::Client);
         let ip = IpAddr::from([10, 0, 0, 9]);
-        let first = p.choose(ip, &|_| true).unwrap();
+        let Choice::Backend(first) = p.choose(ip, &|_| true) else {
+            panic!()
+        };
         p.remember(ip, first);
         for _ in 0..5 {
-            assert_eq!(p.choose(ip, &|_| true), Some(first));
+            assert_eq!(p.choose(ip, &|_| true), Choice::Backend(first));
         }
-        assert_ne!(p.choose(ip, &|i| i != first), Some(first));
+        assert_ne!(p.choose(ip, &|i| i != first), Choice::Backend(first));
         p.expire_affinity(Instant::now() + Duration::from_secs(61));
         assert_eq!(p.affinity_entries(), 0);
     }
@@ -119,5 +219,59 @@ mod tests {
         assert_eq!(p.affinity_entries(), 0);
         let picks: std::collections::HashSet<_> = (0..3).map(|_| p.choose(ip, &|_| true)).collect();
         assert_eq!(picks.len(), 3);
+    }
+
+    #[test]
+    fn only_probed_backends_are_used_and_the_all_down_policy_decides_the_rest() {
+        let ip = IpAddr::from([10, 0, 0, 9]);
+        let refuse = Pool::new(
+            &pool_cfg(Affinity::Transfer, true, AllDown::Refuse),
+            None,
+            &health_events(),
+        );
+        assert_eq!(
+            refuse.choose(ip, &|_| true),
+            Choice::NoHealthy,
+            "nothing probed yet"
+        );
+        pass(&refuse, 2);
+        assert_eq!(refuse.backends[2].state.health(), Health::Up);
+        for _ in 0..3 {
+            assert_eq!(refuse.choose(ip, &|_| true), Choice::Backend(2));
+        }
+        assert_eq!(refuse.choose(ip, &|i| i != 2), Choice::Exhausted);
+        let open = Pool::new(
+            &pool_cfg(Affinity::Transfer, true, AllDown::TryAll),
+            None,
+            &health_events(),
+        );
+        assert!(
+            matches!(open.choose(ip, &|_| true), Choice::Backend(_)),
+            "fail open"
+        );
+        open.backends
+            .iter()
+            .for_each(|b| b.state.set_admin("b", AdminState::Disabled));
+        assert_eq!(
+            open.choose(ip, &|_| true),
+            Choice::Exhausted,
+            "disabled stays out even then"
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_backend_state_of_addresses_it_still_lists() {
+        let events = health_events();
+        let cfg = pool_cfg(Affinity::Transfer, true, AllDown::Refuse);
+        let old = Pool::new(&cfg, None, &events);
+        pass(&old, 0);
+        let _claim = old.backends[0].claim();
+        let mut next = cfg.clone();
+        next.backends.remove(1);
+        let new = Pool::new(&next, Some(&old), &events);
+        assert_eq!(new.backends.len(), 2);
+        assert!(Arc::ptr_eq(&new.backends[0], &old.backends[0]));
+        assert_eq!(new.backends[0].active_sessions(), 1);
+        assert_eq!(new.backends[0].state.health(), Health::Up);
     }
 }

@@ -80,7 +80,7 @@ impl FakeBackend {
 /// Serves `data` in 512-byte lock-step blocks from `tid` to `peer`.
 async fn serve_lock_step(tid: &UdpSocket, peer: SocketAddr, data: &[u8]) {
     let blocks: Vec<&[u8]> = data.chunks(512).chain(std::iter::once(&[][..])).collect();
-    let last = if data.len() % 512 == 0 {
+    let last = if data.len().is_multiple_of(512) {
         blocks.len()
     } else {
         blocks.len() - 1

@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::{BackendConfig, Balance};
+use crate::health::BackendState;
 
 pub use least_sessions::LeastSessions;
 pub use round_robin::RoundRobin;
@@ -24,18 +25,27 @@ pub use weighted::Weighted;
 pub struct Backend {
     pub address: SocketAddr,
     pub weight: u32,
+    /// Health and admin state, read lock-free on every selection.
+    pub state: BackendState,
     active: AtomicUsize,
     total: AtomicU64,
 }
 
 impl Backend {
-    pub fn new(cfg: &BackendConfig) -> Backend {
+    pub fn new(cfg: &BackendConfig, state: BackendState) -> Backend {
         Backend {
             address: cfg.address,
             weight: cfg.weight,
+            state,
             active: AtomicUsize::new(0),
             total: AtomicU64::new(0),
         }
+    }
+
+    /// A backend without probes (up from the start), for tests and tools.
+    pub fn unprobed(cfg: &BackendConfig) -> Backend {
+        let state = BackendState::new(false, cfg.state, crate::health::health_events());
+        Backend::new(cfg, state)
     }
 
     /// Sessions now relayed to this backend.
@@ -109,10 +119,12 @@ pub(crate) fn test_backends(weights: &[u32]) -> Vec<std::sync::Arc<Backend>> {
         .iter()
         .enumerate()
         .map(|(i, &weight)| {
-            std::sync::Arc::new(Backend::new(&BackendConfig {
+            let cfg = BackendConfig {
                 address: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
                 weight,
-            }))
+                state: crate::health::AdminState::Enabled,
+            };
+            std::sync::Arc::new(Backend::unprobed(&cfg))
         })
         .collect()
 }

@@ -81,9 +81,10 @@ mod tests {
             .map(|(i, &weight)| BackendConfig {
                 address: ([127, 0, 0, 1], 7000 + i as u16).into(),
                 weight,
+                state: crate::health::AdminState::Enabled,
             })
             .collect();
-        let b: Vec<_> = cfg.iter().map(|c| Arc::new(Backend::new(c))).collect();
+        let b: Vec<_> = cfg.iter().map(|c| Arc::new(Backend::unprobed(c))).collect();
         let w = Weighted::new(&cfg);
         let ip = IpAddr::from([10, 0, 0, 1]);
         let zeros = (0..400)

@@ -681,7 +681,7 @@ impl Receiver {
 mod tests {
     use super::*;
 
-    const WAIT: Duration = Duration::from_secs(10);
+    const WAIT: Duration = Duration::from_secs(30);
 
     /// One transfer as the fake server sees it: the RRQ and the socket of its TID.
     struct Session {

@@ -17,6 +17,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use nix::sys::socket::{self as nsock, ControlMessageOwned, MsgFlags, SockaddrStorage, sockopt};
 use tokio::io::Interest;
@@ -25,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::packet::{self, Kind, Mode, Packet, Request, error_code};
-use super::relay::{Relay, RelaySettings, SessionHandle};
+use super::relay::{Relay, SessionHandle};
+use crate::health::HealthEvents;
 use crate::metrics as m;
-use crate::pool::Pool;
+use crate::runtime::Runtime;
 
 /// Longest filename accepted (bytes); longer requests are refused, never forwarded.
 pub const MAX_FILENAME: usize = 255;
@@ -241,29 +243,48 @@ impl FrontendStats {
     }
 }
 
-/// What all listeners share: the pool, the settings and the live sessions.
+/// What all listeners share: the running configuration, the live sessions, the counters.
 #[derive(Debug)]
 pub struct Frontend {
     pub stats: FrontendStats,
-    pub pool: Arc<Pool>,
-    pub settings: RelaySettings,
-    pub max_sessions: usize,
+    runtime: ArcSwap<Runtime>,
+    events: HealthEvents,
     sessions: DashMap<Key, Arc<SessionHandle>>,
     next_id: AtomicU64,
     tasks: TaskTracker,
 }
 
 impl Frontend {
-    pub fn new(pool: Arc<Pool>, settings: RelaySettings, max_sessions: usize) -> Frontend {
+    pub fn new(runtime: Runtime, events: HealthEvents) -> Frontend {
         Frontend {
-            pool,
-            settings,
-            max_sessions,
+            runtime: ArcSwap::from_pointee(runtime),
+            events,
             stats: FrontendStats::default(),
             sessions: DashMap::new(),
             next_id: AtomicU64::new(1),
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// The configuration new sessions start with.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Swaps in a new configuration (running sessions keep theirs) and returns it.
+    pub fn install(&self, config: crate::config::Config) -> Arc<Runtime> {
+        let next = Arc::new(Runtime::new(
+            config,
+            Some(&self.runtime.load()),
+            &self.events,
+        ));
+        self.runtime.store(next.clone());
+        next
+    }
+
+    /// Counts health, admin and drift changes; watchers (DNS, status page) follow it.
+    pub fn health_events(&self) -> &HealthEvents {
+        &self.events
     }
 
     /// Sessions now in the table.
@@ -338,7 +359,8 @@ impl Frontend {
             old.superseded.store(true, Ordering::Relaxed);
             old.cancel.cancel();
         }
-        if self.sessions.len() >= self.max_sessions {
+        let runtime = self.runtime.load_full();
+        if self.sessions.len() >= runtime.max_sessions() {
             self.stats.over_limit.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::REQUESTS_REFUSED, "reason" => "max-sessions").increment(1);
             tracing::debug!(%client, "session limit reached: request left unanswered");
@@ -356,19 +378,20 @@ impl Frontend {
         let relay = Relay {
             client,
             local_ip: local.ip(),
-            pool: self.pool.clone(),
-            settings: self.settings,
+            pool: runtime.default_pool().clone(),
+            settings: runtime.settings,
             handle: handle.clone(),
             requested_blksize: request.options.blksize(),
         };
         let filename = request.filename;
+        let pool_name = relay.pool.name.clone();
         let frontend = self.clone();
         self.tasks.spawn(async move {
             metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
             let report = relay.run().await;
             metrics::gauge!(m::SESSIONS_ACTIVE).decrement(1.0);
             frontend.sessions.remove_if(&key, |_, h| h.id == handle.id);
-            m::record_session(&frontend.pool.name, &filename, client, &report);
+            m::record_session(&pool_name, &filename, client, &report);
         });
     }
 

@@ -2,13 +2,17 @@
 //!
 //! - Toward the client it sends from a socket bound to the exact local address the request was
 //!   sent to (port 0: a fresh TID), because clients compare the whole source address.
-//! - Toward the backend it sends the client's request unchanged to the backend's port 69, learns
+//! - Toward the backend it sends the client's request unchanged to the backend's port, learns
 //!   the backend's TID from its first reply, and from then on talks only to that TID.
 //! - If the chosen backend does not answer within `setup_timeout`, the request goes to the next
-//!   acceptable backend (a fresh socket, so a late answer of the first cannot slip in).
+//!   eligible backend (a fresh socket, so a late answer of the first cannot slip in), and the
+//!   silence counts against the backend's health.
+//! - If the backend stops sending mid-transfer (no DATA for `stall_timeout` while the client is
+//!   still asking) or gives up with an ERROR, another backend takes over: the same request,
+//!   its blocks consumed up to the client's last ACK, the rest forwarded (see `session`).
 //! - Packets from any other source get a rate-limited ERROR 5 and change nothing.
 //! - One receive buffer, sized once from the request, serves the whole transfer: nothing is
-//!   allocated per relayed packet. The relay never retransmits on its own; the endpoints do.
+//!   allocated per relayed packet. Toward the client the relay never retransmits on its own.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,10 +25,10 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::options::{DEFAULT_BLKSIZE, Negotiated};
-use super::packet::{self, Packet, error_code};
-use super::session::{Outcome, Session, Verdict};
+use super::packet::{self, ack_datagram, error_code};
+use super::session::{Action, Outcome, Session, Takeover};
 use crate::balance::SessionClaim;
-use crate::pool::Pool;
+use crate::pool::{Choice, Pool};
 
 /// Timeouts a session runs with (from `[tftp]`).
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +36,7 @@ pub struct RelaySettings {
     pub setup_timeout: Duration,
     pub setup_attempts: u32,
     pub idle_timeout: Duration,
+    pub stall_timeout: Duration,
 }
 
 /// What the listener shares with a running session: enough to tell a retransmitted request
@@ -71,15 +76,30 @@ pub struct Report {
     pub packets_to_client: u64,
     pub packets_to_backend: u64,
     pub dropped: u64,
+    pub resumes: u32,
     pub elapsed: Duration,
 }
 
 /// A backend that answered: its socket, TID, and the session's claim on it.
-struct Connected {
+struct Leg {
+    index: usize,
     socket: UdpSocket,
     tid: SocketAddr,
     claim: SessionClaim,
     first_len: usize,
+}
+
+impl Leg {
+    fn address(&self) -> SocketAddr {
+        self.claim.backend().address
+    }
+}
+
+/// Why no backend took the request.
+enum NoLeg {
+    NoHealthy,
+    NoAnswer,
+    Cancelled,
 }
 
 /// Counters of one session, kept locally and reported once at the end.
@@ -98,13 +118,30 @@ struct StrangerReply {
 
 const STRANGER_REPLY_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Retransmissions of our own ACK to a backend taking over, before trying yet another.
+const CATCH_UP_RETRIES: u32 = 3;
+
+/// Everything the transfer loop works on.
+struct Transfer<'a> {
+    client_sock: UdpSocket,
+    leg: Leg,
+    tried: Vec<usize>,
+    buf: &'a mut [u8],
+    session: Session,
+    counts: Counts,
+    last_client: Instant,
+    last_data: Instant,
+    /// Our own ACK re-sent to a backend catching up, since its last block.
+    catch_up_retries: u32,
+}
+
 impl Relay {
     /// Runs the transfer to its end and reports how it went.
     pub async fn run(self) -> Report {
         let started = Instant::now();
         let mut buf = vec![0u8; self.buffer_len()];
-        let mut counts = Counts::default();
         let mut session = Session::new();
+        let mut counts = Counts::default();
         let (outcome, backend) = match self.relay(&mut buf, &mut session, &mut counts).await {
             Ok(done) => done,
             Err(e) => {
@@ -122,6 +159,7 @@ impl Relay {
             packets_to_client: counts.to_client,
             packets_to_backend: counts.to_backend,
             dropped: counts.dropped,
+            resumes: session.resumes(),
             elapsed: started.elapsed(),
         }
     }
@@ -142,137 +180,166 @@ impl Relay {
         counts: &mut Counts,
     ) -> io::Result<(Outcome, Option<SocketAddr>)> {
         let client_sock = UdpSocket::bind(SocketAddr::new(self.local_ip, 0)).await?;
-        let Some(connected) = self.connect(buf).await? else {
-            let outcome = if self.handle.cancel.is_cancelled() {
-                self.cancel_outcome()
-            } else {
-                let msg = "no boot server answered";
-                client_sock
-                    .send_to(
-                        &packet::error_datagram(error_code::NOT_DEFINED, msg),
-                        self.client,
-                    )
-                    .await?;
-                Outcome::BackendTimeout
-            };
-            return Ok((outcome, None));
+        let mut tried = Vec::new();
+        let leg = match self.connect(&mut tried, buf).await? {
+            Ok(leg) => leg,
+            Err(why) => return Ok((self.no_backend(&client_sock, why).await?, None)),
         };
-        let backend = connected.claim.backend().address;
-        let outcome = self
-            .transfer(&client_sock, &connected, buf, session, counts)
-            .await?;
-        Ok((outcome, Some(backend)))
+        let now = Instant::now();
+        let mut t = Transfer {
+            client_sock,
+            leg,
+            tried,
+            buf,
+            session: std::mem::take(session),
+            counts: Counts::default(),
+            last_client: now,
+            last_data: now,
+            catch_up_retries: 0,
+        };
+        let outcome = self.transfer(&mut t).await;
+        *session = std::mem::take(&mut t.session);
+        *counts = t.counts;
+        Ok((outcome?, Some(t.leg.address())))
     }
 
-    /// Sends the request to one backend after another until one answers; `None` if none did
-    /// within `setup_attempts` or the session was cancelled.
-    async fn connect(&self, buf: &mut [u8]) -> io::Result<Option<Connected>> {
-        let mut tried: Vec<usize> = Vec::new();
+    /// Tells the client why nothing will come, and names the outcome.
+    async fn no_backend(&self, client_sock: &UdpSocket, why: NoLeg) -> io::Result<Outcome> {
+        let (outcome, msg) = match why {
+            NoLeg::Cancelled => return Ok(self.cancel_outcome()),
+            NoLeg::NoHealthy => (Outcome::NoHealthyBackend, "no healthy boot server"),
+            NoLeg::NoAnswer => (Outcome::BackendTimeout, "no boot server answered"),
+        };
+        let error = packet::error_datagram(error_code::NOT_DEFINED, msg);
+        client_sock.send_to(&error, self.client).await?;
+        Ok(outcome)
+    }
+
+    /// Sends the request to one backend after another until one answers.
+    async fn connect(
+        &self,
+        tried: &mut Vec<usize>,
+        buf: &mut [u8],
+    ) -> io::Result<Result<Leg, NoLeg>> {
         for _ in 0..self.settings.setup_attempts {
-            let Some(index) = self.next_backend(&tried) else {
-                return Ok(None);
+            let index = match self.next_backend(tried) {
+                Choice::Backend(i) => i,
+                Choice::NoHealthy if tried.is_empty() => return Ok(Err(NoLeg::NoHealthy)),
+                _ => break,
             };
             tried.push(index);
-            let backend = self.pool.backends[index].clone();
-            let socket = bind_like(backend.address).await?;
-            socket
-                .send_to(&self.handle.request, backend.address)
-                .await?;
-            let wait = timeout(
-                self.settings.setup_timeout,
-                first_reply(&socket, backend.address.ip(), buf),
-            );
-            tokio::select! {
-                _ = self.handle.cancel.cancelled() => return Ok(None),
-                reply = wait => match reply {
-                    Ok(Ok((first_len, tid))) => {
-                        self.pool.remember(self.client.ip(), index);
-                        let claim = backend.claim();
-                        return Ok(Some(Connected { socket, tid, claim, first_len }));
-                    }
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => tracing::debug!(backend = %backend.address, client = %self.client,
-                        "backend did not answer the request in time"),
-                },
+            match self.ask(index, buf).await? {
+                Some(leg) => {
+                    self.pool.remember(self.client.ip(), index);
+                    return Ok(Ok(leg));
+                }
+                None if self.handle.cancel.is_cancelled() => return Ok(Err(NoLeg::Cancelled)),
+                None => self.passive_failure(index, "did not answer the request in time"),
             }
         }
-        Ok(None)
+        Ok(Err(NoLeg::NoAnswer))
     }
 
-    /// A backend not tried yet in this session; when all were tried, any (the pool may have one).
-    fn next_backend(&self, tried: &[usize]) -> Option<usize> {
+    /// Sends the request to backend `index`; its first reply (in `buf`), or `None` after
+    /// `setup_timeout` or on cancellation.
+    async fn ask(&self, index: usize, buf: &mut [u8]) -> io::Result<Option<Leg>> {
+        let backend = self.pool.backends[index].clone();
+        let socket = bind_like(backend.address).await?;
+        socket
+            .send_to(&self.handle.request, backend.address)
+            .await?;
+        let wait = timeout(
+            self.settings.setup_timeout,
+            first_reply(&socket, backend.address.ip(), buf),
+        );
+        tokio::select! {
+            _ = self.handle.cancel.cancelled() => Ok(None),
+            reply = wait => match reply {
+                Ok(Ok((first_len, tid))) => Ok(Some(Leg { index, socket, tid, claim: backend.claim(), first_len })),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Ok(None),
+            },
+        }
+    }
+
+    /// A backend not tried yet in this session; when all were tried, any eligible one again.
+    fn next_backend(&self, tried: &[usize]) -> Choice {
         let ip = self.client.ip();
-        self.pool
-            .choose(ip, &|i| !tried.contains(&i))
-            .or_else(|| self.pool.choose(ip, &|_| true))
+        match self.pool.choose(ip, &|i| !tried.contains(&i)) {
+            Choice::Exhausted if !tried.is_empty() => self.pool.choose(ip, &|_| true),
+            other => other,
+        }
+    }
+
+    /// A backend that failed a session counts it like a failed probe (when the pool probes).
+    fn passive_failure(&self, index: usize, why: &str) {
+        let backend = &self.pool.backends[index];
+        tracing::debug!(backend = %backend.address, client = %self.client, why, "backend failed a session");
+        if let Some(h) = &self.pool.health {
+            backend
+                .state
+                .record_passive_failure(&backend.address.to_string(), h.fall);
+        }
     }
 
     /// Relays between the client and the backend's TID until the session ends.
-    async fn transfer(
-        &self,
-        client_sock: &UdpSocket,
-        backend: &Connected,
-        buf: &mut [u8],
-        session: &mut Session,
-        counts: &mut Counts,
-    ) -> io::Result<Outcome> {
-        let idle = self.settings.idle_timeout;
-        let mut last_client = Instant::now();
-        let mut last_backend = Instant::now();
-        // One limiter per socket: a flood on one side cannot silence the other.
+    async fn transfer(&self, t: &mut Transfer<'_>) -> io::Result<Outcome> {
+        let first = t.leg.first_len;
+        let action = t.session.on_backend(&mut t.buf[..first]);
+        if let Some(end) = self.apply_backend(t, action, first).await? {
+            return Ok(end);
+        }
+        t.last_data = Instant::now();
         let mut client_strangers = StrangerReply {
             next: Instant::now(),
         };
         let mut backend_strangers = StrangerReply {
             next: Instant::now(),
         };
-        // The first reply is already in `buf`.
-        if let Some(end) = self
-            .from_backend(client_sock, &buf[..backend.first_len], session, counts)
-            .await?
-        {
-            return Ok(end);
-        }
-        let deadline = sleep_until(last_client.min(last_backend) + idle);
-        tokio::pin!(deadline);
+        let timer = sleep_until(self.next_deadline(t));
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 _ = self.handle.cancel.cancelled() => return Ok(self.cancel_outcome()),
-                _ = &mut deadline => {
-                    let due = last_client.min(last_backend) + idle;
-                    if Instant::now() >= due {
-                        return Ok(Outcome::IdleTimeout);
+                _ = &mut timer => {
+                    if let Some(end) = self.on_timer(t).await? {
+                        return Ok(end);
                     }
-                    deadline.as_mut().reset(due);
+                    timer.as_mut().reset(self.next_deadline(t));
                 }
-                ready = backend.socket.readable() => {
+                ready = t.leg.socket.readable() => {
                     ready?;
-                    let Some((n, from)) = try_recv(&backend.socket, buf)? else { continue };
-                    if from != backend.tid {
-                        backend_strangers.answer(&backend.socket, from).await;
-                        counts.dropped += 1;
+                    let Some((n, from)) = try_recv(&t.leg.socket, t.buf)? else { continue };
+                    if from != t.leg.tid {
+                        backend_strangers.answer(&t.leg.socket, from).await;
+                        t.counts.dropped += 1;
                         continue;
                     }
-                    last_backend = Instant::now();
-                    if n == buf.len() {
-                        counts.dropped += 1; // larger than any block it may send
+                    if n == t.buf.len() {
+                        t.counts.dropped += 1; // larger than any block it may send
                         continue;
                     }
-                    if let Some(end) = self.from_backend(client_sock, &buf[..n], session, counts).await? {
+                    let action = t.session.on_backend(&mut t.buf[..n]);
+                    if matches!(action, Action::Forward | Action::ForwardAndEnd(_) | Action::AckBackend(_) | Action::Consume) {
+                        t.last_data = Instant::now();
+                        t.catch_up_retries = 0;
+                    }
+                    if let Some(end) = self.apply_backend(t, action, n).await? {
                         return Ok(end);
                     }
                 }
-                ready = client_sock.readable() => {
+                ready = t.client_sock.readable() => {
                     ready?;
-                    let Some((n, from)) = try_recv(client_sock, buf)? else { continue };
+                    let Some((n, from)) = try_recv(&t.client_sock, t.buf)? else { continue };
                     if from != self.client {
-                        client_strangers.answer(client_sock, from).await;
-                        counts.dropped += 1;
+                        client_strangers.answer(&t.client_sock, from).await;
+                        t.counts.dropped += 1;
                         continue;
                     }
-                    last_client = Instant::now();
+                    t.last_client = Instant::now();
                     self.handle.client_seen.store(true, Ordering::Relaxed);
-                    if let Some(end) = self.from_client(backend, &buf[..n], session, counts).await? {
+                    let action = t.session.on_client(&mut t.buf[..n]);
+                    if let Some(end) = self.apply_client(t, action, n).await? {
                         return Ok(end);
                     }
                 }
@@ -280,42 +347,220 @@ impl Relay {
         }
     }
 
-    async fn from_backend(
-        &self,
-        client_sock: &UdpSocket,
-        datagram: &[u8],
-        session: &mut Session,
-        counts: &mut Counts,
-    ) -> io::Result<Option<Outcome>> {
-        let verdict = session.on_backend(datagram);
-        forward(
-            verdict,
-            client_sock,
-            datagram,
-            self.client,
-            &mut counts.to_client,
-            &mut counts.dropped,
-        )
-        .await
+    /// The next moment something may be due: idle end, stall, or a catch-up retransmission.
+    fn next_deadline(&self, t: &Transfer<'_>) -> Instant {
+        let idle = t.last_client.min(t.last_data) + self.settings.idle_timeout;
+        if self.pool.resume {
+            idle.min(t.last_data + self.stall_after(t))
+        } else {
+            idle
+        }
     }
 
-    async fn from_client(
+    fn stall_after(&self, t: &Transfer<'_>) -> Duration {
+        if t.session.catching_up() {
+            self.settings.setup_timeout
+        } else {
+            self.settings.stall_timeout
+        }
+    }
+
+    /// The timer fired: end an idle session, re-ACK during catch-up, or replace a stalled backend.
+    async fn on_timer(&self, t: &mut Transfer<'_>) -> io::Result<Option<Outcome>> {
+        let now = Instant::now();
+        if now >= t.last_client.min(t.last_data) + self.settings.idle_timeout {
+            return Ok(Some(Outcome::IdleTimeout));
+        }
+        let stalled = now >= t.last_data + self.stall_after(t);
+        if !self.pool.resume || !stalled {
+            return Ok(None);
+        }
+        // While catching up the relay itself drives the new backend.
+        if t.session.catching_up() {
+            return self.retry_catch_up(t).await;
+        }
+        // Otherwise a stall only counts while the client is still asking: a client that went
+        // away is not the backend's fault.
+        if t.last_client <= t.last_data {
+            return Ok(None);
+        }
+        self.passive_failure(t.leg.index, "stopped sending mid-transfer");
+        self.fail_over(t, "stalled").await
+    }
+
+    /// Re-sends our last ACK to a backend that went quiet while catching up, a few times.
+    async fn retry_catch_up(&self, t: &mut Transfer<'_>) -> io::Result<Option<Outcome>> {
+        match t.session.catch_up_ack() {
+            Some(block) if t.catch_up_retries < CATCH_UP_RETRIES => {
+                t.catch_up_retries += 1;
+                t.leg
+                    .socket
+                    .send_to(&ack_datagram(block), t.leg.tid)
+                    .await?;
+                t.last_data = Instant::now();
+                Ok(None)
+            }
+            _ => {
+                self.passive_failure(t.leg.index, "stopped sending while catching up");
+                self.fail_over(t, "stalled while catching up").await
+            }
+        }
+    }
+
+    /// Applies what the session decided about a backend datagram in `t.buf[..n]`.
+    async fn apply_backend(
         &self,
-        backend: &Connected,
-        datagram: &[u8],
-        session: &mut Session,
-        counts: &mut Counts,
+        t: &mut Transfer<'_>,
+        action: Action,
+        n: usize,
     ) -> io::Result<Option<Outcome>> {
-        let verdict = session.on_client(datagram);
-        forward(
-            verdict,
-            &backend.socket,
-            datagram,
-            backend.tid,
-            &mut counts.to_backend,
-            &mut counts.dropped,
-        )
-        .await
+        if action == Action::Failover {
+            self.passive_failure(t.leg.index, "sent an ERROR mid-transfer");
+            return self.fail_over(t, "backend sent an ERROR").await;
+        }
+        self.apply_data(t, action, n).await
+    }
+
+    /// Applies any backend action but a failover (the first answer of a takeover goes here).
+    async fn apply_data(
+        &self,
+        t: &mut Transfer<'_>,
+        action: Action,
+        n: usize,
+    ) -> io::Result<Option<Outcome>> {
+        match action {
+            Action::Forward => {
+                t.client_sock.send_to(&t.buf[..n], self.client).await?;
+                t.counts.to_client += 1;
+                Ok(None)
+            }
+            Action::ForwardAndEnd(outcome) => {
+                t.client_sock.send_to(&t.buf[..n], self.client).await?;
+                t.counts.to_client += 1;
+                Ok(Some(outcome))
+            }
+            Action::AckBackend(block) => {
+                t.leg
+                    .socket
+                    .send_to(&ack_datagram(block), t.leg.tid)
+                    .await?;
+                Ok(None)
+            }
+            Action::Consume => Ok(None),
+            Action::Drop | Action::Failover => {
+                t.counts.dropped += 1;
+                Ok(None)
+            }
+            Action::Fail(why) => self.fail_client(t, why).await.map(Some),
+        }
+    }
+
+    async fn apply_client(
+        &self,
+        t: &mut Transfer<'_>,
+        action: Action,
+        n: usize,
+    ) -> io::Result<Option<Outcome>> {
+        match action {
+            Action::Forward | Action::ForwardAndEnd(_) => {
+                t.leg.socket.send_to(&t.buf[..n], t.leg.tid).await?;
+                t.counts.to_backend += 1;
+                Ok(match action {
+                    Action::ForwardAndEnd(outcome) => Some(outcome),
+                    _ => None,
+                })
+            }
+            _ => {
+                t.counts.dropped += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Moves the transfer to another backend, or fails the client when none can take it.
+    async fn fail_over(&self, t: &mut Transfer<'_>, why: &str) -> io::Result<Option<Outcome>> {
+        let failed = t.leg.address();
+        if !self.pool.resume || !t.session.can_resume() {
+            return self
+                .fail_client(t, "boot server failed mid-transfer")
+                .await
+                .map(Some);
+        }
+        let from = t.session.begin_resume();
+        tracing::info!(client = %self.client, backend = %failed, why, from_block = from, "resuming transfer on another backend");
+        metrics::counter!(crate::metrics::FAILOVERS, "pool" => self.pool.name.clone()).increment(1);
+        loop {
+            let Some(index) = self.untried_backend(&t.tried) else {
+                return self
+                    .fail_client(
+                        t,
+                        "boot server failed mid-transfer and no other could take over",
+                    )
+                    .await
+                    .map(Some);
+            };
+            t.tried.push(index);
+            let Some(leg) = self.ask(index, t.buf).await? else {
+                if self.handle.cancel.is_cancelled() {
+                    return Ok(Some(self.cancel_outcome()));
+                }
+                self.passive_failure(index, "did not answer a takeover request");
+                continue;
+            };
+            let n = leg.first_len;
+            match t.session.on_takeover_reply(&mut t.buf[..n]) {
+                Takeover::AckOack => {
+                    leg.socket.send_to(&ack_datagram(0), leg.tid).await?;
+                    return Ok(self.switch(t, leg));
+                }
+                Takeover::Data(action) => {
+                    self.switch(t, leg);
+                    return self.apply_data(t, action, n).await;
+                }
+                Takeover::SizeChanged(why) => {
+                    tracing::warn!(client = %self.client, backend = %leg.address(), why, "takeover refused: not the same file");
+                    return self
+                        .fail_client(t, "the file differs between boot servers")
+                        .await
+                        .map(Some);
+                }
+                Takeover::Incompatible(why) => {
+                    tracing::warn!(client = %self.client, backend = %leg.address(), why, "takeover refused");
+                    let _ = leg
+                        .socket
+                        .send_to(
+                            &packet::error_datagram(error_code::OPTION_REFUSED, "options differ"),
+                            leg.tid,
+                        )
+                        .await;
+                }
+                Takeover::Refused => {}
+            }
+        }
+    }
+
+    /// An eligible backend this session has not used yet.
+    fn untried_backend(&self, tried: &[usize]) -> Option<usize> {
+        match self.pool.choose(self.client.ip(), &|i| !tried.contains(&i)) {
+            Choice::Backend(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    fn switch(&self, t: &mut Transfer<'_>, leg: Leg) -> Option<Outcome> {
+        tracing::info!(client = %self.client, from = %t.leg.address(), to = %leg.address(), "transfer taken over");
+        t.leg = leg;
+        t.last_data = Instant::now();
+        t.catch_up_retries = 0;
+        None
+    }
+
+    /// Ends the transfer with ERROR 0 and a reason the client (and its log) can show.
+    async fn fail_client(&self, t: &mut Transfer<'_>, why: &str) -> io::Result<Outcome> {
+        tracing::warn!(client = %self.client, why, "transfer failed");
+        let error = packet::error_datagram(error_code::NOT_DEFINED, why);
+        t.client_sock.send_to(&error, self.client).await?;
+        Ok(Outcome::ResumeFailed)
     }
 
     fn cancel_outcome(&self) -> Outcome {
@@ -327,33 +572,6 @@ impl Relay {
     }
 }
 
-/// Applies a verdict: sends the datagram on, or counts it as dropped.
-async fn forward(
-    verdict: Verdict,
-    socket: &UdpSocket,
-    datagram: &[u8],
-    to: SocketAddr,
-    sent: &mut u64,
-    dropped: &mut u64,
-) -> io::Result<Option<Outcome>> {
-    match verdict {
-        Verdict::Drop => {
-            *dropped += 1;
-            Ok(None)
-        }
-        Verdict::Forward => {
-            socket.send_to(datagram, to).await?;
-            *sent += 1;
-            Ok(None)
-        }
-        Verdict::ForwardAndEnd(outcome) => {
-            socket.send_to(datagram, to).await?;
-            *sent += 1;
-            Ok(Some(outcome))
-        }
-    }
-}
-
 impl StrangerReply {
     async fn answer(&mut self, socket: &UdpSocket, to: SocketAddr) {
         let now = Instant::now();
@@ -361,16 +579,9 @@ impl StrangerReply {
             return;
         }
         self.next = now + STRANGER_REPLY_INTERVAL;
-        let _ = socket.send_to(&unknown_tid_datagram(), to).await;
+        let error = packet::error_datagram(error_code::UNKNOWN_TID, "unknown transfer ID");
+        let _ = socket.send_to(&error, to).await;
     }
-}
-
-fn unknown_tid_datagram() -> Vec<u8> {
-    Packet::Error {
-        code: error_code::UNKNOWN_TID,
-        message: "unknown transfer ID".into(),
-    }
-    .encode()
 }
 
 /// Waits for the first datagram from `backend_ip` (any port: that port is its TID).
@@ -380,9 +591,12 @@ async fn first_reply(
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr)> {
     loop {
-        let (n, from) = socket.recv_from(buf).await?;
-        if from.ip() == backend_ip {
-            return Ok((n, from));
+        match socket.recv_from(buf).await {
+            Ok((n, from)) if from.ip() == backend_ip => return Ok((n, from)),
+            Ok(_) => {}
+            // ICMP port unreachable from a dead backend: keep waiting out the setup timeout.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(e),
         }
     }
 }

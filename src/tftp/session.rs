@@ -1,13 +1,22 @@
-//! The pure per-transfer state machine of the relay: a datagram in, a verdict out. No sockets,
+//! The pure per-transfer state machine of the relay: a datagram in, an action out. No sockets,
 //! no clock: the relay task owns those, which keeps this testable with plain unit tests.
 //!
-//! It knows just enough of TFTP to relay correctly: the negotiated blksize comes from the
-//! backend's OACK (never from the client's request), the transfer ends when the client
-//! acknowledges the short final block, block numbers roll over, and anything a side should not
-//! send is dropped rather than forwarded. It never asks for a retransmission: the endpoints do
-//! that (RFC 1123 §4.2.3.1, sorcerer's apprentice).
+//! It knows just enough of TFTP to relay correctly and to resume:
+//! - the negotiated blksize comes from the backend's OACK (never from the client's request);
+//! - the transfer ends when the client acknowledges the short final block;
+//! - blocks are tracked as **file positions** (u64), apart from wire block numbers, which roll
+//!   over after 65535 to 0 or, for some servers, to 1. A [`Numbering`] maps one to the other.
+//!
+//! Resume: when a backend dies mid-transfer the relay asks another backend for the same file and
+//! calls [`Session::begin_resume`]. The new backend's transfer (a "leg") starts at block 1; the
+//! session consumes its blocks up to the last one the client acknowledged, acknowledging them
+//! itself, then forwards the rest, renumbered into the client's numbering, and translates the
+//! client's ACKs back. In the common case both numberings agree and rewriting is a no-op.
+//!
+//! The session never asks for a retransmission toward the client: the endpoints do that
+//! (RFC 1123 §4.2.3.1, sorcerer's apprentice).
 
-use super::options::Negotiated;
+use super::options::{DEFAULT_BLKSIZE, Negotiated};
 use super::packet::{self, Kind, Packet};
 
 /// How a session ended; the same value feeds the log line and the metric label.
@@ -17,10 +26,14 @@ pub enum Outcome {
     Completed,
     /// The client sent an ERROR (a tsize probe's abort is one).
     ClientAborted,
-    /// The backend sent an ERROR (file not found, access violation, …).
+    /// The backend answered with an ERROR (file not found, access violation, …).
     BackendError,
     /// No backend answered the request.
     BackendTimeout,
+    /// No backend is healthy and the pool refuses to fail open.
+    NoHealthyBackend,
+    /// A backend failed mid-transfer and no other could take over.
+    ResumeFailed,
     /// Nothing from one side within the idle timeout.
     IdleTimeout,
     /// A new request from the same client address replaced this session (port reuse).
@@ -38,6 +51,8 @@ impl Outcome {
             Outcome::ClientAborted => "client-aborted",
             Outcome::BackendError => "backend-error",
             Outcome::BackendTimeout => "backend-timeout",
+            Outcome::NoHealthyBackend => "no-healthy-backend",
+            Outcome::ResumeFailed => "resume-failed",
             Outcome::IdleTimeout => "idle-timeout",
             Outcome::Superseded => "superseded",
             Outcome::Shutdown => "shutdown",
@@ -46,29 +61,86 @@ impl Outcome {
     }
 }
 
-/// What to do with a datagram.
+/// What to do with a datagram (which may have been renumbered in place).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Action {
     /// Pass it to the other side.
     Forward,
     /// Pass it to the other side; then the session is over.
     ForwardAndEnd(Outcome),
     /// Not valid here: count it and drop it.
     Drop,
+    /// Resume catch-up: the block was consumed; acknowledge it to the backend with this block.
+    AckBackend(u16),
+    /// Resume catch-up: consumed, nothing to send.
+    Consume,
+    /// The backend gave up mid-transfer (sent an ERROR): switch to another backend.
+    Failover,
+    /// Resume impossible (the new backend's file is shorter); fail the client with this reason.
+    Fail(&'static str),
 }
+
+/// The first answer of a backend asked to take over a transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Takeover {
+    /// Its OACK fits: acknowledge it with ACK 0, then catch up.
+    AckOack,
+    /// It answered with DATA: handle this action as for any DATA.
+    Data(Action),
+    /// It negotiated differently (another blksize): try yet another backend.
+    Incompatible(String),
+    /// It announces another size: not the same file. Fail the client.
+    SizeChanged(String),
+    /// It answered with an ERROR or something that is not an answer.
+    Refused,
+}
+
+/// How wire block numbers map to file positions: 1, 2, … 65535, then 0 (or 1), 1, …
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Numbering {
+    pub wrap_to_one: bool,
+}
+
+impl Numbering {
+    /// The wire block number of file position `pos` (0 is the OACK's ACK).
+    pub fn wire(self, pos: u64) -> u16 {
+        if self.wrap_to_one && pos >= 65536 {
+            ((pos - 65536) % 65535 + 1) as u16
+        } else {
+            pos as u16
+        }
+    }
+
+    /// The latest position at or before `near` whose wire number is `wire`, looking back at most
+    /// `LOOK_BACK` blocks (ACKs and retransmissions concern the last window or so).
+    pub fn position(self, wire: u16, near: u64) -> Option<u64> {
+        (0..=LOOK_BACK.min(near))
+            .map(|d| near - d)
+            .find(|&p| self.wire(p) == wire)
+    }
+}
+
+const LOOK_BACK: u64 = 4096;
 
 /// Where a transfer stands.
 #[derive(Debug, Clone)]
 pub struct Session {
     negotiated: Negotiated,
+    /// Whether the first backend answered with an OACK (options in force).
+    had_oack: bool,
     answered: bool,
-    /// Wire number of the newest in-order DATA block seen from the backend.
-    last_block: Option<u16>,
-    /// Wire number of the short DATA block that ends the file, once seen.
-    final_block: Option<u16>,
-    /// Newest block the client acknowledged (wire number).
-    last_ack: Option<u16>,
-    blocks: u64,
+    client: Numbering,
+    /// The current backend transfer ("leg") and how far it got, in file positions.
+    leg: Numbering,
+    leg_window: u16,
+    leg_pos: u64,
+    /// While resuming: consume the new leg's blocks up to this position.
+    catch_up: Option<u64>,
+    resumes: u32,
+    /// Highest position forwarded to the client, and acknowledged by it.
+    delivered: u64,
+    acked: u64,
+    final_pos: Option<u64>,
     file_bytes: u64,
 }
 
@@ -82,78 +154,192 @@ impl Session {
     pub fn new() -> Session {
         Session {
             negotiated: Negotiated::default(),
+            had_oack: false,
             answered: false,
-            last_block: None,
-            final_block: None,
-            last_ack: None,
-            blocks: 0,
+            client: Numbering::default(),
+            leg: Numbering::default(),
+            leg_window: 1,
+            leg_pos: 0,
+            catch_up: None,
+            resumes: 0,
+            delivered: 0,
+            acked: 0,
+            final_pos: None,
             file_bytes: 0,
         }
     }
 
-    /// A datagram from the backend's TID.
-    pub fn on_backend(&mut self, datagram: &[u8]) -> Verdict {
+    /// A datagram from the backend's TID (renumbered in place when it is forwarded).
+    pub fn on_backend(&mut self, datagram: &mut [u8]) -> Action {
         match packet::peek(datagram) {
-            Ok(Kind::Oack) if !self.answered => self.on_oack(datagram),
-            Ok(Kind::Data { block, len }) => self.on_data(block, len),
-            Ok(Kind::Error { .. }) => Verdict::ForwardAndEnd(Outcome::BackendError),
-            _ => Verdict::Drop,
+            Ok(Kind::Oack) if !self.answered => self.on_first_oack(datagram),
+            Ok(Kind::Data { block, len }) => self.on_data(datagram, block, len),
+            Ok(Kind::Error { .. }) if self.answered => Action::Failover,
+            Ok(Kind::Error { .. }) => Action::ForwardAndEnd(Outcome::BackendError),
+            _ => Action::Drop,
         }
     }
 
-    /// A datagram from the client's address.
-    pub fn on_client(&mut self, datagram: &[u8]) -> Verdict {
+    /// A datagram from the client's address (renumbered in place when it is forwarded).
+    pub fn on_client(&mut self, datagram: &mut [u8]) -> Action {
         match packet::peek(datagram) {
-            Ok(Kind::Ack { block }) if self.answered => self.on_ack(block),
-            Ok(Kind::Error { .. }) => Verdict::ForwardAndEnd(Outcome::ClientAborted),
-            _ => Verdict::Drop,
+            Ok(Kind::Ack { block }) if self.answered => self.on_ack(datagram, block),
+            Ok(Kind::Error { .. }) => Action::ForwardAndEnd(Outcome::ClientAborted),
+            _ => Action::Drop,
         }
     }
 
-    fn on_oack(&mut self, datagram: &[u8]) -> Verdict {
-        match Packet::decode(datagram) {
-            Ok(Packet::Oack(options)) => {
-                self.negotiated = Negotiated::from_oack(&options);
-                self.answered = true;
-                Verdict::Forward
-            }
-            _ => Verdict::Drop,
-        }
+    fn on_first_oack(&mut self, datagram: &[u8]) -> Action {
+        let Ok(Packet::Oack(options)) = Packet::decode(datagram) else {
+            return Action::Drop;
+        };
+        self.negotiated = Negotiated::from_oack(&options);
+        self.leg_window = self.negotiated.windowsize;
+        self.had_oack = true;
+        self.answered = true;
+        Action::Forward
     }
 
-    fn on_data(&mut self, block: u16, len: usize) -> Verdict {
+    fn on_data(&mut self, datagram: &mut [u8], block: u16, len: usize) -> Action {
         if len > usize::from(self.negotiated.blksize) {
-            return Verdict::Drop;
+            return Action::Drop;
         }
         self.answered = true;
-        if self.is_next_block(block) {
-            self.last_block = Some(block);
-            self.blocks += 1;
+        let Some(pos) = self.leg_position(block) else {
+            return Action::Drop; // ahead of anything sent: a gap the endpoints will repair
+        };
+        match self.catch_up {
+            Some(target) if pos <= target => return self.consume(pos, target, len),
+            Some(_) => self.catch_up = None,
+            None => {}
+        }
+        if pos > self.delivered {
+            self.delivered = pos;
             self.file_bytes += len as u64;
             if len < usize::from(self.negotiated.blksize) {
-                self.final_block = Some(block);
+                self.final_pos = Some(pos);
             }
         }
-        Verdict::Forward
+        set_block(datagram, self.client.wire(pos));
+        Action::Forward
     }
 
-    /// Block 1 first, then one more each time, rolling over after 65535 to 0 (or to 1, as some
-    /// servers do).
-    fn is_next_block(&self, block: u16) -> bool {
-        match self.last_block {
-            None => block == 1,
-            Some(65535) => block == 0 || block == 1,
-            Some(last) => block == last.wrapping_add(1),
+    /// The file position of a DATA block of the current leg, learning how it rolls over.
+    fn leg_position(&mut self, block: u16) -> Option<u64> {
+        let next = self.leg_pos + 1;
+        if self.leg_pos == 65535 && block == 1 && !self.leg.wrap_to_one {
+            self.leg.wrap_to_one = true;
+            if self.resumes == 0 {
+                self.client.wrap_to_one = true;
+            }
         }
+        if self.leg.wire(next) == block {
+            self.leg_pos = next;
+            return Some(next);
+        }
+        self.leg.position(block, self.leg_pos)
     }
 
-    fn on_ack(&mut self, block: u16) -> Verdict {
-        self.last_ack = Some(block);
-        if self.final_block == Some(block) {
-            Verdict::ForwardAndEnd(Outcome::Completed)
+    /// A block of a resumed leg at or before the client's position: acknowledge, don't forward.
+    fn consume(&mut self, pos: u64, target: u64, len: usize) -> Action {
+        let short = len < usize::from(self.negotiated.blksize);
+        if pos < target && short {
+            return Action::Fail("the other boot server's file is shorter");
+        }
+        if pos == target {
+            self.catch_up = None;
+            return Action::AckBackend(self.leg.wire(pos));
+        }
+        if pos.is_multiple_of(u64::from(self.leg_window)) {
+            Action::AckBackend(self.leg.wire(pos))
         } else {
-            Verdict::Forward
+            Action::Consume
         }
+    }
+
+    fn on_ack(&mut self, datagram: &mut [u8], block: u16) -> Action {
+        if self.catch_up.is_some() {
+            return Action::Drop; // we are feeding the new backend ourselves
+        }
+        let Some(pos) = self.client.position(block, self.delivered) else {
+            return Action::Drop;
+        };
+        self.acked = self.acked.max(pos);
+        set_block(datagram, self.leg.wire(pos));
+        if self.final_pos == Some(pos) {
+            Action::ForwardAndEnd(Outcome::Completed)
+        } else {
+            Action::Forward
+        }
+    }
+
+    /// Whether a failed backend can be replaced: the transfer is under way and not finished.
+    pub fn can_resume(&self) -> bool {
+        self.answered && self.final_pos.is_none_or(|f| self.acked < f)
+    }
+
+    /// Starts a new leg on another backend; returns the position it must catch up to.
+    pub fn begin_resume(&mut self) -> u64 {
+        self.resumes += 1;
+        self.leg = Numbering::default();
+        self.leg_pos = 0;
+        self.catch_up = Some(self.acked);
+        self.acked
+    }
+
+    /// Judges the first answer of the backend taking over.
+    pub fn on_takeover_reply(&mut self, datagram: &mut [u8]) -> Takeover {
+        match packet::peek(datagram) {
+            Ok(Kind::Oack) => self.judge_oack(datagram),
+            Ok(Kind::Data { .. })
+                if self.had_oack && self.negotiated.blksize != DEFAULT_BLKSIZE =>
+            {
+                Takeover::Incompatible("it ignored the options".into())
+            }
+            Ok(Kind::Data { .. }) => {
+                self.leg_window = 1;
+                self.finish_catch_up_at_zero();
+                Takeover::Data(self.on_backend(datagram))
+            }
+            _ => Takeover::Refused,
+        }
+    }
+
+    fn judge_oack(&mut self, datagram: &[u8]) -> Takeover {
+        let Ok(Packet::Oack(options)) = Packet::decode(datagram) else {
+            return Takeover::Refused;
+        };
+        let theirs = Negotiated::from_oack(&options);
+        if theirs.blksize != self.negotiated.blksize {
+            return Takeover::Incompatible(format!(
+                "blksize {} instead of {}",
+                theirs.blksize, self.negotiated.blksize
+            ));
+        }
+        if let (Some(a), Some(b)) = (self.negotiated.tsize, theirs.tsize)
+            && a != b
+        {
+            return Takeover::SizeChanged(format!("the file is {b} bytes there, {a} bytes here"));
+        }
+        self.leg_window = theirs.windowsize;
+        self.finish_catch_up_at_zero();
+        Takeover::AckOack
+    }
+
+    /// Nothing to catch up when the client had acknowledged no block yet.
+    fn finish_catch_up_at_zero(&mut self) {
+        if self.catch_up == Some(0) {
+            self.catch_up = None;
+        }
+    }
+
+    /// The ACK to resend to a resumed leg when it goes quiet during catch-up.
+    pub fn catch_up_ack(&self) -> Option<u16> {
+        self.catch_up.map(|_| self.leg.wire(self.leg_pos))
+    }
+
+    pub fn catching_up(&self) -> bool {
+        self.catch_up.is_some()
     }
 
     /// Whether the backend has answered the request (OACK or DATA).
@@ -165,13 +351,25 @@ impl Session {
         self.negotiated
     }
 
-    /// Distinct DATA blocks relayed, and their payload bytes: the file as far as it got.
+    /// Distinct DATA blocks relayed to the client, and their payload bytes.
     pub fn progress(&self) -> (u64, u64) {
-        (self.blocks, self.file_bytes)
+        (self.delivered, self.file_bytes)
     }
 
-    pub fn last_ack(&self) -> Option<u16> {
-        self.last_ack
+    /// The last position the client acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    pub fn resumes(&self) -> u32 {
+        self.resumes
+    }
+}
+
+/// Writes a block number into a DATA or ACK datagram.
+fn set_block(datagram: &mut [u8], block: u16) {
+    if let Some(b) = datagram.get_mut(2..4) {
+        b.copy_from_slice(&block.to_be_bytes());
     }
 }
 
@@ -197,15 +395,23 @@ mod tests {
         Packet::Oack(o).encode()
     }
 
+    fn ack(block: u16) -> Vec<u8> {
+        ack_datagram(block).to_vec()
+    }
+
+    fn block_of(datagram: &[u8]) -> u16 {
+        u16::from_be_bytes([datagram[2], datagram[3]])
+    }
+
     #[test]
     fn lock_step_transfer_ends_on_ack_of_short_block() {
         let mut s = Session::new();
-        assert_eq!(s.on_backend(&data(1, 512)), Verdict::Forward);
-        assert_eq!(s.on_client(&ack_datagram(1)), Verdict::Forward);
-        assert_eq!(s.on_backend(&data(2, 100)), Verdict::Forward);
+        assert_eq!(s.on_backend(&mut data(1, 512)), Action::Forward);
+        assert_eq!(s.on_client(&mut ack(1)), Action::Forward);
+        assert_eq!(s.on_backend(&mut data(2, 100)), Action::Forward);
         assert_eq!(
-            s.on_client(&ack_datagram(2)),
-            Verdict::ForwardAndEnd(Outcome::Completed)
+            s.on_client(&mut ack(2)),
+            Action::ForwardAndEnd(Outcome::Completed)
         );
         assert_eq!(s.progress(), (2, 612));
     }
@@ -214,92 +420,247 @@ mod tests {
     fn blksize_comes_from_the_oack_not_the_request() {
         let mut s = Session::new();
         assert_eq!(
-            s.on_backend(&oack(&[("blksize", "1024")])),
-            Verdict::Forward
+            s.on_backend(&mut oack(&[("blksize", "1024")])),
+            Action::Forward
         );
-        assert_eq!(s.on_client(&ack_datagram(0)), Verdict::Forward);
-        // 1024 bytes is a full block at the negotiated size: not the end.
-        assert_eq!(s.on_backend(&data(1, 1024)), Verdict::Forward);
-        assert_eq!(s.on_client(&ack_datagram(1)), Verdict::Forward);
-        assert_eq!(s.on_backend(&data(2, 0)), Verdict::Forward);
+        assert_eq!(s.on_client(&mut ack(0)), Action::Forward);
+        assert_eq!(s.on_backend(&mut data(1, 1024)), Action::Forward);
+        assert_eq!(s.on_client(&mut ack(1)), Action::Forward);
+        assert_eq!(s.on_backend(&mut data(2, 0)), Action::Forward);
         assert_eq!(
-            s.on_client(&ack_datagram(2)),
-            Verdict::ForwardAndEnd(Outcome::Completed)
+            s.on_client(&mut ack(2)),
+            Action::ForwardAndEnd(Outcome::Completed)
         );
-        // A DATA bigger than negotiated is dropped, never forwarded.
         let mut s = Session::new();
-        s.on_backend(&oack(&[("blksize", "512")]));
-        assert_eq!(s.on_backend(&data(1, 513)), Verdict::Drop);
+        s.on_backend(&mut oack(&[("blksize", "512")]));
+        assert_eq!(s.on_backend(&mut data(1, 513)), Action::Drop);
     }
 
     #[test]
     fn windowsize_traffic_passes_in_order_with_any_ack() {
         let mut s = Session::new();
-        s.on_backend(&oack(&[("blksize", "8"), ("windowsize", "4")]));
-        s.on_client(&ack_datagram(0));
+        s.on_backend(&mut oack(&[("blksize", "8"), ("windowsize", "4")]));
+        s.on_client(&mut ack(0));
         for b in 1..=4 {
-            assert_eq!(s.on_backend(&data(b, 8)), Verdict::Forward);
+            assert_eq!(s.on_backend(&mut data(b, 8)), Action::Forward);
         }
         // A WDS-style ACK with an extra byte still counts.
-        assert_eq!(s.on_client(&[0, 4, 0, 4, 1]), Verdict::Forward);
-        assert_eq!(s.on_backend(&data(5, 3)), Verdict::Forward);
+        assert_eq!(s.on_client(&mut [0, 4, 0, 4, 1]), Action::Forward);
+        assert_eq!(s.on_backend(&mut data(5, 3)), Action::Forward);
         assert_eq!(
-            s.on_client(&ack_datagram(5)),
-            Verdict::ForwardAndEnd(Outcome::Completed)
+            s.on_client(&mut ack(5)),
+            Action::ForwardAndEnd(Outcome::Completed)
         );
     }
 
     #[test]
-    fn block_numbers_roll_over() {
-        let mut s = Session::new();
-        s.on_backend(&oack(&[("blksize", "8")]));
-        for i in 1..=70_000u32 {
-            let block = (i % 65536) as u16;
-            assert_eq!(s.on_backend(&data(block, 8)), Verdict::Forward);
+    fn block_numbers_roll_over_to_zero_or_one() {
+        for wrap_to_one in [false, true] {
+            let numbering = Numbering { wrap_to_one };
+            let mut s = Session::new();
+            s.on_backend(&mut oack(&[("blksize", "8")]));
+            for pos in 1..=70_000u64 {
+                let mut d = data(numbering.wire(pos), 8);
+                assert_eq!(s.on_backend(&mut d), Action::Forward, "pos {pos}");
+                assert_eq!(block_of(&d), numbering.wire(pos), "no renumbering");
+            }
+            let last = numbering.wire(70_001);
+            s.on_backend(&mut data(last, 1));
+            assert_eq!(s.progress(), (70_001, 70_000 * 8 + 1));
+            assert_eq!(
+                s.on_client(&mut ack(last)),
+                Action::ForwardAndEnd(Outcome::Completed)
+            );
         }
-        s.on_backend(&data((70_001 % 65536) as u16, 1));
-        assert_eq!(s.progress(), (70_001, 70_000 * 8 + 1));
+    }
+
+    #[test]
+    fn numbering_maps_both_ways() {
+        let one = Numbering { wrap_to_one: true };
         assert_eq!(
-            s.on_client(&ack_datagram((70_001 % 65536) as u16)),
-            Verdict::ForwardAndEnd(Outcome::Completed)
+            (one.wire(65535), one.wire(65536), one.wire(65537)),
+            (65535, 1, 2)
         );
+        assert_eq!(one.position(1, 65540), Some(65536));
+        let zero = Numbering::default();
+        assert_eq!((zero.wire(65535), zero.wire(65536)), (65535, 0));
+        assert_eq!(zero.position(0, 65538), Some(65536));
+        assert_eq!(zero.position(0, 3), Some(0));
     }
 
     #[test]
     fn duplicate_data_is_forwarded_but_counted_once() {
         let mut s = Session::new();
-        s.on_backend(&data(1, 512));
-        assert_eq!(s.on_backend(&data(1, 512)), Verdict::Forward);
+        s.on_backend(&mut data(1, 512));
+        assert_eq!(s.on_backend(&mut data(1, 512)), Action::Forward);
         assert_eq!(s.progress(), (1, 512));
     }
 
     #[test]
-    fn errors_end_the_session_from_either_side() {
+    fn errors_end_or_fail_over() {
         let mut s = Session::new();
-        s.on_backend(&oack(&[("tsize", "100")]));
-        let abort = packet::error_datagram(8, "tsize probe");
+        s.on_backend(&mut oack(&[("tsize", "100")]));
+        let mut abort = packet::error_datagram(8, "tsize probe");
         assert_eq!(
-            s.on_client(&abort),
-            Verdict::ForwardAndEnd(Outcome::ClientAborted)
+            s.on_client(&mut abort),
+            Action::ForwardAndEnd(Outcome::ClientAborted)
         );
+        // An ERROR as the first answer is the answer (file not found).
         let mut s = Session::new();
-        let nf = packet::error_datagram(1, "not found");
+        let mut nf = packet::error_datagram(1, "not found");
         assert_eq!(
-            s.on_backend(&nf),
-            Verdict::ForwardAndEnd(Outcome::BackendError)
+            s.on_backend(&mut nf),
+            Action::ForwardAndEnd(Outcome::BackendError)
+        );
+        // An ERROR mid-transfer means the backend gave up: fail over.
+        let mut s = Session::new();
+        s.on_backend(&mut data(1, 512));
+        assert_eq!(
+            s.on_backend(&mut packet::error_datagram(0, "disk error")),
+            Action::Failover
         );
     }
 
     #[test]
     fn what_a_side_should_not_send_is_dropped() {
         let mut s = Session::new();
-        // The client cannot ACK before the backend answered.
-        assert_eq!(s.on_client(&ack_datagram(1)), Verdict::Drop);
-        assert_eq!(s.on_backend(&ack_datagram(1)), Verdict::Drop);
-        assert_eq!(s.on_client(&data(1, 4)), Verdict::Drop);
-        assert_eq!(s.on_backend(&[0xff]), Verdict::Drop);
-        s.on_backend(&data(1, 512));
-        // A second OACK mid-transfer is not forwarded.
-        assert_eq!(s.on_backend(&oack(&[("blksize", "8")])), Verdict::Drop);
+        assert_eq!(s.on_client(&mut ack(1)), Action::Drop);
+        assert_eq!(s.on_backend(&mut ack(1)), Action::Drop);
+        assert_eq!(s.on_client(&mut data(1, 4)), Action::Drop);
+        assert_eq!(s.on_backend(&mut [0xff]), Action::Drop);
+        s.on_backend(&mut data(1, 512));
+        assert_eq!(s.on_backend(&mut oack(&[("blksize", "8")])), Action::Drop);
+    }
+
+    /// Relays `n` full 8-byte blocks with window 1 and has the client acknowledge each.
+    fn relay_blocks(s: &mut Session, from: u64, to: u64) {
+        for pos in from..=to {
+            assert_eq!(s.on_backend(&mut data(pos as u16, 8)), Action::Forward);
+            assert_eq!(s.on_client(&mut ack(pos as u16)), Action::Forward);
+        }
+    }
+
+    #[test]
+    fn resume_consumes_up_to_the_clients_ack_then_forwards() {
+        let mut s = Session::new();
+        s.on_backend(&mut oack(&[("blksize", "8"), ("tsize", "83")]));
+        s.on_client(&mut ack(0));
+        relay_blocks(&mut s, 1, 5);
+        // Block 6 went out but the backend died before the client's ACK.
+        s.on_backend(&mut data(6, 8));
+        assert!(s.can_resume());
+        assert_eq!(s.begin_resume(), 5);
+        let mut o = oack(&[("blksize", "8"), ("tsize", "83")]);
+        assert_eq!(s.on_takeover_reply(&mut o), Takeover::AckOack);
+        for pos in 1..5 {
+            assert_eq!(s.on_backend(&mut data(pos, 8)), Action::AckBackend(pos));
+        }
+        assert_eq!(
+            s.on_client(&mut ack(5)),
+            Action::Drop,
+            "the client waits; we feed the backend"
+        );
+        assert_eq!(s.on_backend(&mut data(5, 8)), Action::AckBackend(5));
+        assert!(!s.catching_up());
+        for pos in 6..=10 {
+            assert_eq!(s.on_backend(&mut data(pos, 8)), Action::Forward);
+            assert_eq!(s.on_client(&mut ack(pos)), Action::Forward);
+        }
+        assert_eq!(s.on_backend(&mut data(11, 3)), Action::Forward);
+        assert_eq!(
+            s.on_client(&mut ack(11)),
+            Action::ForwardAndEnd(Outcome::Completed)
+        );
+        assert_eq!(s.progress(), (11, 83));
+    }
+
+    #[test]
+    fn resume_renumbers_when_the_new_backend_rolls_over_differently() {
+        let mut s = Session::new();
+        s.on_backend(&mut oack(&[("blksize", "8")]));
+        s.on_client(&mut ack(0));
+        // The first backend rolls over to 0; the client has acknowledged position 65_540.
+        let zero = Numbering::default();
+        for pos in 1..=65_540u64 {
+            s.on_backend(&mut data(zero.wire(pos), 8));
+        }
+        s.on_client(&mut ack(zero.wire(65_540)));
+        s.begin_resume();
+        assert_eq!(
+            s.on_takeover_reply(&mut oack(&[("blksize", "8")])),
+            Takeover::AckOack
+        );
+        // The second rolls over to 1.
+        let one = Numbering { wrap_to_one: true };
+        for pos in 1..=65_540u64 {
+            let a = s.on_backend(&mut data(one.wire(pos), 8));
+            assert!(
+                matches!(a, Action::AckBackend(_) | Action::Consume),
+                "pos {pos}: {a:?}"
+            );
+        }
+        let mut d = data(one.wire(65_541), 8);
+        assert_eq!(s.on_backend(&mut d), Action::Forward);
+        assert_eq!(block_of(&d), zero.wire(65_541), "renumbered for the client");
+        let mut a = ack(zero.wire(65_541));
+        assert_eq!(s.on_client(&mut a), Action::Forward);
+        assert_eq!(block_of(&a), one.wire(65_541), "translated for the backend");
+    }
+
+    #[test]
+    fn a_takeover_must_serve_the_same_file_the_same_way() {
+        let mut s = Session::new();
+        s.on_backend(&mut oack(&[("blksize", "1024"), ("tsize", "5000")]));
+        s.on_client(&mut ack(0));
+        s.on_backend(&mut data(1, 1024));
+        s.begin_resume();
+        let mut other_size = oack(&[("blksize", "1024"), ("tsize", "6000")]);
+        assert!(matches!(
+            s.on_takeover_reply(&mut other_size),
+            Takeover::SizeChanged(_)
+        ));
+        let mut other_blksize = oack(&[("blksize", "512"), ("tsize", "5000")]);
+        assert!(matches!(
+            s.on_takeover_reply(&mut other_blksize),
+            Takeover::Incompatible(_)
+        ));
+        assert!(matches!(
+            s.on_takeover_reply(&mut data(1, 512)),
+            Takeover::Incompatible(_)
+        ));
+        let mut nf = packet::error_datagram(1, "not found");
+        assert_eq!(s.on_takeover_reply(&mut nf), Takeover::Refused);
+    }
+
+    #[test]
+    fn a_shorter_file_during_catch_up_fails_the_client() {
+        let mut s = Session::new();
+        s.on_backend(&mut data(1, 512));
+        s.on_client(&mut ack(1));
+        s.on_backend(&mut data(2, 512));
+        s.on_client(&mut ack(2));
+        s.begin_resume();
+        assert_eq!(
+            s.on_takeover_reply(&mut data(1, 100)),
+            Takeover::Data(Action::Fail("the other boot server's file is shorter"))
+        );
+    }
+
+    #[test]
+    fn windowed_catch_up_acknowledges_window_ends_and_the_target() {
+        let mut s = Session::new();
+        s.on_backend(&mut oack(&[("blksize", "8"), ("windowsize", "4")]));
+        s.on_client(&mut ack(0));
+        for pos in 1..=6 {
+            s.on_backend(&mut data(pos, 8));
+        }
+        s.on_client(&mut ack(4));
+        s.begin_resume();
+        s.on_takeover_reply(&mut oack(&[("blksize", "8"), ("windowsize", "4")]));
+        assert_eq!(s.on_backend(&mut data(1, 8)), Action::Consume);
+        assert_eq!(s.on_backend(&mut data(2, 8)), Action::Consume);
+        assert_eq!(s.on_backend(&mut data(3, 8)), Action::Consume);
+        assert_eq!(s.on_backend(&mut data(4, 8)), Action::AckBackend(4));
+        assert_eq!(s.on_backend(&mut data(5, 8)), Action::Forward);
     }
 }

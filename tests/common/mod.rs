@@ -4,6 +4,8 @@
 //! Every port is bound at :0 and read back; every child process is ours, killed by handle.
 #![allow(dead_code)]
 
+pub mod faulty;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -68,8 +70,7 @@ impl Tftplb {
 
     /// Sessions started on each backend, in pool order.
     pub fn sessions_per_backend(&self) -> Vec<u64> {
-        self.frontend
-            .pool
+        self.frontend.runtime().pools[0]
             .backends
             .iter()
             .map(|b| b.total_sessions())
