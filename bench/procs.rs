@@ -4,9 +4,10 @@
 //! - tftplb runs as `tftplb run --config FILE`; its bound port is read back from its log line
 //!   `tftp listening address=…` (it binds 127.0.0.1:0).
 //! - tftpd-hpa runs inetd-style on a socket the harness bound at 127.0.0.1:0, in its own process
-//!   group. It forks a child per transfer; the parent reaps them, so their CPU time shows up in the
-//!   parent's `cutime`/`cstime` once they have exited ([`Cpu::total`] counts both). Killing the
-//!   group kills the transfers in flight too (a dead server, for `failover`).
+//!   group. It forks a child per transfer and ignores SIGCHLD, so the kernel discards the
+//!   children's CPU time when they exit: it cannot be read afterwards, and the bench reports no
+//!   CPU figure for tftpd-hpa ([`Backend::cpu_measurable`]). Killing the group kills the
+//!   transfers in flight too (a dead server, for `failover`).
 //! - An embedded (async-tftp) backend runs as this very binary re-executed with the hidden
 //!   `backend-child` command: one single-threaded process per backend, again measurable alone.
 //!
@@ -172,6 +173,11 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Whether the backend's CPU time can be read: not for tftpd-hpa (see the module doc).
+    pub fn cpu_measurable(&self) -> bool {
+        self.kind != BackendKind::TftpdHpa
+    }
+
     pub fn start(kind: BackendKind, dir: &Path) -> Result<Backend, String> {
         match kind {
             BackendKind::TftpdHpa => start_hpa(dir),
@@ -354,21 +360,4 @@ fn wait_for_listening(log: &Path, patience: Duration) -> Result<SocketAddr, Stri
     Err(format!(
         "tftplb did not log its listening address within {patience:?}; log:\n{text}"
     ))
-}
-
-/// Waits (bounded) until a process has no live children, so that their CPU time has been
-/// reaped into its `cutime`/`cstime`.
-pub fn wait_children_reaped(pid: u32, patience: Duration) -> bool {
-    let started = Instant::now();
-    loop {
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        if children.trim().is_empty() {
-            return true;
-        }
-        if started.elapsed() > patience {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{Ctx, per_gb};
 use crate::load::{self, BenchFile, ClientParams, write_tree};
-use crate::procs::{Backend, BackendKind, TftplbProc, TftplbSettings, wait_children_reaped};
+use crate::procs::{Backend, BackendKind, TftplbProc, TftplbSettings};
 use crate::report::{self, WorkDir, f};
 use crate::stats::{Ratio, Summary};
 
@@ -69,8 +69,9 @@ pub struct ConfigResult {
     /// Mean added time per block: (tftplb time − direct time) ÷ blocks, µs.
     pub added_latency_us_mean: f64,
     pub tftplb_cpu_s_per_gb: f64,
-    pub backend_cpu_s_per_gb_direct: f64,
-    pub backend_cpu_s_per_gb_tftplb: f64,
+    /// None for tftpd-hpa, whose per-transfer children's CPU time cannot be read.
+    pub backend_cpu_s_per_gb_direct: Option<f64>,
+    pub backend_cpu_s_per_gb_tftplb: Option<f64>,
     pub failures: usize,
 }
 
@@ -193,9 +194,6 @@ impl Tally {
             };
             let (lb0, be0) = (s.lb.proc.cpu(), s.backend.proc.cpu());
             let got = load::get(server, file, &cfg, true).await;
-            if s.backend.kind == BackendKind::TftpdHpa {
-                wait_children_reaped(s.backend.proc.pid, std::time::Duration::from_secs(5));
-            }
             bar.inc(1);
             let got = match got {
                 Ok(g) => g,
@@ -233,6 +231,7 @@ impl Tally {
         let direct: Vec<f64> = self.rounds.iter().map(|r| r.direct_mb_s).collect();
         let tftplb: Vec<f64> = self.rounds.iter().map(|r| r.tftplb_mb_s).collect();
         let (gd, gl) = (Summary::of(&self.gaps[0]), Summary::of(&self.gaps[1]));
+        let measurable = self.kind != BackendKind::TftpdHpa;
         let mean_added = if self.blocks > 0 && self.bytes[0] == self.bytes[1] {
             (self.secs[1] - self.secs[0]) / self.blocks as f64 * 1e6
         } else {
@@ -250,8 +249,10 @@ impl Tally {
             block_gap_us_direct: gd,
             block_gap_us_tftplb: gl,
             tftplb_cpu_s_per_gb: per_gb(self.lb_cpu, self.bytes[1]),
-            backend_cpu_s_per_gb_direct: per_gb(self.backend_cpu[0], self.bytes[0]),
-            backend_cpu_s_per_gb_tftplb: per_gb(self.backend_cpu[1], self.bytes[1]),
+            backend_cpu_s_per_gb_direct: measurable
+                .then(|| per_gb(self.backend_cpu[0], self.bytes[0])),
+            backend_cpu_s_per_gb_tftplb: measurable
+                .then(|| per_gb(self.backend_cpu[1], self.bytes[1])),
             failures: self.failures,
             rounds: self.rounds,
         }
@@ -292,7 +293,8 @@ fn print(p: &Params, r: &Results) {
             f(c.added_latency_us_p99, 1),
             f(c.added_latency_us_mean, 1),
             f(c.tftplb_cpu_s_per_gb, 2),
-            f(c.backend_cpu_s_per_gb_direct, 2),
+            c.backend_cpu_s_per_gb_direct
+                .map_or("n/a".into(), |x| f(x, 2)),
         ]);
     }
     report::print_table(

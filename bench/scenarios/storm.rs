@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::phase::{self, Crowd, CrowdResult};
 use super::{Ctx, per_gb};
 use crate::load::{BenchFile, ClientParams, write_tree};
-use crate::procs::{self, Backend, BackendKind, TftplbProc, TftplbSettings};
+use crate::procs::{Backend, BackendKind, TftplbProc, TftplbSettings};
 use crate::report::{self, WorkDir, f};
 use crate::stats::Summary;
 
@@ -68,8 +68,9 @@ pub struct Mode {
     pub failed: usize,
     pub completion_s: Summary,
     pub wall_s: Summary,
-    pub backend_cpu_s: f64,
-    pub backend_cpu_s_per_gb: f64,
+    /// None for tftpd-hpa, whose per-transfer children's CPU time cannot be read.
+    pub backend_cpu_s: Option<f64>,
+    pub backend_cpu_s_per_gb: Option<f64>,
     pub bytes: u64,
 }
 
@@ -93,7 +94,7 @@ pub struct Results {
 }
 
 pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
-    let kind = ctx.backend_or(BackendKind::TftpdHpa);
+    let kind = ctx.backend_or(BackendKind::Embedded);
     let work = WorkDir::new("storm")?;
     let files = vec![
         BenchFile::new("ARDBP32.BIN", p.small_bytes, 1),
@@ -147,14 +148,15 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
             let backend_before = backend_cpu(&backends);
             let lb_before = lb.proc.cpu();
             let result = phase::run(crowd, &bar).await;
-            settle(&backends);
-            let backend_s = backend_cpu(&backends) - backend_before;
+            let backend_s = backend_cpu(&backends).map(|now| now - backend_before.unwrap_or(0.0));
             let mode = if through_lb {
                 &mut r.tftplb
             } else {
                 &mut r.direct
             };
-            mode.backend_cpu_s += backend_s;
+            if let Some(s) = backend_s {
+                *mode.backend_cpu_s.get_or_insert(0.0) += s;
+            }
             if through_lb {
                 r.tftplb_cpu_s += lb.proc.cpu().since(lb_before);
                 r.tftplb_peak_rss_kib = r.tftplb_peak_rss_kib.max(result.peak_rss_kib);
@@ -181,18 +183,12 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
     Ok(())
 }
 
-/// CPU seconds of all backends, their reaped children included.
-fn backend_cpu(backends: &[Backend]) -> f64 {
-    backends.iter().map(|b| b.proc.cpu().total()).sum()
-}
-
-/// Lets tftpd-hpa reap its per-transfer children, so their CPU time is counted.
-fn settle(backends: &[Backend]) {
-    for b in backends {
-        if b.kind == BackendKind::TftpdHpa {
-            procs::wait_children_reaped(b.proc.pid, std::time::Duration::from_secs(10));
-        }
-    }
+/// CPU seconds of all backends, if readable.
+fn backend_cpu(backends: &[Backend]) -> Option<f64> {
+    backends
+        .iter()
+        .all(Backend::cpu_measurable)
+        .then(|| backends.iter().map(|b| b.proc.cpu().total()).sum())
 }
 
 fn summarise(mode: &mut Mode) {
@@ -206,7 +202,7 @@ fn summarise(mode: &mut Mode) {
     mode.completed = mode.crowds.iter().map(|c| c.completed).sum();
     mode.failed = mode.crowds.iter().map(|c| c.failed).sum();
     mode.bytes = mode.crowds.iter().map(|c| c.bytes).sum();
-    mode.backend_cpu_s_per_gb = per_gb(mode.backend_cpu_s, mode.bytes);
+    mode.backend_cpu_s_per_gb = mode.backend_cpu_s.map(|s| per_gb(s, mode.bytes));
 }
 
 fn print(p: &Params, r: &Results) {
@@ -233,7 +229,7 @@ fn print(p: &Params, r: &Results) {
             f(m.completion_s.p99, 3),
             f(m.completion_s.max, 3),
             f(m.wall_s.max, 2),
-            f(m.backend_cpu_s_per_gb, 2),
+            m.backend_cpu_s_per_gb.map_or("n/a".into(), |x| f(x, 2)),
         ]);
     }
     let backend = r.backend.map_or("-", |b| b.name());
