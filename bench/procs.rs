@@ -272,6 +272,8 @@ pub struct TftplbSettings {
     pub setup_timeout_ms: u64,
     pub max_sessions: usize,
     pub balance: &'static str,
+    /// `[pool.health]`: probe this file every so many ms (none: no health checks).
+    pub health: Option<(String, u64)>,
 }
 
 impl Default for TftplbSettings {
@@ -280,6 +282,7 @@ impl Default for TftplbSettings {
             setup_timeout_ms: 700,
             max_sessions: 10_000,
             balance: "round-robin",
+            health: None,
         }
     }
 }
@@ -334,6 +337,11 @@ fn config_text(backends: &[SocketAddr], s: &TftplbSettings) -> String {
          [[pool]]\nname = \"bench\"\nbalance = \"{}\"\n",
         s.setup_timeout_ms, s.max_sessions, s.balance
     );
+    if let Some((file, interval_ms)) = &s.health {
+        text.push_str(&format!(
+            "\n[pool.health]\nfile = \"{file}\"\ninterval = \"{interval_ms}ms\"\n"
+        ));
+    }
     for b in backends {
         text.push_str(&format!("\n[[pool.backend]]\naddress = \"{b}\"\n"));
     }

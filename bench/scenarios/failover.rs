@@ -5,8 +5,8 @@
 //! Figures: completed / failed, how many needed a retry, and the longest stall: the longest
 //! time any client waited for its next block, failed attempts included.
 //!
-//! tftplb does not resume a transfer on another backend today, and has no health checks yet, so
-//! new requests keep being offered to the dead backend first and move on after `setup_timeout`.
+//! tftplb runs with its defaults (`resume` on: a transfer whose backend stalls moves to another
+//! one) and, unless `--health-interval-ms 0`, a `[pool.health]` probe of the small file.
 
 use std::time::Duration;
 
@@ -47,6 +47,9 @@ pub struct Params {
     pub setup_timeout_ms: u64,
     #[arg(long, default_value_t = 300)]
     pub max_secs: u64,
+    /// Health probe interval, ms (0: no `[pool.health]`).
+    #[arg(long, default_value_t = 1000)]
+    pub health_interval_ms: u64,
 }
 
 impl Default for Params {
@@ -89,6 +92,7 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
     let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
     let settings = TftplbSettings {
         setup_timeout_ms: p.setup_timeout_ms,
+        health: (p.health_interval_ms > 0).then(|| (files[0].name.clone(), p.health_interval_ms)),
         ..TftplbSettings::default()
     };
     let lb = TftplbProc::start(&ctx.tftplb, &work.path, &addrs, &settings)?;
