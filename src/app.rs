@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::dns::DnsServer;
 use crate::health::{Monitor, health_events};
 use crate::runtime::Runtime;
 use crate::tftp::listener::{Frontend, Listener};
@@ -25,6 +26,8 @@ const HOUSEKEEPING: Duration = Duration::from_secs(30);
 pub struct Bound {
     listeners: Vec<Listener>,
     frontend: Arc<Frontend>,
+    /// The `[dns]` sockets, when configured.
+    dns: Option<DnsServer>,
 }
 
 impl Bound {
@@ -42,18 +45,27 @@ impl Bound {
         for l in &listeners {
             tracing::info!(address = %l.local_addr(), "tftp listening");
         }
+        let dns = config.dns.as_ref().map(DnsServer::bind).transpose()?;
         let events = health_events();
         let runtime = Runtime::new(config.clone(), None, &events);
         let frontend = Arc::new(Frontend::new(runtime, events));
         Ok(Bound {
             listeners,
             frontend,
+            dns,
         })
     }
 
     /// The addresses actually bound (port 0 resolved).
     pub fn tftp_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().map(|l| l.local_addr()).collect()
+    }
+
+    /// The DNS addresses actually bound (UDP and TCP share each), if `[dns]` is configured.
+    pub fn dns_addrs(&self) -> Vec<SocketAddr> {
+        self.dns
+            .as_ref()
+            .map_or_else(Vec::new, DnsServer::local_addrs)
     }
 
     pub fn frontend(&self) -> Arc<Frontend> {
@@ -63,6 +75,10 @@ impl Bound {
     /// Serves until `shutdown` resolves, then stops admitting and drains running transfers.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let stop = CancellationToken::new();
+        let dns = self.dns.map(|d| {
+            let serving = d.serve(self.frontend.clone(), stop.clone());
+            tokio::spawn(serving)
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for l in self.listeners {
             tasks.spawn(self.frontend.clone().serve(l, stop.clone()));
@@ -76,6 +92,9 @@ impl Bound {
             "shutting down: no new transfers"
         );
         stop.cancel();
+        if let Some(dns) = dns {
+            let _ = dns.await;
+        }
         while tasks.join_next().await.is_some() {}
         self.frontend.drain(SHUTDOWN_GRACE).await;
         tracing::info!("stopped");

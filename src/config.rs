@@ -20,6 +20,7 @@ use crate::health::AdminState;
 pub struct Config {
     pub tftp: TftpConfig,
     pub pools: Vec<PoolConfig>,
+    pub dns: Option<crate::dns::config::DnsConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +173,7 @@ struct RawConfig {
     tftp: RawTftp,
     #[serde(default)]
     pool: Vec<RawPool>,
+    dns: Option<crate::dns::config::RawDns>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,8 +320,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let tftp = validate_tftp(raw.tftp, &mut problems);
     let pools = validate_pools(raw.pool, &mut problems);
+    let dns = raw
+        .dns
+        .map(|d| crate::dns::config::validate_dns(d, &pools, &mut problems));
     if problems.is_empty() {
-        Ok(Config { tftp, pools })
+        Ok(Config { tftp, pools, dns })
     } else {
         Err(ConfigError { problems })
     }

@@ -12,6 +12,8 @@
 //! - [`pool`]: a pool at run time: backends, counters, client affinity, all-down policy.
 //! - [`runtime`]: the running configuration, swapped atomically on reload.
 //! - [`health`]: lock-free backend health and admin state; probers that download a file.
+//! - [`dns`]: the authoritative zone for the option-66 name: healthy backends, rotating; the
+//!   only module that imports hickory.
 //! - [`metrics`]: metric names and the per-session record.
 //! - [`demo`]: embedded backend boot servers for `tftplb demo`, tests and the bench.
 //! - [`cli`]: the command line.
@@ -22,6 +24,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dns;
 pub mod health;
 pub mod metrics;
 pub mod pool;

@@ -20,6 +20,9 @@ pub const BACKEND_UP: &str = "tftplb_backend_up";
 pub const BACKEND_INCONSISTENT: &str = "tftplb_backend_inconsistent";
 pub const PROBE_DURATION: &str = "tftplb_probe_duration_seconds";
 pub const FAILOVERS: &str = "tftplb_failovers_total";
+/// DNS queries answered, by `name` (the configured name, or `nxdomain` / `outside`), `type` and
+/// `rcode`.
+pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
 
 /// Counts a finished session and writes its log line.
 pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &Report) {

@@ -53,6 +53,30 @@ impl Tftplb {
         }
     }
 
+    /// Like [`Tftplb::start`], with a `[dns]` section (its `listen` is set to 127.0.0.1:0);
+    /// returns the DNS address too (UDP and TCP share it).
+    pub async fn start_with_dns(tftp_keys: &str, pools: &str, dns: &str) -> (Tftplb, SocketAddr) {
+        let text = format!(
+            "[tftp]\nlisten = [\"127.0.0.1:0\"]\n{tftp_keys}\n{pools}\n[dns]\nlisten = [\"127.0.0.1:0\"]\n{dns}"
+        );
+        let config = Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
+        let bound = Bound::new(&config).expect("bind tftplb");
+        let addr = bound.tftp_addrs()[0];
+        let dns_addr = bound.dns_addrs()[0];
+        let frontend = bound.frontend();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(bound.serve(async {
+            let _ = stopped.await;
+        }));
+        let t = Tftplb {
+            addr,
+            frontend,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        (t, dns_addr)
+    }
+
     /// One pool with `balance` over `backends`.
     pub async fn with_pool(balance: &str, backends: &[SocketAddr]) -> Tftplb {
         Tftplb::start("", &pool_toml("p", balance, "", backends)).await
