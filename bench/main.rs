@@ -58,8 +58,8 @@ enum Scenario {
     Setup(scenarios::setup::Params),
     /// A storm through tftplb with one backend killed halfway.
     Failover(scenarios::failover::Params),
-    /// DNS queries per second (not available yet: tftplb has no DNS server).
-    Dns,
+    /// DNS queries per second and latency: tftplb beside NSD and Knot, driven by dnsperf.
+    Dns(scenarios::dns::Params),
     /// Every scenario with its defaults.
     All,
     /// (internal) An embedded async-tftp backend serving DIR, for the harness.
@@ -104,13 +104,13 @@ async fn run(ctx: &Ctx, scenario: Scenario) -> Result<(), String> {
         Scenario::Storm(p) => storm::run(ctx, &p).await,
         Scenario::Setup(p) => setup::run(ctx, &p).await,
         Scenario::Failover(p) => failover::run(ctx, &p).await,
-        Scenario::Dns => dns::run(ctx).await,
+        Scenario::Dns(p) => dns::run(ctx, &p).await,
         Scenario::All => {
             relay::run(ctx, &Default::default()).await?;
             storm::run(ctx, &Default::default()).await?;
             setup::run(ctx, &Default::default()).await?;
             failover::run(ctx, &Default::default()).await?;
-            dns::run(ctx).await
+            dns::run(ctx, &Default::default()).await
         }
         Scenario::BackendChild { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -476,8 +476,8 @@ impl DnsServer {
         for &addr in &cfg.listen {
             let (u, t) = bind_pair(addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("dns.listen {addr}: {e}")))?;
-            tracing::info!(address = %u.local_addr()?, proto = "udp", "dns listening");
-            tracing::info!(address = %t.local_addr()?, proto = "tcp", "dns listening");
+            tracing::info!(address = %u.local_addr()?, proto = %"udp", "dns listening");
+            tracing::info!(address = %t.local_addr()?, proto = %"tcp", "dns listening");
             udp.push(u);
             tcp.push(t);
         }
@@ -502,10 +502,10 @@ impl DnsServer {
         let Some(cfg) = runtime.config.dns.clone() else {
             return;
         };
-        let zone = match Zone::build(&cfg, &runtime, serial()) {
+        let (zone, states) = match Zone::build(&cfg, &runtime, serial()) {
             Ok((z, states)) => {
                 log_changes(&[], &states);
-                Arc::new(ArcSwap::from_pointee(z))
+                (Arc::new(ArcSwap::from_pointee(z)), states)
             }
             Err(e) => {
                 tracing::error!(error = %e, "dns: cannot build the zone; not serving");
@@ -531,7 +531,7 @@ impl DnsServer {
                 Err(e) => tracing::error!(error = %e, "dns: tcp listener"),
             }
         }
-        maintain(&frontend, &zone, stop).await;
+        maintain(&frontend, &zone, states, stop).await;
         if let Err(e) = server.shutdown_gracefully().await {
             tracing::warn!(error = %e, "dns: server stopped with an error");
         }
@@ -559,12 +559,17 @@ fn serial() -> u32 {
 }
 
 /// Rebuilds the zone on every health event, on reload, and every [`SAFETY_REBUILD`].
-async fn maintain(frontend: &Frontend, zone: &ArcSwap<Zone>, stop: CancellationToken) {
+async fn maintain(
+    frontend: &Frontend,
+    zone: &ArcSwap<Zone>,
+    mut states: Vec<NameState>,
+    stop: CancellationToken,
+) {
     let mut events = frontend.health_events().subscribe();
-    let mut reload_check = tokio::time::interval(RELOAD_CHECK);
-    let mut safety = tokio::time::interval(SAFETY_REBUILD);
+    let now = tokio::time::Instant::now();
+    let mut reload_check = tokio::time::interval_at(now + RELOAD_CHECK, RELOAD_CHECK);
+    let mut safety = tokio::time::interval_at(now + SAFETY_REBUILD, SAFETY_REBUILD);
     let mut runtime = frontend.runtime();
-    let mut states = Vec::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
