@@ -23,7 +23,10 @@ pub fn reloading() {
 
 /// Shutdown has begun: running transfers are draining.
 pub fn stopping() {
-    send(&[NotifyState::Stopping, NotifyState::Status("draining running transfers")]);
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status("draining running transfers"),
+    ]);
 }
 
 /// Pings the watchdog at half its interval, for as long as the runtime runs this task, when

@@ -30,7 +30,11 @@ fn unit_has_the_promised_settings() {
 
 #[test]
 fn systemd_analyze_verify_passes() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         println!("SKIPPED: systemd-analyze is not installed (Debian package `systemd`)");
         return;
     }
@@ -47,7 +51,10 @@ fn systemd_analyze_verify_passes() {
         .expect("run systemd-analyze");
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Unknown keys and bad values are only warnings (exit 0): refuse those too.
-    let about_unit: Vec<&str> = stderr.lines().filter(|l| l.contains("tftplb.service")).collect();
+    let about_unit: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("tftplb.service"))
+        .collect();
     assert!(
         out.status.success() && about_unit.is_empty(),
         "systemd-analyze verify: {}\n{stderr}",

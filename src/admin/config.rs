@@ -19,6 +19,9 @@ pub struct AdminConfig {
     /// Whether the admin HTTP listener runs at all.
     pub enabled: bool,
     pub listen: SocketAddr,
+    /// Whether `listen` was written in the file. A busy default port only turns the listener
+    /// off (with a warning); a busy address the operator asked for stops startup.
+    pub listen_explicit: bool,
     pub token_file: Option<PathBuf>,
     /// The token read from `token_file` (trimmed).
     pub token: Option<Token>,
@@ -28,7 +31,8 @@ impl Default for AdminConfig {
     fn default() -> AdminConfig {
         AdminConfig {
             enabled: default_enabled(),
-            listen: default_listen().parse().expect("default admin address"),
+            listen: DEFAULT_LISTEN.parse().expect("default admin address"),
+            listen_explicit: false,
             token_file: None,
             token: None,
         }
@@ -68,8 +72,7 @@ impl fmt::Debug for Token {
 pub struct RawAdmin {
     #[serde(default = "default_enabled")]
     enabled: bool,
-    #[serde(default = "default_listen")]
-    listen: String,
+    listen: Option<String>,
     token_file: Option<PathBuf>,
 }
 
@@ -77,7 +80,7 @@ impl Default for RawAdmin {
     fn default() -> RawAdmin {
         RawAdmin {
             enabled: default_enabled(),
-            listen: default_listen(),
+            listen: None,
             token_file: None,
         }
     }
@@ -87,17 +90,15 @@ fn default_enabled() -> bool {
     true
 }
 
-fn default_listen() -> String {
-    "127.0.0.1:9069".into()
-}
+/// The default admin address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9069";
 
 /// Checks `[admin]`, adding each problem (with its key path) to `problems`.
 pub fn validate_admin(raw: RawAdmin, problems: &mut Vec<String>) -> AdminConfig {
-    let listen = raw.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
-        problems.push(format!(
-            "admin.listen: invalid socket address {:?}",
-            raw.listen
-        ));
+    let listen_explicit = raw.listen.is_some();
+    let text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        problems.push(format!("admin.listen: invalid socket address {text:?}"));
         AdminConfig::default().listen
     });
     let token = raw
@@ -113,6 +114,7 @@ pub fn validate_admin(raw: RawAdmin, problems: &mut Vec<String>) -> AdminConfig 
     AdminConfig {
         enabled: raw.enabled,
         listen,
+        listen_explicit,
         token_file: raw.token_file,
         token,
     }
@@ -156,6 +158,12 @@ mod tests {
         assert!(c.enabled);
         assert_eq!(c.listen, "127.0.0.1:9069".parse().unwrap());
         assert_eq!(c.token, None);
+        assert!(!c.listen_explicit);
+        assert!(
+            check("listen = \"127.0.0.1:9069\"")
+                .unwrap()
+                .listen_explicit
+        );
     }
 
     #[test]
@@ -171,7 +179,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("token");
         std::fs::write(&f, "s3cret\n").unwrap();
-        let text = format!("listen = \"0.0.0.0:0\"\ntoken_file = {:?}", f.display().to_string());
+        let text = format!(
+            "listen = \"0.0.0.0:0\"\ntoken_file = {:?}",
+            f.display().to_string()
+        );
         let c = check(&text).unwrap();
         assert!(c.token.as_ref().unwrap().matches(b"s3cret"));
         assert!(!c.token.as_ref().unwrap().matches(b"s3cre"));

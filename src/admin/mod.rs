@@ -54,14 +54,29 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `[admin] listen`, or returns `None` when the admin listener is disabled.
+    /// Binds `[admin] listen`, or returns `None` when the admin listener is disabled (or the
+    /// default address, not written in the file, is taken).
     pub fn bind(config: &AdminConfig) -> io::Result<Option<AdminServer>> {
         if !config.enabled {
             return Ok(None);
         }
-        let listener = std::net::TcpListener::bind(config.listen)
+        let listener = match std::net::TcpListener::bind(config.listen)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| io::Error::new(e.kind(), format!("admin.listen {}: {e}", config.listen)))?;
+        {
+            Ok(l) => l,
+            Err(e) if !config.listen_explicit => {
+                tracing::warn!(address = %config.listen, error = %e,
+                    "cannot bind the default admin address: status page, metrics and admin API \
+                     are off (set [admin] listen, or enabled = false)");
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("admin.listen {}: {e}", config.listen),
+                ));
+            }
+        };
         let local = listener.local_addr()?;
         tracing::info!(address = %local, token = config.token.is_some(), "admin listening");
         Ok(Some(AdminServer {
@@ -203,7 +218,10 @@ impl Admin {
         };
         Response::builder()
             .status(StatusCode::SEE_OTHER)
-            .header(header::LOCATION, format!("/?msg={}", percent_encode(&message)))
+            .header(
+                header::LOCATION,
+                format!("/?msg={}", percent_encode(&message)),
+            )
             .body(Full::new(Bytes::new()))
             .expect("redirect")
     }
@@ -227,7 +245,10 @@ impl Admin {
         };
         crate::metrics::refresh_from_status(&self.control.status());
         Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+            .header(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
             .body(Full::new(Bytes::from(handle.render())))
             .expect("metrics")
     }
@@ -250,7 +271,12 @@ impl Admin {
             "drain" => AdminState::Draining,
             "enable" => AdminState::Enabled,
             "disable" => AdminState::Disabled,
-            _ => return problem(StatusCode::NOT_FOUND, "the action is one of drain, enable, disable"),
+            _ => {
+                return problem(
+                    StatusCode::NOT_FOUND,
+                    "the action is one of drain, enable, disable",
+                );
+            }
         };
         let pool = percent_decode(pool);
         let Ok(backend) = percent_decode(addr).parse::<SocketAddr>() else {
@@ -289,9 +315,10 @@ fn cross_site(req: &Request<Incoming>) -> bool {
 }
 
 fn from_form(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/x-www-form-urlencoded"))
+    req.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .starts_with(b"application/x-www-form-urlencoded")
+    })
 }
 
 fn json_reply(status: StatusCode, value: &impl serde::Serialize) -> Reply {
@@ -355,7 +382,9 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(v)) => {
                 out.push(v);
@@ -385,7 +414,10 @@ mod tests {
 
     #[test]
     fn query_values_are_decoded() {
-        assert_eq!(query_value("a=1&msg=done%3A+ok", "msg").as_deref(), Some("done: ok"));
+        assert_eq!(
+            query_value("a=1&msg=done%3A+ok", "msg").as_deref(),
+            Some("done: ok")
+        );
         assert_eq!(query_value("a=1", "msg"), None);
     }
 }

@@ -21,7 +21,7 @@ table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0002;min-wi
 th,td{padding:.35em .7em;text-align:left;border-bottom:1px solid #e3e6ea;white-space:nowrap}
 th{background:#eef0f3;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{padding:.1em .5em;border-radius:.8em;font-size:.9em;font-weight:600}
-.up,.enabled,.consistent,.yes{background:#d7f5dd;color:#13652a}
+.up,.enabled,.consistent,.yes,.ok{background:#d7f5dd;color:#13652a}
 .down,.disabled,.inconsistent,.failed{background:#fbdada;color:#8e1616}
 .unknown,.draining,.no{background:#fdf0c8;color:#7a5800}
 form{display:inline;margin:0}button{margin-right:.3em;cursor:pointer}
@@ -44,7 +44,11 @@ pub fn render(status: &Status, message: Option<&str>) -> String {
         escape(&listen.join(", "))
     );
     if let Some(m) = message {
-        let _ = write!(html, "<div class=\"msg\" id=\"message\">{}</div>", escape(m));
+        let _ = write!(
+            html,
+            "<div class=\"msg\" id=\"message\">{}</div>",
+            escape(m)
+        );
     }
     let _ = write!(
         html,
@@ -68,7 +72,11 @@ pub fn render(status: &Status, message: Option<&str>) -> String {
 }
 
 fn render_pool(html: &mut String, pool: &PoolStatus) {
-    let probes = if pool.probed { "probed" } else { "not probed (no [pool.health])" };
+    let probes = if pool.probed {
+        "probed"
+    } else {
+        "not probed (no [pool.health])"
+    };
     let _ = write!(
         html,
         "<h2>pool <span class=\"pool-name\">{}</span> <small class=\"probe\">{probes}</small></h2>\
@@ -85,7 +93,11 @@ fn render_pool(html: &mut String, pool: &PoolStatus) {
 }
 
 fn render_backend(html: &mut String, pool: &str, b: &BackendStatus) {
-    let consistency = if b.inconsistent { "inconsistent" } else { "consistent" };
+    let consistency = if b.inconsistent {
+        "inconsistent"
+    } else {
+        "consistent"
+    };
     let eligible = if b.eligible { "yes" } else { "no" };
     let _ = write!(
         html,
@@ -101,7 +113,9 @@ fn render_backend(html: &mut String, pool: &str, b: &BackendStatus) {
         admin = escape(b.admin),
         health = escape(b.health),
         weight = b.weight,
-        in_state = escape(&humantime::format_duration(Duration::from_secs(b.in_state_seconds)).to_string()),
+        in_state = escape(
+            &humantime::format_duration(Duration::from_secs(b.in_state_seconds)).to_string()
+        ),
         live = b.active_sessions,
         total = b.total_sessions,
         bytes = b.bytes,
@@ -131,7 +145,10 @@ fn probe_cell(b: &BackendStatus) -> String {
         return "none yet".into();
     };
     let when = UNIX_EPOCH + Duration::from_secs(at);
-    let ago = SystemTime::now().duration_since(when).unwrap_or_default().as_secs();
+    let ago = SystemTime::now()
+        .duration_since(when)
+        .unwrap_or_default()
+        .as_secs();
     let result = if ok { "ok" } else { "failed" };
     let detail = b.last_probe_detail.as_deref().unwrap_or("");
     format!(
@@ -197,6 +214,7 @@ mod tests {
             refused: 0,
             over_limit: 0,
             reloads: 0,
+            routes: vec![],
             pools: vec![PoolStatus {
                 name: pool.into(),
                 probed: true,
@@ -223,7 +241,10 @@ mod tests {
 
     #[test]
     fn everything_rendered_is_escaped() {
-        let html = render(&status("<script>x</script>", "\"><img src=x>"), Some("<b>hi</b>"));
+        let html = render(
+            &status("<script>x</script>", "\"><img src=x>"),
+            Some("<b>hi</b>"),
+        );
         assert!(!html.contains("<script>x"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(!html.contains("<b>hi"), "{html}");
