@@ -333,7 +333,8 @@ impl TftplbProc {
 
 fn config_text(backends: &[SocketAddr], s: &TftplbSettings) -> String {
     let mut text = format!(
-        "[tftp]\nlisten = [\"127.0.0.1:0\"]\nsetup_timeout = \"{}ms\"\nmax_sessions = {}\n\n\
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[limits]\nrate_per_client = 0\nmax_sessions_per_client = 0\n\n\
+         [tftp]\nlisten = [\"127.0.0.1:0\"]\nsetup_timeout = \"{}ms\"\nmax_sessions = {}\n\n\
          [[pool]]\nname = \"bench\"\nbalance = \"{}\"\n",
         s.setup_timeout_ms, s.max_sessions, s.balance
     );

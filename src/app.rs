@@ -1,64 +1,77 @@
 //! Wiring: bind every listener (logging each bound address, so a test or a user can bind port 0
-//! and read the port back), serve until the shutdown future resolves, then drain.
+//! and read the port back), serve until the shutdown future resolves, then stop admitting and
+//! let running transfers finish for up to `shutdown_grace`.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::AdminServer;
 use crate::config::Config;
+use crate::control::Control;
 use crate::dns::DnsServer;
-use crate::health::{Monitor, health_events};
+use crate::health::health_events;
 use crate::runtime::Runtime;
 use crate::tftp::listener::{Frontend, Listener};
 
-/// How long running transfers may go on after a shutdown request.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// How often housekeeping runs (affinity expiry).
-const HOUSEKEEPING: Duration = Duration::from_secs(30);
+/// How often housekeeping runs (affinity expiry, idle rate-limit state): often enough that a
+/// flood from many addresses cannot pile up state for long.
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
 /// A configured tftplb whose sockets are bound but not yet served.
 #[derive(Debug)]
 pub struct Bound {
-    listeners: Vec<Listener>,
-    frontend: Arc<Frontend>,
+    listeners: Vec<(SocketAddr, Listener)>,
+    control: Arc<Control>,
     /// The `[dns]` sockets, when configured.
     dns: Option<DnsServer>,
+    /// The admin HTTP socket, unless `[admin] enabled = false`.
+    admin: Option<AdminServer>,
 }
 
 impl Bound {
     /// Binds every `[tftp] listen` address.
     pub fn new(config: &Config) -> io::Result<Bound> {
+        Bound::with_file(config, None)
+    }
+
+    /// Binds, remembering the file that `reload` re-reads.
+    pub fn with_file(config: &Config, config_path: Option<PathBuf>) -> io::Result<Bound> {
         let listeners = config
             .tftp
             .listen
             .iter()
             .map(|&a| {
                 Listener::bind(a)
+                    .map(|l| (a, l))
                     .map_err(|e| io::Error::new(e.kind(), format!("tftp.listen {a}: {e}")))
             })
             .collect::<io::Result<Vec<_>>>()?;
-        for l in &listeners {
+        for (_, l) in &listeners {
             tracing::info!(address = %l.local_addr(), "tftp listening");
         }
         let dns = config.dns.as_ref().map(DnsServer::bind).transpose()?;
+        let admin = AdminServer::bind(&config.admin)?;
         let events = health_events();
         let runtime = Runtime::new(config.clone(), None, &events);
         let frontend = Arc::new(Frontend::new(runtime, events));
+        let control = Arc::new(Control::new(frontend, config_path));
         Ok(Bound {
             listeners,
-            frontend,
+            control,
             dns,
+            admin,
         })
     }
 
     /// The addresses actually bound (port 0 resolved).
     pub fn tftp_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|l| l.local_addr()).collect()
+        self.listeners.iter().map(|(_, l)| l.local_addr()).collect()
     }
 
     /// The DNS addresses actually bound (UDP and TCP share each), if `[dns]` is configured.
@@ -68,35 +81,50 @@ impl Bound {
             .map_or_else(Vec::new, DnsServer::local_addrs)
     }
 
+    /// The admin listener's address (port 0 resolved), unless it is disabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
     pub fn frontend(&self) -> Arc<Frontend> {
-        self.frontend.clone()
+        self.control.frontend().clone()
+    }
+
+    /// Reload, admin state and status, for signals, the admin API and tests.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
     }
 
     /// Serves until `shutdown` resolves, then stops admitting and drains running transfers.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let frontend = self.frontend();
         let stop = CancellationToken::new();
         let dns = self.dns.map(|d| {
-            let serving = d.serve(self.frontend.clone(), stop.clone());
+            let serving = d.serve(frontend.clone(), stop.clone());
             tokio::spawn(serving)
         });
-        let mut tasks = tokio::task::JoinSet::new();
-        for l in self.listeners {
-            tasks.spawn(self.frontend.clone().serve(l, stop.clone()));
-        }
-        tasks.spawn(housekeeping(self.frontend.clone(), stop.clone()));
-        let monitor = Monitor::start(&self.frontend.runtime());
+        let housekeeper = tokio::spawn(housekeeping(frontend.clone(), stop.clone()));
+        let admin = self
+            .admin
+            .map(|a| tokio::spawn(a.serve(self.control.clone(), stop.clone())));
+        self.control.start(self.listeners);
         shutdown.await;
-        drop(monitor);
+        let grace = frontend.runtime().config.tftp.shutdown_grace;
         tracing::info!(
-            sessions = self.frontend.live_sessions(),
+            sessions = frontend.live_sessions(),
+            grace_s = grace.as_secs(),
             "shutting down: no new transfers"
         );
+        self.control.stop();
         stop.cancel();
         if let Some(dns) = dns {
             let _ = dns.await;
         }
-        while tasks.join_next().await.is_some() {}
-        self.frontend.drain(SHUTDOWN_GRACE).await;
+        let _ = housekeeper.await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        frontend.drain(grace).await;
         tracing::info!("stopped");
     }
 }
@@ -108,7 +136,10 @@ async fn housekeeping(frontend: Arc<Frontend>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
                 let now = std::time::Instant::now();
-                frontend.runtime().pools.iter().for_each(|p| p.expire_affinity(now));
+                let runtime = frontend.runtime();
+                runtime.pools.iter().for_each(|p| p.expire_affinity(now));
+                runtime.limiter.forget_idle();
+                frontend.expire(now);
             }
         }
     }

@@ -53,6 +53,9 @@ pub enum Command {
         /// Front-end address.
         #[arg(long, default_value = "127.0.0.1:6969")]
         listen: SocketAddr,
+        /// Status page, admin API and metrics address (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:9069")]
+        admin: SocketAddr,
     },
     /// Download a file over TFTP and report what was negotiated (like dig, for TFTP).
     Get {
@@ -82,7 +85,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run { config } => run(config).await,
         Command::Check { config } => check(config),
-        Command::Demo { listen } => demo(listen).await,
+        Command::Demo { listen, admin } => demo(listen, admin).await,
         Command::Get {
             server,
             file,
@@ -117,7 +120,10 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 
 fn check(path: PathBuf) -> ExitCode {
     match load(&path) {
-        Ok(_) => {
+        Ok(config) => {
+            for w in &config.warnings {
+                println!("warning: {w}");
+            }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }
@@ -130,19 +136,51 @@ async fn run(path: PathBuf) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    serve(&config).await
-}
-
-async fn serve(config: &Config) -> ExitCode {
-    match Bound::new(config) {
-        Ok(bound) => {
-            bound.serve(shutdown_signal()).await;
-            ExitCode::SUCCESS
-        }
+    let bound = match Bound::with_file(&config, Some(path)) {
+        Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "cannot bind");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    crate::metrics::install_recorder();
+    tokio::spawn(reload_on_sighup(bound.control()));
+    tokio::spawn(crate::systemd::watchdog());
+    crate::systemd::ready(&ready_status(&bound));
+    bound
+        .serve(async {
+            shutdown_signal().await;
+            crate::systemd::stopping();
+        })
+        .await;
+    ExitCode::SUCCESS
+}
+
+/// SIGHUP re-reads the configuration file (an invalid file changes nothing).
+async fn reload_on_sighup(control: std::sync::Arc<crate::control::Control>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler: reload only through the admin API");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        crate::systemd::reloading();
+        let outcome = control.reload();
+        crate::systemd::ready(if outcome.is_ok() {
+            "reloaded"
+        } else {
+            "reload refused"
+        });
+    }
+}
+
+/// The one-line status systemd shows (`systemctl status`).
+fn ready_status(bound: &Bound) -> String {
+    let tftp: Vec<String> = bound.tftp_addrs().iter().map(|a| a.to_string()).collect();
+    match bound.admin_addr() {
+        Some(admin) => format!("tftp on {}; admin on http://{admin}/", tftp.join(", ")),
+        None => format!("tftp on {}", tftp.join(", ")),
     }
 }
 
@@ -150,7 +188,11 @@ async fn serve(config: &Config) -> ExitCode {
 async fn serve_demo(config: &Config, backends: &[SocketAddr], root: &std::path::Path) -> ExitCode {
     match Bound::new(config) {
         Ok(bound) => {
+            crate::metrics::install_recorder();
             print_demo_banner(bound.tftp_addrs()[0], backends, root);
+            if let Some(admin) = bound.admin_addr() {
+                println!("status page: http://{admin}/   metrics: http://{admin}/metrics");
+            }
             bound.serve(shutdown_signal()).await;
             ExitCode::SUCCESS
         }
@@ -171,7 +213,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn demo(listen: SocketAddr) -> ExitCode {
+async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     let root = std::env::temp_dir().join(format!("tftplb-demo-{}", std::process::id()));
     let servers = match crate::demo::start_backends(&root, 3).await {
         Ok(s) => s,
@@ -181,8 +223,9 @@ async fn demo(listen: SocketAddr) -> ExitCode {
         }
     };
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.address).collect();
-    let config =
-        Config::parse(&crate::demo::demo_config(listen, &addrs)).expect("demo config is valid");
+    let text =
+        crate::demo::demo_config(listen, &addrs) + &format!("\n[admin]\nlisten = \"{admin}\"\n");
+    let config = Config::parse(&text).expect("demo config is valid");
     let code = serve_demo(&config, &addrs, &root).await;
     drop(servers);
     let _ = std::fs::remove_dir_all(&root);

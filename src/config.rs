@@ -14,13 +14,20 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::health::AdminState;
+use crate::limits::{LimitsConfig, RawLimits};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub tftp: TftpConfig,
+    pub limits: LimitsConfig,
     pub pools: Vec<PoolConfig>,
+    /// Ordered routing rules; the first match decides.
+    pub routes: Vec<crate::route::RouteConfig>,
+    /// Things `tftplb check` points out that are not errors (shadowed rules, unreached pools).
+    pub warnings: Vec<String>,
     pub dns: Option<crate::dns::config::DnsConfig>,
+    pub admin: crate::admin::config::AdminConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +38,13 @@ pub struct TftpConfig {
     pub setup_attempts: u32,
     pub idle_timeout: Duration,
     pub max_sessions: usize,
+    pub shutdown_grace: Duration,
+    /// The pool requests go to when no route matches.
+    pub default_pool: String,
+    /// How long a MAC learned from a request stays attached to the client IP.
+    pub mac_memory: Duration,
+    /// Read the kernel's neighbour table for on-link clients' MACs.
+    pub neighbour_lookup: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +56,10 @@ pub struct PoolConfig {
     pub when_all_down: AllDown,
     pub resume: bool,
     pub health: Option<HealthConfig>,
+    /// Filename globs this pool serves; empty serves every name.
+    pub files: Vec<String>,
+    /// Whether write requests are relayed to this pool's backends.
+    pub allow_write: bool,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -83,6 +101,8 @@ pub struct BackendConfig {
     pub address: SocketAddr,
     pub weight: u32,
     pub state: AdminState,
+    /// Concurrent sessions at most (0 = unlimited); above it new sessions go to the next backend.
+    pub max_sessions: usize,
 }
 
 /// Backend selection policy of a pool.
@@ -153,9 +173,12 @@ impl Config {
         validate(raw)
     }
 
-    /// The pool new requests go to until routing rules say otherwise: the first one.
+    /// The pool requests go to when no route matches (`tftp.default_pool`, else the first).
     pub fn default_pool(&self) -> &PoolConfig {
-        &self.pools[0]
+        self.pools
+            .iter()
+            .find(|p| p.name == self.tftp.default_pool)
+            .unwrap_or(&self.pools[0])
     }
 }
 
@@ -172,8 +195,14 @@ struct RawConfig {
     #[serde(default)]
     tftp: RawTftp,
     #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     pool: Vec<RawPool>,
+    #[serde(default)]
+    route: Vec<crate::route::RawRoute>,
     dns: Option<crate::dns::config::RawDns>,
+    #[serde(default)]
+    admin: crate::admin::config::RawAdmin,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +220,13 @@ struct RawTftp {
     idle_timeout: Duration,
     #[serde(default = "default_max_sessions")]
     max_sessions: usize,
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    shutdown_grace: Duration,
+    default_pool: Option<String>,
+    #[serde(default = "default_mac_memory", with = "humantime_serde")]
+    mac_memory: Duration,
+    #[serde(default)]
+    neighbour_lookup: bool,
 }
 
 impl Default for RawTftp {
@@ -202,6 +238,10 @@ impl Default for RawTftp {
             setup_attempts: default_setup_attempts(),
             idle_timeout: default_idle_timeout(),
             max_sessions: default_max_sessions(),
+            shutdown_grace: default_shutdown_grace(),
+            default_pool: None,
+            mac_memory: default_mac_memory(),
+            neighbour_lookup: false,
         }
     }
 }
@@ -221,6 +261,10 @@ struct RawPool {
     #[serde(default = "default_resume")]
     resume: bool,
     health: Option<RawHealth>,
+    #[serde(default)]
+    files: Vec<String>,
+    #[serde(default)]
+    allow_write: bool,
     #[serde(default)]
     backend: Vec<RawBackend>,
 }
@@ -252,6 +296,8 @@ struct RawBackend {
     weight: u32,
     #[serde(default = "default_admin_state")]
     state: AdminState,
+    #[serde(default)]
+    max_sessions: usize,
 }
 
 fn default_listen() -> Vec<String> {
@@ -274,6 +320,14 @@ fn default_idle_timeout() -> Duration {
 }
 fn default_max_sessions() -> usize {
     10_000
+}
+/// Running transfers may finish for this long after SIGTERM; a 5 MiB kernel needs seconds.
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
+}
+/// A boot (NBP, config, kernel, initrd) takes minutes at most.
+fn default_mac_memory() -> Duration {
+    Duration::from_secs(600)
 }
 fn default_balance() -> Balance {
     Balance::RoundRobin
@@ -318,13 +372,39 @@ fn default_expect() -> Expect {
 /// Turns the raw file into a [`Config`], or lists every problem with its key path.
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
-    let tftp = validate_tftp(raw.tftp, &mut problems);
+    let mut tftp = validate_tftp(raw.tftp, &mut problems);
+    let limits = raw.limits.validate(&mut problems);
     let pools = validate_pools(raw.pool, &mut problems);
+    let names: Vec<String> = pools.iter().map(|p| p.name.clone()).collect();
+    tftp.default_pool = match tftp.default_pool.as_str() {
+        "" => names.first().cloned().unwrap_or_default(),
+        named if names.iter().any(|n| n == named) => named.to_string(),
+        named => {
+            problems.push(format!("tftp.default_pool: no pool named {named:?}"));
+            String::new()
+        }
+    };
+    let routes: Vec<crate::route::RouteConfig> = raw
+        .route
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.validate(i, &names, &mut problems))
+        .collect();
+    let warnings = crate::route::warnings(&routes, &names, &tftp.default_pool);
     let dns = raw
         .dns
         .map(|d| crate::dns::config::validate_dns(d, &pools, &mut problems));
+    let admin = crate::admin::config::validate_admin(raw.admin, &mut problems);
     if problems.is_empty() {
-        Ok(Config { tftp, pools, dns })
+        Ok(Config {
+            tftp,
+            limits,
+            pools,
+            routes,
+            warnings,
+            dns,
+            admin,
+        })
     } else {
         Err(ConfigError { problems })
     }
@@ -363,6 +443,10 @@ fn validate_tftp(raw: RawTftp, problems: &mut Vec<String>) -> TftpConfig {
         setup_attempts: raw.setup_attempts,
         idle_timeout: raw.idle_timeout,
         max_sessions: raw.max_sessions,
+        shutdown_grace: raw.shutdown_grace,
+        default_pool: raw.default_pool.unwrap_or_default(),
+        mac_memory: raw.mac_memory,
+        neighbour_lookup: raw.neighbour_lookup,
     }
 }
 
@@ -408,6 +492,14 @@ fn validate_pool(i: usize, raw: RawPool, problems: &mut Vec<String>) -> PoolConf
     let health = raw
         .health
         .map(|h| validate_health(&format!("{key}.health"), h, problems));
+    for (j, g) in raw.files.iter().enumerate() {
+        if let Err(e) = globset::Glob::new(g) {
+            problems.push(format!(
+                "{key}.files[{j}]: invalid glob {g:?}: {}",
+                e.kind()
+            ));
+        }
+    }
     PoolConfig {
         name: raw.name,
         balance: raw.balance,
@@ -416,6 +508,8 @@ fn validate_pool(i: usize, raw: RawPool, problems: &mut Vec<String>) -> PoolConf
         when_all_down: raw.when_all_down,
         resume: raw.resume,
         health,
+        files: raw.files,
+        allow_write: raw.allow_write,
         backends,
     }
 }
@@ -439,11 +533,12 @@ fn validate_backend(
         address,
         weight: raw.weight,
         state: raw.state,
+        max_sessions: raw.max_sessions,
     })
 }
 
 fn validate_health(key: &str, raw: RawHealth, problems: &mut Vec<String>) -> HealthConfig {
-    if let Err(why) = crate::tftp::listener::check_filename(&raw.file) {
+    if let Err(why) = crate::tftp::admission::check_filename(&raw.file) {
         problems.push(format!("{key}.file: {why}"));
     }
     if raw.interval.is_zero() || raw.timeout.is_zero() {

@@ -65,6 +65,12 @@ impl EmbeddedServer {
         EmbeddedServer::spawn(builder, bind).await
     }
 
+    /// Serves `dir` for reading and writing (tests of pools with `allow_write`).
+    pub async fn start_rw(dir: &Path, bind: SocketAddr) -> io::Result<EmbeddedServer> {
+        let builder = TftpServerBuilder::with_dir_rw(dir).map_err(io::Error::other)?;
+        EmbeddedServer::spawn(builder, bind).await
+    }
+
     /// Serves with a custom async-tftp handler (fault injection in tests).
     pub async fn with_handler<H: Handler + 'static>(
         handler: H,

@@ -20,6 +20,7 @@ pub const BACKEND_UP: &str = "tftplb_backend_up";
 pub const BACKEND_INCONSISTENT: &str = "tftplb_backend_inconsistent";
 pub const PROBE_DURATION: &str = "tftplb_probe_duration_seconds";
 pub const FAILOVERS: &str = "tftplb_failovers_total";
+pub const ROUTE_HITS: &str = "tftplb_route_hits_total";
 /// DNS queries answered, by `name` (the configured name, or `nxdomain` / `outside`), `type` and
 /// `rcode`.
 pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
@@ -53,4 +54,140 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &Report) {
         ms = r.elapsed.as_millis() as u64,
         "session end"
     );
+}
+
+// ---- the exporter (admin listener's `/metrics`) ----
+
+/// Sessions now running on a backend (read from the pools at scrape time).
+pub const BACKEND_SESSIONS_ACTIVE: &str = "tftplb_backend_sessions_active";
+/// 1 for a backend's current admin state (`state` label), 0 for the others.
+pub const BACKEND_ADMIN_STATE: &str = "tftplb_backend_admin_state";
+/// 1 when a backend may get new sessions (healthy or unprobed, enabled, consistent).
+pub const BACKEND_ELIGIBLE: &str = "tftplb_backend_eligible";
+/// Configuration reloads applied since start.
+pub const RELOADS: &str = "tftplb_config_reloads_total";
+
+static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+    std::sync::OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the first handle).
+///
+/// Only the `run` and `demo` commands call it: a recorder is global to the process, and tests
+/// start many tftplb instances in one process, so an instance never installs one itself.
+pub fn install_recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        let seconds =
+            |name: &str, buckets: &[f64]| (Matcher::Full(name.to_string()), buckets.to_vec());
+        let (probe, probe_buckets) = seconds(
+            PROBE_DURATION,
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ],
+        );
+        let (session, session_buckets) = seconds(
+            SESSION_DURATION,
+            &[
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+            ],
+        );
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(probe, &probe_buckets)
+            .and_then(|b| b.set_buckets_for_metric(session, &session_buckets))
+            .and_then(|b| b.install_recorder())
+            .expect("the Prometheus recorder is installed once, with non-empty buckets");
+        describe();
+        handle
+    })
+}
+
+/// The installed recorder's handle, if this process has one.
+pub fn prometheus_handle() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    HANDLE.get()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(SESSIONS_ACTIVE, "Transfers being relayed, by pool.");
+    describe_counter!(
+        SESSIONS_TOTAL,
+        "Finished transfers by pool, backend and outcome."
+    );
+    describe_histogram!(
+        SESSION_DURATION,
+        Unit::Seconds,
+        "Transfer duration, by pool."
+    );
+    describe_counter!(
+        BYTES_RELAYED,
+        Unit::Bytes,
+        "File bytes relayed to clients, by backend."
+    );
+    describe_counter!(PACKETS_RELAYED, "Datagrams relayed, by direction.");
+    describe_counter!(
+        PACKETS_DROPPED,
+        "Datagrams a session dropped (stray sources, junk)."
+    );
+    describe_counter!(
+        REQUESTS_REFUSED,
+        "Requests refused or dropped before a session, by reason (malformed, write, limits...)."
+    );
+    describe_counter!(
+        REQUESTS_RETRANSMITTED,
+        "Retransmitted RRQs absorbed by a session being set up."
+    );
+    describe_gauge!(BACKEND_UP, "Backend health from probes: 1 up, 0 down.");
+    describe_gauge!(
+        BACKEND_INCONSISTENT,
+        "1 when a backend's probe file differs from its pool's."
+    );
+    describe_histogram!(
+        PROBE_DURATION,
+        Unit::Seconds,
+        "Health probe duration, by backend."
+    );
+    describe_counter!(FAILOVERS, "Transfers moved to another backend, by pool.");
+    describe_counter!(
+        DNS_QUERIES,
+        "DNS queries answered, by name, type and rcode."
+    );
+    describe_gauge!(BACKEND_SESSIONS_ACTIVE, "Transfers running on a backend.");
+    describe_gauge!(
+        BACKEND_ADMIN_STATE,
+        "Backend admin state: 1 for the current state."
+    );
+    describe_gauge!(BACKEND_ELIGIBLE, "1 when a backend may get new transfers.");
+    describe_counter!(RELOADS, "Configuration reloads applied since start.");
+    metrics::counter!(REQUESTS_RETRANSMITTED).increment(0);
+    metrics::counter!(PACKETS_DROPPED).increment(0);
+}
+
+/// Makes the per-pool series exist from the start (a counter that is absent until its first
+/// event reads as "no data" on a dashboard, not as zero).
+pub fn register_pools(status: &crate::control::Status) {
+    for pool in &status.pools {
+        metrics::counter!(FAILOVERS, "pool" => pool.name.clone()).increment(0);
+        metrics::gauge!(SESSIONS_ACTIVE, "pool" => pool.name.clone()).increment(0.0);
+    }
+}
+
+/// Sets the gauges that are cheaper to read at scrape time than to keep up to date.
+pub fn refresh_from_status(status: &crate::control::Status) {
+    metrics::counter!(RELOADS).absolute(status.reloads);
+    for pool in &status.pools {
+        for b in &pool.backends {
+            let labels = [
+                ("pool", pool.name.clone()),
+                ("backend", b.address.to_string()),
+            ];
+            metrics::gauge!(BACKEND_SESSIONS_ACTIVE, &labels).set(b.active_sessions as f64);
+            metrics::gauge!(BACKEND_ELIGIBLE, &labels).set(if b.eligible { 1.0 } else { 0.0 });
+            for state in ["enabled", "draining", "disabled"] {
+                let mut with_state = labels.to_vec();
+                with_state.push(("state", state.to_string()));
+                let on = if b.admin == state { 1.0 } else { 0.0 };
+                metrics::gauge!(BACKEND_ADMIN_STATE, &with_state).set(on);
+            }
+        }
+    }
 }

@@ -24,6 +24,9 @@ pub struct Pool {
     pub health: Option<HealthConfig>,
     pub when_all_down: AllDown,
     pub resume: bool,
+    pub allow_write: bool,
+    /// Filename globs served; `None` serves every name.
+    files: Option<globset::GlobSet>,
     balancer: Box<dyn Balancer>,
     affinity: Affinity,
     affinity_ttl: Duration,
@@ -44,6 +47,22 @@ pub enum Choice {
     NoHealthy,
     /// Every acceptable backend was excluded by the caller (all tried).
     Exhausted,
+    /// Every eligible backend is at its `max_sessions`.
+    Full,
+}
+
+fn file_globs(globs: &[String]) -> Option<globset::GlobSet> {
+    if globs.is_empty() {
+        return None;
+    }
+    let mut set = globset::GlobSetBuilder::new();
+    for g in globs {
+        // Validated with the config; a glob that fails here cannot reach this point.
+        if let Ok(glob) = globset::GlobBuilder::new(g).literal_separator(true).build() {
+            set.add(glob);
+        }
+    }
+    set.build().ok()
 }
 
 impl Pool {
@@ -54,9 +73,11 @@ impl Pool {
             .iter()
             .map(|b| {
                 let kept = previous.and_then(|p| {
-                    p.backends
-                        .iter()
-                        .find(|o| o.address == b.address && o.weight == b.weight)
+                    p.backends.iter().find(|o| {
+                        o.address == b.address
+                            && o.weight == b.weight
+                            && o.max_sessions == b.max_sessions
+                    })
                 });
                 match kept {
                     Some(k) => {
@@ -77,6 +98,8 @@ impl Pool {
             health: cfg.health.clone(),
             when_all_down: cfg.when_all_down,
             resume: cfg.resume,
+            allow_write: cfg.allow_write,
+            files: file_globs(&cfg.files),
             balancer: balance::for_policy(cfg.balance, &cfg.backends),
             affinity: cfg.affinity,
             affinity_ttl: cfg.affinity_ttl,
@@ -88,12 +111,21 @@ impl Pool {
     /// sticky backend when there is one, else the policy's choice among eligible backends, else
     /// what `when_all_down` says.
     pub fn choose(&self, client: IpAddr, accept: &dyn Fn(usize) -> bool) -> Choice {
-        let eligible = |i: usize| accept(i) && self.backends[i].state.eligible();
+        let eligible = |i: usize| {
+            accept(i) && self.backends[i].state.eligible() && self.backends[i].has_room()
+        };
         if let Some(i) = self.pick(client, &eligible) {
             return Choice::Backend(i);
         }
-        if self.backends.iter().any(|b| b.state.eligible()) {
+        if self
+            .backends
+            .iter()
+            .any(|b| b.state.eligible() && b.has_room())
+        {
             return Choice::Exhausted;
+        }
+        if self.backends.iter().any(|b| b.state.eligible()) {
+            return Choice::Full;
         }
         match self.when_all_down {
             AllDown::Refuse => Choice::NoHealthy,
@@ -136,6 +168,13 @@ impl Pool {
         self.sticky.len()
     }
 
+    /// Whether this pool serves `filename` (its `files` globs; a leading `/` is ignored).
+    pub fn serves(&self, filename: &str) -> bool {
+        self.files
+            .as_ref()
+            .is_none_or(|set| set.is_match(filename.trim_start_matches('/')))
+    }
+
     /// Index of the backend at `address`.
     pub fn index_of(&self, address: std::net::SocketAddr) -> Option<usize> {
         self.backends.iter().position(|b| b.address == address)
@@ -156,6 +195,8 @@ mod tests {
             affinity_ttl: Duration::from_secs(60),
             when_all_down,
             resume: true,
+            files: vec![],
+            allow_write: false,
             health: probed.then(|| HealthConfig {
                 file: "f".into(),
                 interval: Duration::from_secs(2),
@@ -171,6 +212,7 @@ mod tests {
                     address: ([127, 0, 0, 1], 7000 + i).into(),
                     weight: 1,
                     state: AdminState::Enabled,
+                    max_sessions: 0,
                 })
                 .collect(),
         }

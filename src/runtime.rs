@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::health::HealthEvents;
+use crate::limits::Limiter;
 use crate::pool::Pool;
+use crate::route::Router;
 use crate::tftp::relay::RelaySettings;
 
 #[derive(Debug)]
@@ -15,6 +17,8 @@ pub struct Runtime {
     pub config: Arc<Config>,
     pub pools: Vec<Arc<Pool>>,
     pub settings: RelaySettings,
+    pub limiter: Limiter,
+    pub router: Router,
 }
 
 impl Runtime {
@@ -35,16 +39,21 @@ impl Runtime {
             idle_timeout: config.tftp.idle_timeout,
             stall_timeout: config.tftp.stall_timeout,
         };
+        let tftp = &config.tftp;
+        let router = Router::new(&config.routes, &tftp.default_pool, tftp.neighbour_lookup);
         Runtime {
+            router,
+            limiter: Limiter::new(config.limits.clone()),
             config: Arc::new(config),
             pools,
             settings,
         }
     }
 
-    /// Where requests go when no rule says otherwise: the first pool.
+    /// Where requests go when no rule says otherwise.
     pub fn default_pool(&self) -> &Arc<Pool> {
-        &self.pools[0]
+        self.pool(&self.config.tftp.default_pool)
+            .unwrap_or(&self.pools[0])
     }
 
     pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {

@@ -96,7 +96,7 @@ async fn run_logs_bound_addresses_serves_and_stops_on_sigterm() {
     let pools = common::pool_toml("p", "least-sessions", "", &backends.addresses());
     std::fs::write(
         &config,
-        format!("[tftp]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n{pools}"),
+        format!("[admin]\nlisten = \"127.0.0.1:0\"\n[tftp]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n{pools}"),
     )
     .unwrap();
     let mut child = Command::new(BIN)

@@ -150,6 +150,64 @@ async fn replies_come_from_the_contacted_address_and_the_backend_tid_is_learned(
 }
 
 #[tokio::test]
+async fn late_packets_of_an_older_transfer_are_not_taken_for_the_answer() {
+    // With ports reused, an older transfer's retransmissions can reach a new session's backend
+    // socket before the backend's answer. Only a packet that can answer the request counts.
+    let backend = FakeBackend::new().await;
+    let lb = Tftplb::with_pool("round-robin", &[backend.addr()]).await;
+    let client = client_socket().await;
+    client
+        .send_to(&rrq("file", &[("tsize", "0")]), lb.addr)
+        .await
+        .unwrap();
+    let (_, peer, tid) = backend.accept().await;
+    let stale = client_socket().await;
+    stale
+        .send_to(
+            &Packet::Data {
+                block: 7,
+                data: vec![0xee; 512],
+            }
+            .encode(),
+            peer,
+        )
+        .await
+        .unwrap();
+    let mut wrong = Options::default();
+    wrong.push("blksize", "1468"); // never asked for
+    stale
+        .send_to(&Packet::Oack(wrong).encode(), peer)
+        .await
+        .unwrap();
+    stale
+        .send_to(
+            &Packet::Data {
+                block: 1,
+                data: vec![0xee; 1468],
+            }
+            .encode(),
+            peer,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut right = Options::default();
+    right.push("tsize", "3");
+    tid.send_to(&Packet::Oack(right.clone()).encode(), peer)
+        .await
+        .unwrap();
+    let (p, session) = recv(&client).await.unwrap();
+    assert_eq!(
+        p,
+        Packet::Oack(right),
+        "the genuine answer, not a stale packet"
+    );
+    client.send_to(&ack_datagram(0), session).await.unwrap();
+    let (p, _) = recv(&tid).await.expect("the backend's TID was learned");
+    assert!(matches!(p, Packet::Ack { block: 0, .. }));
+}
+
+#[tokio::test]
 async fn a_retransmitted_request_opens_no_second_backend_transfer() {
     let backend = FakeBackend::new().await;
     let lb = Tftplb::with_pool("round-robin", &[backend.addr()]).await;

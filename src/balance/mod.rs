@@ -25,10 +25,13 @@ pub use weighted::Weighted;
 pub struct Backend {
     pub address: SocketAddr,
     pub weight: u32,
+    /// Concurrent sessions at most; 0 = unlimited.
+    pub max_sessions: usize,
     /// Health and admin state, read lock-free on every selection.
     pub state: BackendState,
     active: AtomicUsize,
     total: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl Backend {
@@ -36,9 +39,11 @@ impl Backend {
         Backend {
             address: cfg.address,
             weight: cfg.weight,
+            max_sessions: cfg.max_sessions,
             state,
             active: AtomicUsize::new(0),
             total: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         }
     }
 
@@ -56,6 +61,20 @@ impl Backend {
     /// Sessions ever started on this backend.
     pub fn total_sessions(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// Whether another session fits under `max_sessions`.
+    pub fn has_room(&self) -> bool {
+        self.max_sessions == 0 || self.active_sessions() < self.max_sessions
+    }
+
+    /// File bytes relayed from this backend by finished sessions.
+    pub fn bytes_served(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn add_bytes(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts a session on this backend until the returned guard drops.
@@ -123,6 +142,7 @@ pub(crate) fn test_backends(weights: &[u32]) -> Vec<std::sync::Arc<Backend>> {
                 address: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
                 weight,
                 state: crate::health::AdminState::Enabled,
+                max_sessions: 0,
             };
             std::sync::Arc::new(Backend::unprobed(&cfg))
         })

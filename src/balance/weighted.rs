@@ -82,6 +82,7 @@ mod tests {
                 address: ([127, 0, 0, 1], 7000 + i as u16).into(),
                 weight,
                 state: crate::health::AdminState::Enabled,
+                max_sessions: 0,
             })
             .collect();
         let b: Vec<_> = cfg.iter().map(|c| Arc::new(Backend::unprobed(c))).collect();

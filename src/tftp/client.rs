@@ -344,7 +344,7 @@ impl Conn {
                     continue;
                 }
             };
-            if self.accept(from) {
+            if self.accept(from, &buf[..n]) {
                 return Ok(n);
             }
             self.reject(&buf[..n], from).await;
@@ -373,11 +373,18 @@ impl Conn {
         Ok(())
     }
 
-    /// Is `from` our server? The first reply from the server's IP fixes the TID.
-    fn accept(&mut self, from: SocketAddr) -> bool {
+    /// Is `from` our server? The first reply from the server's IP that can answer a request
+    /// (OACK, DATA 1 or ERROR) fixes the TID. Anything else is a late packet of an older
+    /// transfer that used this local port before: locking onto it would fetch the wrong file.
+    fn accept(&mut self, from: SocketAddr, datagram: &[u8]) -> bool {
         match self.tid {
             Some(tid) => from == tid,
-            None if from.ip().to_canonical() == self.server.ip().to_canonical() => {
+            None if from.ip().to_canonical() == self.server.ip().to_canonical()
+                && matches!(
+                    packet::peek(datagram),
+                    Ok(Kind::Oack | Kind::Data { block: 1, .. } | Kind::Error { .. })
+                ) =>
+            {
                 self.tid = Some(from);
                 true
             }

@@ -25,14 +25,16 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::packet::{self, Kind, Mode, Packet, Request, error_code};
+pub use super::admission::{Asked, MAX_FILENAME, Refusal, admit, check_filename};
+
+use super::admission::policy;
+use super::packet;
 use super::relay::{Relay, SessionHandle};
 use crate::health::HealthEvents;
+use crate::limits::{ClientCounts, ClientSlot};
 use crate::metrics as m;
+use crate::pool::Pool;
 use crate::runtime::Runtime;
-
-/// Longest filename accepted (bytes); longer requests are refused, never forwarded.
-pub const MAX_FILENAME: usize = 255;
 
 /// A bound port-69 socket.
 #[derive(Debug)]
@@ -140,89 +142,6 @@ fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
         .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }
 
-/// Why a datagram to port 69 is not relayed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Not a TFTP packet at all: counted and dropped, no answer.
-    Malformed,
-    UnknownOpcode,
-    WriteRequest,
-    BadFilename(&'static str),
-    BadMode,
-    /// DATA/ACK/OACK sent to port 69 instead of a session's TID.
-    NotARequest,
-    /// An ERROR sent to port 69: dropped (an error never answers an error).
-    StrayError,
-}
-
-impl Refusal {
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::Malformed => "malformed",
-            Refusal::UnknownOpcode => "unknown-opcode",
-            Refusal::WriteRequest => "write-request",
-            Refusal::BadFilename(_) => "bad-filename",
-            Refusal::BadMode => "bad-mode",
-            Refusal::NotARequest => "not-a-request",
-            Refusal::StrayError => "stray-error",
-        }
-    }
-
-    /// The ERROR to send back, if any.
-    fn answer(self) -> Option<(u16, &'static str)> {
-        match self {
-            Refusal::Malformed | Refusal::StrayError => None,
-            Refusal::UnknownOpcode => Some((error_code::ILLEGAL_OPERATION, "unknown opcode")),
-            Refusal::WriteRequest => Some((
-                error_code::ACCESS_VIOLATION,
-                "write requests are not served",
-            )),
-            Refusal::BadFilename(why) => Some((error_code::ACCESS_VIOLATION, why)),
-            Refusal::BadMode => Some((error_code::ILLEGAL_OPERATION, "unsupported transfer mode")),
-            Refusal::NotARequest => Some((error_code::UNKNOWN_TID, "unknown transfer ID")),
-        }
-    }
-}
-
-/// Decides what a datagram to port 69 is: a request to relay, or a refusal.
-pub fn admit(datagram: &[u8]) -> Result<Request, Refusal> {
-    match packet::peek(datagram) {
-        Ok(Kind::Rrq) => {}
-        Ok(Kind::Wrq) => return Err(Refusal::WriteRequest),
-        Ok(Kind::Error { .. }) => return Err(Refusal::StrayError),
-        Ok(_) => return Err(Refusal::NotARequest),
-        Err(packet::ParseError::UnknownOpcode(_)) => return Err(Refusal::UnknownOpcode),
-        Err(_) => return Err(Refusal::Malformed),
-    }
-    let Ok(Packet::Rrq(request)) = Packet::decode(datagram) else {
-        return Err(Refusal::Malformed);
-    };
-    check_filename(&request.filename).map_err(Refusal::BadFilename)?;
-    if matches!(request.mode, Mode::Other(_) | Mode::Mail) {
-        return Err(Refusal::BadMode);
-    }
-    Ok(request)
-}
-
-/// Names that never reach a backend: empty, too long, with NUL, or with a `..` component
-/// (either slash). A leading `/` is fine: many configs ask for `/pxelinux.0`.
-pub fn check_filename(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("empty filename");
-    }
-    if name.len() > MAX_FILENAME {
-        return Err("filename longer than 255 bytes");
-    }
-    if name.contains('\0') {
-        return Err("filename contains NUL");
-    }
-    if name.split(['/', '\\']).any(|c| c == "..") {
-        return Err("filename must not contain '..'");
-    }
-    Ok(())
-}
-
 /// Session table key: the client's address and the address it contacted.
 type Key = (SocketAddr, SocketAddr);
 
@@ -250,6 +169,8 @@ pub struct Frontend {
     runtime: ArcSwap<Runtime>,
     events: HealthEvents,
     sessions: DashMap<Key, Arc<SessionHandle>>,
+    clients: Arc<ClientCounts>,
+    macs: crate::route::MacMemory,
     next_id: AtomicU64,
     tasks: TaskTracker,
 }
@@ -261,6 +182,8 @@ impl Frontend {
             events,
             stats: FrontendStats::default(),
             sessions: DashMap::new(),
+            clients: Arc::new(ClientCounts::default()),
+            macs: Default::default(),
             next_id: AtomicU64::new(1),
             tasks: TaskTracker::new(),
         }
@@ -285,6 +208,11 @@ impl Frontend {
     /// Counts health, admin and drift changes; watchers (DNS, status page) follow it.
     pub fn health_events(&self) -> &HealthEvents {
         &self.events
+    }
+
+    /// Client IPs with live sessions (bounded by the live sessions).
+    pub fn tracked_clients(&self) -> usize {
+        self.clients.clients()
     }
 
     /// Sessions now in the table.
@@ -314,52 +242,115 @@ impl Frontend {
         from: SocketAddr,
         local_ip: IpAddr,
     ) {
-        match admit(datagram) {
-            Ok(request) => self.start(
-                request,
-                datagram,
-                from,
-                SocketAddr::new(local_ip, listener.local.port()),
-            ),
+        let key = (from, SocketAddr::new(local_ip, listener.local.port()));
+        let runtime = self.runtime.load_full();
+        let admitted = admit(datagram).and_then(|asked| {
+            if self.is_retransmission(&key, datagram) {
+                return Ok(None);
+            }
+            let mac = self.client_mac(&runtime, from.ip(), &asked.request.filename);
+            let pool = policy(&runtime, &asked, from.ip(), mac)?;
+            runtime
+                .limiter
+                .check_rate(from.ip())
+                .map_err(Refusal::Limited)?;
+            let slot = runtime
+                .limiter
+                .claim_client(&self.clients, from.ip())
+                .map_err(Refusal::Limited)?;
+            Ok(Some((asked, pool, slot)))
+        });
+        match admitted {
+            Ok(Some((asked, pool, slot))) => self.start(&runtime, asked, pool, slot, datagram, key),
+            Ok(None) => {}
             Err(refusal) => {
-                let counter = match refusal {
-                    Refusal::Malformed => &self.stats.malformed,
-                    _ => &self.stats.refused,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(m::REQUESTS_REFUSED, "reason" => refusal.as_str()).increment(1);
-                tracing::debug!(client = %from, reason = refusal.as_str(), "request refused");
-                if let Some((code, msg)) = refusal.answer() {
-                    let _ = listener
-                        .reply(&packet::error_datagram(code, msg), from, local_ip)
-                        .await;
-                }
+                self.refuse(listener, &runtime, refusal, from, local_ip)
+                    .await
             }
         }
     }
 
-    /// Starts a session for `request`, unless it retransmits the one already being set up.
+    /// The client's MAC as far as its requests told it (only kept when a route asks for MACs).
+    fn client_mac(
+        &self,
+        runtime: &Runtime,
+        ip: IpAddr,
+        filename: &str,
+    ) -> Option<crate::route::Mac> {
+        if !runtime.router.has_mac_rules() {
+            return None;
+        }
+        self.macs
+            .observe(ip, filename, runtime.config.tftp.mac_memory)
+    }
+
+    /// Forgets expired client state (housekeeping).
+    pub fn expire(&self, now: std::time::Instant) {
+        self.macs.expire(now);
+    }
+
+    /// An identical request while the client has not yet talked to its session: absorbed.
+    fn is_retransmission(&self, key: &Key, datagram: &[u8]) -> bool {
+        let Some(old) = self.sessions.get(key).map(|e| e.value().clone()) else {
+            return false;
+        };
+        let retransmitted = !old.client_seen.load(Ordering::Relaxed) && *old.request == *datagram;
+        if retransmitted {
+            self.stats
+                .retransmitted_requests
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::REQUESTS_RETRANSMITTED).increment(1);
+        }
+        retransmitted
+    }
+
+    /// Counts, logs (rate-limited) and answers a refusal, unless it is silent by nature or config.
+    async fn refuse(
+        &self,
+        listener: &Listener,
+        runtime: &Runtime,
+        refusal: Refusal,
+        from: SocketAddr,
+        local_ip: IpAddr,
+    ) {
+        let counter = match refusal {
+            Refusal::Malformed => &self.stats.malformed,
+            _ => &self.stats.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::REQUESTS_REFUSED, "reason" => refusal.as_str()).increment(1);
+        let limited = matches!(refusal, Refusal::Limited(_));
+        if limited && runtime.limiter.may_log() {
+            tracing::info!(client = %from, reason = refusal.as_str(), "request refused");
+        } else {
+            tracing::debug!(client = %from, reason = refusal.as_str(), "request refused");
+        }
+        if limited && runtime.limiter.silent() {
+            return;
+        }
+        if let Some((code, msg)) = refusal.answer() {
+            let _ = listener
+                .reply(&packet::error_datagram(code, msg), from, local_ip)
+                .await;
+        }
+    }
+
+    /// Starts a session, replacing a stale one from the same client address (port reuse).
     fn start(
         self: &Arc<Self>,
-        request: Request,
+        runtime: &Arc<Runtime>,
+        asked: Asked,
+        pool: Arc<Pool>,
+        slot: ClientSlot,
         datagram: &[u8],
-        client: SocketAddr,
-        local: SocketAddr,
+        key: Key,
     ) {
-        let key = (client, local);
         if let Some(old) = self.sessions.get(&key).map(|e| e.value().clone()) {
-            if !old.client_seen.load(Ordering::Relaxed) && *old.request == *datagram {
-                self.stats
-                    .retransmitted_requests
-                    .fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(m::REQUESTS_RETRANSMITTED).increment(1);
-                return;
-            }
             self.stats.superseded.fetch_add(1, Ordering::Relaxed);
             old.superseded.store(true, Ordering::Relaxed);
             old.cancel.cancel();
         }
-        let runtime = self.runtime.load_full();
+        let client = key.0;
         if self.sessions.len() >= runtime.max_sessions() {
             self.stats.over_limit.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::REQUESTS_REFUSED, "reason" => "max-sessions").increment(1);
@@ -377,21 +368,26 @@ impl Frontend {
         self.stats.sessions_started.fetch_add(1, Ordering::Relaxed);
         let relay = Relay {
             client,
-            local_ip: local.ip(),
-            pool: runtime.default_pool().clone(),
+            local_ip: key.1.ip(),
+            pool: pool.clone(),
             settings: runtime.settings,
             handle: handle.clone(),
-            requested_blksize: request.options.blksize(),
+            requested: asked.request.options.clone(),
+            write: asked.write,
         };
-        let filename = request.filename;
-        let pool_name = relay.pool.name.clone();
+        let filename = asked.request.filename;
         let frontend = self.clone();
         self.tasks.spawn(async move {
-            metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
+            let active = metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.name.clone());
+            active.increment(1.0);
             let report = relay.run().await;
-            metrics::gauge!(m::SESSIONS_ACTIVE).decrement(1.0);
+            active.decrement(1.0);
+            drop(slot);
             frontend.sessions.remove_if(&key, |_, h| h.id == handle.id);
-            m::record_session(&pool_name, &filename, client, &report);
+            if let Some(b) = report.backend.and_then(|a| pool.index_of(a)) {
+                pool.backends[b].add_bytes(report.file_bytes);
+            }
+            m::record_session(&pool.name, &filename, client, &report);
         });
     }
 

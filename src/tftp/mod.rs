@@ -1,6 +1,7 @@
 //! TFTP: the codec and option negotiation (no I/O), the async client, and the relay's parts
 //! (listener, pure session state machine, the task that owns a session's sockets).
 
+pub mod admission;
 pub mod client;
 pub mod listener;
 pub mod options;

@@ -24,8 +24,9 @@ use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
+use super::options::Options;
 use super::options::{DEFAULT_BLKSIZE, Negotiated};
-use super::packet::{self, ack_datagram, error_code};
+use super::packet::{self, Kind, Packet, ack_datagram, error_code};
 use super::session::{Action, Outcome, Session, Takeover};
 use crate::balance::SessionClaim;
 use crate::pool::{Choice, Pool};
@@ -62,7 +63,10 @@ pub struct Relay {
     pub pool: Arc<Pool>,
     pub settings: RelaySettings,
     pub handle: Arc<SessionHandle>,
-    pub requested_blksize: Option<u16>,
+    /// The options of the client's request, to recognise a genuine answer to it.
+    pub requested: Options,
+    /// A write request (the pool allows writes): relayed, never resumed.
+    pub write: bool,
 }
 
 /// What a finished session reports (log line and metrics).
@@ -98,6 +102,7 @@ impl Leg {
 /// Why no backend took the request.
 enum NoLeg {
     NoHealthy,
+    Busy,
     NoAnswer,
     Cancelled,
 }
@@ -115,6 +120,24 @@ struct Counts {
 struct StrangerReply {
     next: Instant,
 }
+
+impl Default for StrangerReply {
+    fn default() -> Self {
+        StrangerReply {
+            next: Instant::now(),
+        }
+    }
+}
+
+/// One limiter per socket: a flood on one side cannot silence the other.
+#[derive(Default)]
+struct Strangers {
+    client: StrangerReply,
+    backend: StrangerReply,
+}
+
+/// Datagrams handled per wake-up of a socket before the other side gets its turn.
+const BATCH: usize = 16;
 
 const STRANGER_REPLY_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -140,7 +163,11 @@ impl Relay {
     pub async fn run(self) -> Report {
         let started = Instant::now();
         let mut buf = vec![0u8; self.buffer_len()];
-        let mut session = Session::new();
+        let mut session = if self.write {
+            Session::new_write()
+        } else {
+            Session::new()
+        };
         let mut counts = Counts::default();
         let (outcome, backend) = match self.relay(&mut buf, &mut session, &mut counts).await {
             Ok(done) => done,
@@ -167,7 +194,7 @@ impl Relay {
     /// Room for the largest DATA the backend may send (it cannot raise the requested blksize),
     /// one byte more to detect an oversized datagram, and at least the request's size for OACKs.
     fn buffer_len(&self) -> usize {
-        let blksize = usize::from(self.requested_blksize.unwrap_or(DEFAULT_BLKSIZE));
+        let blksize = usize::from(self.requested.blksize().unwrap_or(DEFAULT_BLKSIZE));
         (4 + blksize + 1)
             .max(self.handle.request.len() + 64)
             .max(1024)
@@ -207,6 +234,8 @@ impl Relay {
     async fn no_backend(&self, client_sock: &UdpSocket, why: NoLeg) -> io::Result<Outcome> {
         let (outcome, msg) = match why {
             NoLeg::Cancelled => return Ok(self.cancel_outcome()),
+            // Every backend is at its limit: stay silent, the client's retry comes back later.
+            NoLeg::Busy => return Ok(Outcome::Busy),
             NoLeg::NoHealthy => (Outcome::NoHealthyBackend, "no healthy boot server"),
             NoLeg::NoAnswer => (Outcome::BackendTimeout, "no boot server answered"),
         };
@@ -225,6 +254,7 @@ impl Relay {
             let index = match self.next_backend(tried) {
                 Choice::Backend(i) => i,
                 Choice::NoHealthy if tried.is_empty() => return Ok(Err(NoLeg::NoHealthy)),
+                Choice::Full if tried.is_empty() => return Ok(Err(NoLeg::Busy)),
                 _ => break,
             };
             tried.push(index);
@@ -244,21 +274,67 @@ impl Relay {
     /// `setup_timeout` or on cancellation.
     async fn ask(&self, index: usize, buf: &mut [u8]) -> io::Result<Option<Leg>> {
         let backend = self.pool.backends[index].clone();
+        // Counted from the moment it is asked, so a burst sees it busy (least-sessions and
+        // `max_sessions` both read this count); released if it never answers.
+        let claim = backend.claim();
         let socket = bind_like(backend.address).await?;
         socket
             .send_to(&self.handle.request, backend.address)
             .await?;
         let wait = timeout(
             self.settings.setup_timeout,
-            first_reply(&socket, backend.address.ip(), buf),
+            self.first_reply(&socket, backend.address.ip(), buf),
         );
         tokio::select! {
             _ = self.handle.cancel.cancelled() => Ok(None),
             reply = wait => match reply {
-                Ok(Ok((first_len, tid))) => Ok(Some(Leg { index, socket, tid, claim: backend.claim(), first_len })),
+                Ok(Ok((first_len, tid))) => Ok(Some(Leg { index, socket, tid, claim, first_len })),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Ok(None),
             },
+        }
+    }
+
+    /// Waits for the backend's answer to our request: the first datagram from `backend_ip`
+    /// (any port: that port becomes its TID) that can answer this request. Anything else is a
+    /// late packet of an older transfer that used the same local port, and is ignored: taking
+    /// it would lock the session onto the wrong transfer.
+    async fn first_reply(
+        &self,
+        socket: &UdpSocket,
+        backend_ip: IpAddr,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr)> {
+        loop {
+            match socket.recv_from(buf).await {
+                Ok((n, from)) if from.ip() == backend_ip && self.answers_request(&buf[..n]) => {
+                    return Ok((n, from));
+                }
+                Ok(_) => {}
+                // ICMP port unreachable from a dead backend: keep waiting out the setup timeout.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether a datagram can be the answer to this session's request: an ERROR, an OACK with
+    /// only requested options and no larger blksize, or DATA 1 (read) / ACK 0 (write) that fits
+    /// the block size in force without options.
+    fn answers_request(&self, datagram: &[u8]) -> bool {
+        match packet::peek(datagram) {
+            Ok(Kind::Error { .. }) => true,
+            Ok(Kind::Oack) => match Packet::decode(datagram) {
+                Ok(Packet::Oack(o)) => {
+                    o.iter().all(|(k, _)| self.requested.get(k).is_some())
+                        && o.blksize().unwrap_or(DEFAULT_BLKSIZE)
+                            <= self.requested.blksize().unwrap_or(DEFAULT_BLKSIZE)
+                }
+                _ => false,
+            },
+            Ok(Kind::Data { block: 1, len }) => !self.write && len <= usize::from(DEFAULT_BLKSIZE),
+            Ok(Kind::Ack { block: 0 }) => self.write,
+            _ => false,
         }
     }
 
@@ -290,61 +366,93 @@ impl Relay {
             return Ok(end);
         }
         t.last_data = Instant::now();
-        let mut client_strangers = StrangerReply {
-            next: Instant::now(),
-        };
-        let mut backend_strangers = StrangerReply {
-            next: Instant::now(),
-        };
+        let mut strangers = Strangers::default();
         let timer = sleep_until(self.next_deadline(t));
-        tokio::pin!(timer);
+        let cancelled = self.handle.cancel.cancelled();
+        tokio::pin!(timer, cancelled);
         loop {
-            tokio::select! {
-                _ = self.handle.cancel.cancelled() => return Ok(self.cancel_outcome()),
+            let end = tokio::select! {
+                _ = &mut cancelled => Some(self.cancel_outcome()),
                 _ = &mut timer => {
-                    if let Some(end) = self.on_timer(t).await? {
-                        return Ok(end);
-                    }
+                    let end = self.on_timer(t).await?;
                     timer.as_mut().reset(self.next_deadline(t));
+                    end
                 }
                 ready = t.leg.socket.readable() => {
                     ready?;
-                    let Some((n, from)) = try_recv(&t.leg.socket, t.buf)? else { continue };
-                    if from != t.leg.tid {
-                        backend_strangers.answer(&t.leg.socket, from).await;
-                        t.counts.dropped += 1;
-                        continue;
-                    }
-                    if n == t.buf.len() {
-                        t.counts.dropped += 1; // larger than any block it may send
-                        continue;
-                    }
-                    let action = t.session.on_backend(&mut t.buf[..n]);
-                    if matches!(action, Action::Forward | Action::ForwardAndEnd(_) | Action::AckBackend(_) | Action::Consume) {
-                        t.last_data = Instant::now();
-                        t.catch_up_retries = 0;
-                    }
-                    if let Some(end) = self.apply_backend(t, action, n).await? {
-                        return Ok(end);
-                    }
+                    self.drain_backend(t, &mut strangers).await?
                 }
                 ready = t.client_sock.readable() => {
                     ready?;
-                    let Some((n, from)) = try_recv(&t.client_sock, t.buf)? else { continue };
-                    if from != self.client {
-                        client_strangers.answer(&t.client_sock, from).await;
-                        t.counts.dropped += 1;
-                        continue;
-                    }
-                    t.last_client = Instant::now();
-                    self.handle.client_seen.store(true, Ordering::Relaxed);
-                    let action = t.session.on_client(&mut t.buf[..n]);
-                    if let Some(end) = self.apply_client(t, action, n).await? {
-                        return Ok(end);
-                    }
+                    self.drain_client(t, &mut strangers).await?
                 }
+            };
+            if let Some(end) = end {
+                return Ok(end);
             }
         }
+    }
+
+    /// Relays what the backend socket holds (up to a batch: one wake-up, several datagrams).
+    async fn drain_backend(
+        &self,
+        t: &mut Transfer<'_>,
+        strangers: &mut Strangers,
+    ) -> io::Result<Option<Outcome>> {
+        for _ in 0..BATCH {
+            let Some((n, from)) = try_recv(&t.leg.socket, t.buf)? else {
+                break;
+            };
+            if from != t.leg.tid {
+                strangers.backend.answer(&t.leg.socket, from).await;
+                t.counts.dropped += 1;
+                continue;
+            }
+            if n == t.buf.len() {
+                t.counts.dropped += 1; // larger than any block it may send
+                continue;
+            }
+            let action = t.session.on_backend(&mut t.buf[..n]);
+            if matches!(
+                action,
+                Action::Forward
+                    | Action::ForwardAndEnd(_)
+                    | Action::AckBackend(_)
+                    | Action::Consume
+            ) {
+                t.last_data = Instant::now();
+                t.catch_up_retries = 0;
+            }
+            if let Some(end) = self.apply_backend(t, action, n).await? {
+                return Ok(Some(end));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Relays what the client socket holds (up to a batch).
+    async fn drain_client(
+        &self,
+        t: &mut Transfer<'_>,
+        strangers: &mut Strangers,
+    ) -> io::Result<Option<Outcome>> {
+        for _ in 0..BATCH {
+            let Some((n, from)) = try_recv(&t.client_sock, t.buf)? else {
+                break;
+            };
+            if from != self.client {
+                strangers.client.answer(&t.client_sock, from).await;
+                t.counts.dropped += 1;
+                continue;
+            }
+            t.last_client = Instant::now();
+            self.handle.client_seen.store(true, Ordering::Relaxed);
+            let action = t.session.on_client(&mut t.buf[..n]);
+            if let Some(end) = self.apply_client(t, action, n).await? {
+                return Ok(Some(end));
+            }
+        }
+        Ok(None)
     }
 
     /// The next moment something may be due: idle end, stall, or a catch-up retransmission.
@@ -581,23 +689,6 @@ impl StrangerReply {
         self.next = now + STRANGER_REPLY_INTERVAL;
         let error = packet::error_datagram(error_code::UNKNOWN_TID, "unknown transfer ID");
         let _ = socket.send_to(&error, to).await;
-    }
-}
-
-/// Waits for the first datagram from `backend_ip` (any port: that port is its TID).
-async fn first_reply(
-    socket: &UdpSocket,
-    backend_ip: IpAddr,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr)> {
-    loop {
-        match socket.recv_from(buf).await {
-            Ok((n, from)) if from.ip() == backend_ip => return Ok((n, from)),
-            Ok(_) => {}
-            // ICMP port unreachable from a dead backend: keep waiting out the setup timeout.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-            Err(e) => return Err(e),
-        }
     }
 }
 

@@ -32,6 +32,8 @@ pub enum Outcome {
     BackendTimeout,
     /// No backend is healthy and the pool refuses to fail open.
     NoHealthyBackend,
+    /// Every eligible backend is at its `max_sessions`: the request was left unanswered.
+    Busy,
     /// A backend failed mid-transfer and no other could take over.
     ResumeFailed,
     /// Nothing from one side within the idle timeout.
@@ -53,6 +55,7 @@ impl Outcome {
             Outcome::BackendTimeout => "backend-timeout",
             Outcome::NoHealthyBackend => "no-healthy-backend",
             Outcome::ResumeFailed => "resume-failed",
+            Outcome::Busy => "busy",
             Outcome::IdleTimeout => "idle-timeout",
             Outcome::Superseded => "superseded",
             Outcome::Shutdown => "shutdown",
@@ -125,6 +128,8 @@ const LOOK_BACK: u64 = 4096;
 /// Where a transfer stands.
 #[derive(Debug, Clone)]
 pub struct Session {
+    /// A write transfer (WRQ): DATA flows from the client, ACKs from the backend; no resume.
+    write: bool,
     negotiated: Negotiated,
     /// Whether the first backend answered with an OACK (options in force).
     had_oack: bool,
@@ -151,8 +156,10 @@ impl Default for Session {
 }
 
 impl Session {
+    /// A read transfer (RRQ).
     pub fn new() -> Session {
         Session {
+            write: false,
             negotiated: Negotiated::default(),
             had_oack: false,
             answered: false,
@@ -169,8 +176,19 @@ impl Session {
         }
     }
 
+    /// A write transfer (WRQ).
+    pub fn new_write() -> Session {
+        Session {
+            write: true,
+            ..Session::new()
+        }
+    }
+
     /// A datagram from the backend's TID (renumbered in place when it is forwarded).
     pub fn on_backend(&mut self, datagram: &mut [u8]) -> Action {
+        if self.write {
+            return self.on_backend_write(datagram);
+        }
         match packet::peek(datagram) {
             Ok(Kind::Oack) if !self.answered => self.on_first_oack(datagram),
             Ok(Kind::Data { block, len }) => self.on_data(datagram, block, len),
@@ -182,8 +200,49 @@ impl Session {
 
     /// A datagram from the client's address (renumbered in place when it is forwarded).
     pub fn on_client(&mut self, datagram: &mut [u8]) -> Action {
+        if self.write {
+            return self.on_client_write(datagram);
+        }
         match packet::peek(datagram) {
             Ok(Kind::Ack { block }) if self.answered => self.on_ack(datagram, block),
+            Ok(Kind::Error { .. }) => Action::ForwardAndEnd(Outcome::ClientAborted),
+            _ => Action::Drop,
+        }
+    }
+
+    /// Write: the backend accepts (ACK 0 or OACK) and acknowledges the client's blocks.
+    fn on_backend_write(&mut self, datagram: &[u8]) -> Action {
+        match packet::peek(datagram) {
+            Ok(Kind::Oack) if !self.answered => self.on_first_oack(datagram),
+            Ok(Kind::Ack { block }) => {
+                self.answered = true;
+                let pos = self.client.position(block, self.delivered);
+                if pos.is_some() && pos == self.final_pos {
+                    Action::ForwardAndEnd(Outcome::Completed)
+                } else {
+                    Action::Forward
+                }
+            }
+            Ok(Kind::Error { .. }) => Action::ForwardAndEnd(Outcome::BackendError),
+            _ => Action::Drop,
+        }
+    }
+
+    /// Write: the client sends the file once the backend has accepted.
+    fn on_client_write(&mut self, datagram: &[u8]) -> Action {
+        match packet::peek(datagram) {
+            Ok(Kind::Data { block, len })
+                if self.answered && len <= usize::from(self.negotiated.blksize) =>
+            {
+                if self.client.wire(self.delivered + 1) == block {
+                    self.delivered += 1;
+                    self.file_bytes += len as u64;
+                    if len < usize::from(self.negotiated.blksize) {
+                        self.final_pos = Some(self.delivered);
+                    }
+                }
+                Action::Forward
+            }
             Ok(Kind::Error { .. }) => Action::ForwardAndEnd(Outcome::ClientAborted),
             _ => Action::Drop,
         }
@@ -275,7 +334,7 @@ impl Session {
 
     /// Whether a failed backend can be replaced: the transfer is under way and not finished.
     pub fn can_resume(&self) -> bool {
-        self.answered && self.final_pos.is_none_or(|f| self.acked < f)
+        !self.write && self.answered && self.final_pos.is_none_or(|f| self.acked < f)
     }
 
     /// Starts a new leg on another backend; returns the position it must catch up to.
@@ -538,6 +597,26 @@ mod tests {
             assert_eq!(s.on_backend(&mut data(pos as u16, 8)), Action::Forward);
             assert_eq!(s.on_client(&mut ack(pos as u16)), Action::Forward);
         }
+    }
+
+    #[test]
+    fn a_write_is_relayed_until_the_backend_acks_the_short_block() {
+        let mut s = Session::new_write();
+        assert_eq!(
+            s.on_client(&mut data(1, 512)),
+            Action::Drop,
+            "not accepted yet"
+        );
+        assert_eq!(s.on_backend(&mut ack(0)), Action::Forward);
+        assert_eq!(s.on_client(&mut data(1, 512)), Action::Forward);
+        assert_eq!(s.on_backend(&mut ack(1)), Action::Forward);
+        assert_eq!(s.on_client(&mut data(2, 10)), Action::Forward);
+        assert_eq!(
+            s.on_backend(&mut ack(2)),
+            Action::ForwardAndEnd(Outcome::Completed)
+        );
+        assert_eq!(s.progress(), (2, 522));
+        assert!(!s.can_resume());
     }
 
     #[test]

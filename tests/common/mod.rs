@@ -36,7 +36,11 @@ impl Tftplb {
     /// Starts tftplb on 127.0.0.1:0 with `[[pool]]` sections given as TOML (and optional
     /// `[tftp]` keys besides `listen`).
     pub async fn start(tftp_keys: &str, pools: &str) -> Tftplb {
-        let text = format!("[tftp]\nlisten = [\"127.0.0.1:0\"]\n{tftp_keys}\n{pools}");
+        // The admin listener binds port 0 too: many instances run in one test process.
+        let text = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[tftp]\nlisten = [\"127.0.0.1:0\"]\n{tftp_keys}\n{pools}\n{}",
+            no_limits_unless_given(pools)
+        );
         let config = Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let bound = Bound::new(&config).expect("bind tftplb");
         let addr = bound.tftp_addrs()[0];
@@ -53,11 +57,38 @@ impl Tftplb {
         }
     }
 
+    /// Starts tftplb from a configuration file, as `tftplb run --config` does (reload re-reads
+    /// it); returns the control surface too.
+    pub async fn start_file(path: &Path) -> (Tftplb, Arc<tftplb::control::Control>) {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
+        let bound = Bound::with_file(&config, Some(path.to_path_buf())).expect("bind tftplb");
+        let (addr, frontend, control) = (bound.tftp_addrs()[0], bound.frontend(), bound.control());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(bound.serve(async {
+            let _ = stopped.await;
+        }));
+        let lb = Tftplb {
+            addr,
+            frontend,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        // `serve` starts the listeners in its task: wait for that before a test reloads.
+        for _ in 0..200 {
+            if !control.tftp_addrs().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (lb, control)
+    }
+
     /// Like [`Tftplb::start`], with a `[dns]` section (its `listen` is set to 127.0.0.1:0);
     /// returns the DNS address too (UDP and TCP share it).
     pub async fn start_with_dns(tftp_keys: &str, pools: &str, dns: &str) -> (Tftplb, SocketAddr) {
         let text = format!(
-            "[tftp]\nlisten = [\"127.0.0.1:0\"]\n{tftp_keys}\n{pools}\n[dns]\nlisten = [\"127.0.0.1:0\"]\n{dns}"
+            "[tftp]\nlisten = [\"127.0.0.1:0\"]\n{tftp_keys}\n{pools}\n{}\n[dns]\nlisten = [\"127.0.0.1:0\"]\n{dns}",
+            no_limits_unless_given(pools)
         );
         let config = Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let bound = Bound::new(&config).expect("bind tftplb");
@@ -118,6 +149,16 @@ impl Drop for Tftplb {
         if let Some(t) = self.task.take() {
             t.abort();
         }
+    }
+}
+
+/// Tests run many transfers from 127.0.0.1, far above the per-client limits a real client
+/// needs: turn them off unless the test is about them (its text has a `[limits]` table).
+fn no_limits_unless_given(text: &str) -> &'static str {
+    if text.contains("[limits]") {
+        ""
+    } else {
+        "[limits]\nrate_per_client = 0\nmax_sessions_per_client = 0\n"
     }
 }
 

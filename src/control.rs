@@ -1,0 +1,280 @@
+//! The running program's control surface: hot reload, backend admin state, and the status
+//! snapshot. SIGHUP, the admin API and the status page all go through here.
+//!
+//! A reload reads and validates the file first; an invalid file changes nothing and every
+//! problem is logged. A valid one binds any new listen address before anything else changes
+//! (so a bind failure also changes nothing), then swaps the runtime in atomically, restarts the
+//! probers, and stops listeners the file no longer names. Running transfers finish on the
+//! configuration they started with; a backend gone from the file gets no new sessions.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::health::{AdminState, Monitor};
+use crate::tftp::listener::{Frontend, Listener};
+
+/// A listener that is being served.
+#[derive(Debug)]
+struct Running {
+    bound: SocketAddr,
+    stop: CancellationToken,
+}
+
+#[derive(Debug)]
+pub struct Control {
+    frontend: Arc<Frontend>,
+    config_path: Option<PathBuf>,
+    monitor: Mutex<Option<Monitor>>,
+    /// Served listeners by their configured address (which may have port 0).
+    listeners: Mutex<HashMap<SocketAddr, Running>>,
+    /// Parent of every listener's token: cancelled at shutdown.
+    stop_all: CancellationToken,
+    reloads: AtomicU64,
+}
+
+impl Control {
+    pub fn new(frontend: Arc<Frontend>, config_path: Option<PathBuf>) -> Control {
+        Control {
+            frontend,
+            config_path,
+            monitor: Mutex::new(None),
+            listeners: Mutex::new(HashMap::new()),
+            stop_all: CancellationToken::new(),
+            reloads: AtomicU64::new(0),
+        }
+    }
+
+    pub fn frontend(&self) -> &Arc<Frontend> {
+        &self.frontend
+    }
+
+    /// The TFTP addresses being served (port 0 resolved).
+    pub fn tftp_addrs(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<_> = lock(&self.listeners).values().map(|r| r.bound).collect();
+        v.sort();
+        v
+    }
+
+    /// Starts serving bound listeners and the probers (at startup).
+    pub fn start(&self, listeners: Vec<(SocketAddr, Listener)>) {
+        for (configured, l) in listeners {
+            self.serve_listener(configured, l);
+        }
+        *lock(&self.monitor) = Some(Monitor::start(&self.frontend.runtime()));
+    }
+
+    fn serve_listener(&self, configured: SocketAddr, listener: Listener) {
+        let bound = listener.local_addr();
+        let stop = self.stop_all.child_token();
+        tokio::spawn(self.frontend.clone().serve(listener, stop.clone()));
+        lock(&self.listeners).insert(configured, Running { bound, stop });
+    }
+
+    /// Stops every listener and prober (shutdown); running transfers are drained elsewhere.
+    pub fn stop(&self) {
+        self.stop_all.cancel();
+        lock(&self.monitor).take();
+    }
+
+    /// Re-reads the configuration file and applies it.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let Some(path) = &self.config_path else {
+            return Err(ConfigError {
+                problems: vec!["no configuration file to reload (started without --config)".into()],
+            });
+        };
+        let result = Config::load(path).and_then(|c| self.apply(c));
+        match &result {
+            Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
+            Err(e) => {
+                for p in &e.problems {
+                    tracing::error!(problem = %p, "reload refused, still running the previous configuration");
+                }
+            }
+        }
+        result
+    }
+
+    /// Applies a validated configuration (see the module docs for the order of things).
+    pub fn apply(&self, config: Config) -> Result<(), ConfigError> {
+        let added = self.bind_new_listeners(&config)?;
+        let wanted: Vec<SocketAddr> = config.tftp.listen.clone();
+        let runtime = self.frontend.install(config);
+        *lock(&self.monitor) = Some(Monitor::start(&runtime));
+        self.stop_removed_listeners(&wanted);
+        for (configured, l) in added {
+            tracing::info!(address = %l.local_addr(), "tftp listening");
+            self.serve_listener(configured, l);
+        }
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn bind_new_listeners(
+        &self,
+        config: &Config,
+    ) -> Result<Vec<(SocketAddr, Listener)>, ConfigError> {
+        let current = lock(&self.listeners);
+        let mut problems = Vec::new();
+        let mut added = Vec::new();
+        for (i, &a) in config.tftp.listen.iter().enumerate() {
+            if current.contains_key(&a) {
+                continue;
+            }
+            match Listener::bind(a) {
+                Ok(l) => added.push((a, l)),
+                Err(e) => problems.push(format!("tftp.listen[{i}]: cannot bind {a}: {e}")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(added)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    fn stop_removed_listeners(&self, wanted: &[SocketAddr]) {
+        lock(&self.listeners).retain(|configured, r| {
+            let keep = wanted.contains(configured);
+            if !keep {
+                tracing::info!(address = %r.bound, "tftp listener removed");
+                r.stop.cancel();
+            }
+            keep
+        });
+    }
+
+    /// Sets a backend's admin state at run time (drain / enable / disable).
+    pub fn set_admin(
+        &self,
+        pool: &str,
+        backend: SocketAddr,
+        state: AdminState,
+    ) -> Result<(), String> {
+        let runtime = self.frontend.runtime();
+        let pool = runtime
+            .pool(pool)
+            .ok_or_else(|| format!("no pool named {pool:?}"))?;
+        let index = pool
+            .index_of(backend)
+            .ok_or_else(|| format!("pool {:?} has no backend {backend}", pool.name))?;
+        pool.backends[index]
+            .state
+            .set_admin(&backend.to_string(), state);
+        Ok(())
+    }
+
+    /// Everything the status page and `GET /api/status` show.
+    pub fn status(&self) -> Status {
+        let runtime = self.frontend.runtime();
+        let stats = &self.frontend.stats;
+        Status {
+            tftp_listen: self.tftp_addrs(),
+            live_sessions: self.frontend.live_sessions(),
+            sessions_started: stats.sessions_started.load(Ordering::Relaxed),
+            retransmitted_requests: stats.retransmitted_requests.load(Ordering::Relaxed),
+            malformed: stats.malformed.load(Ordering::Relaxed),
+            refused: stats.refused.load(Ordering::Relaxed),
+            over_limit: stats.over_limit.load(Ordering::Relaxed),
+            reloads: self.reloads.load(Ordering::Relaxed),
+            pools: runtime.pools.iter().map(|p| pool_status(p)).collect(),
+            routes: runtime
+                .router
+                .hits()
+                .into_iter()
+                .map(|(name, hits)| RouteStatus { name, hits })
+                .collect(),
+        }
+    }
+}
+
+fn pool_status(p: &crate::pool::Pool) -> PoolStatus {
+    PoolStatus {
+        name: p.name.clone(),
+        probed: p.health.is_some(),
+        backends: p.backends.iter().map(|b| backend_status(b)).collect(),
+    }
+}
+
+fn backend_status(b: &crate::balance::Backend) -> BackendStatus {
+    let probe = b.state.last_probe();
+    BackendStatus {
+        address: b.address,
+        weight: b.weight,
+        health: b.state.health().as_str(),
+        admin: b.state.admin().as_str(),
+        inconsistent: b.state.inconsistent(),
+        eligible: b.state.eligible(),
+        in_state_seconds: b.state.in_state_for().as_secs(),
+        active_sessions: b.active_sessions(),
+        total_sessions: b.total_sessions(),
+        bytes: b.bytes_served(),
+        last_probe_ok: probe.as_ref().map(|p| p.ok),
+        last_probe_detail: probe.as_ref().map(|p| p.detail.clone()),
+        last_probe_unix: probe
+            .as_ref()
+            .and_then(|p| p.at.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs()),
+        last_probe_ms: probe.as_ref().map(|p| p.duration.as_millis() as u64),
+        content_sha256: probe.and_then(|p| p.sha256),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub tftp_listen: Vec<SocketAddr>,
+    pub live_sessions: usize,
+    pub sessions_started: u64,
+    pub retransmitted_requests: u64,
+    pub malformed: u64,
+    pub refused: u64,
+    pub over_limit: u64,
+    pub reloads: u64,
+    pub pools: Vec<PoolStatus>,
+    /// Each `[[route]]` by name, with its hits since the last reload.
+    pub routes: Vec<RouteStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteStatus {
+    pub name: String,
+    pub hits: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    pub name: String,
+    pub probed: bool,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub health: &'static str,
+    pub admin: &'static str,
+    pub inconsistent: bool,
+    pub eligible: bool,
+    pub in_state_seconds: u64,
+    pub active_sessions: usize,
+    pub total_sessions: u64,
+    pub bytes: u64,
+    pub last_probe_ok: Option<bool>,
+    pub last_probe_detail: Option<String>,
+    pub last_probe_unix: Option<u64>,
+    pub last_probe_ms: Option<u64>,
+    pub content_sha256: Option<String>,
+}

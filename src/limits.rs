@@ -1,0 +1,339 @@
+//! Abuse limits on port 69: who may ask (CIDR allow/deny), how fast (new sessions per second
+//! per client IP, governor), how many at once per client. Each refusal is counted, answered
+//! with a TFTP ERROR that says why (or silence, with `silent = true`), and logged through a
+//! rate limiter of its own so a flood cannot flood the log either.
+//!
+//! Memory stays bounded under a flood: the rate limiter forgets idle clients on every
+//! housekeeping tick, and the per-client session counts only hold clients with live sessions.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// `[limits]` as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "default_rate")]
+    rate_per_client: u32,
+    #[serde(default = "default_burst")]
+    burst_per_client: u32,
+    #[serde(default = "default_per_client")]
+    max_sessions_per_client: usize,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    silent: bool,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            rate_per_client: default_rate(),
+            burst_per_client: default_burst(),
+            max_sessions_per_client: default_per_client(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            silent: false,
+        }
+    }
+}
+
+/// A boot needs a handful of files in a few seconds; a storm of retries is what this stops.
+fn default_rate() -> u32 {
+    20
+}
+fn default_burst() -> u32 {
+    40
+}
+/// One client IP rarely runs more than a few transfers at once (NAT'd labs may need more).
+fn default_per_client() -> usize {
+    16
+}
+
+/// Validated `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// New sessions per second per client IP; 0 turns the limit off.
+    pub rate_per_client: u32,
+    pub burst_per_client: u32,
+    /// Concurrent sessions per client IP; 0 = unlimited.
+    pub max_sessions_per_client: usize,
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+    pub silent: bool,
+}
+
+impl RawLimits {
+    pub fn validate(self, problems: &mut Vec<String>) -> LimitsConfig {
+        if self.rate_per_client > 0 && self.burst_per_client == 0 {
+            problems.push(
+                "limits.burst_per_client: must be at least 1 when rate_per_client is set".into(),
+            );
+        }
+        LimitsConfig {
+            rate_per_client: self.rate_per_client,
+            burst_per_client: self.burst_per_client,
+            max_sessions_per_client: self.max_sessions_per_client,
+            allow: parse_nets("limits.allow", &self.allow, problems),
+            deny: parse_nets("limits.deny", &self.deny, problems),
+            silent: self.silent,
+        }
+    }
+}
+
+/// Parses CIDRs (a bare address is a /32 or /128), naming each bad entry by its key path.
+pub fn parse_nets(key: &str, items: &[String], problems: &mut Vec<String>) -> Vec<IpNet> {
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let parsed = s
+                .parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from));
+            parsed
+                .map_err(|_| problems.push(format!("{key}[{i}]: invalid CIDR {s:?}")))
+                .ok()
+        })
+        .collect()
+}
+
+/// Why a request was refused by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    Denied,
+    RateLimited,
+    TooManyFromClient,
+}
+
+impl Limited {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limited::Denied => "client-denied",
+            Limited::RateLimited => "rate-limited",
+            Limited::TooManyFromClient => "client-session-limit",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Limited::Denied => "access denied for this client",
+            Limited::RateLimited => "too many requests from this client, retry later",
+            Limited::TooManyFromClient => "too many transfers from this client",
+        }
+    }
+}
+
+/// The limits in force (rebuilt on reload) plus the live per-client counts (kept across).
+#[derive(Debug)]
+pub struct Limiter {
+    cfg: LimitsConfig,
+    rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    log: DefaultDirectRateLimiter,
+}
+
+impl Limiter {
+    pub fn new(cfg: LimitsConfig) -> Limiter {
+        let rate = NonZeroU32::new(cfg.rate_per_client).map(|r| {
+            let burst = NonZeroU32::new(cfg.burst_per_client).unwrap_or(r);
+            RateLimiter::keyed(Quota::per_second(r).allow_burst(burst))
+        });
+        let log = RateLimiter::direct(Quota::per_second(NonZeroU32::new(10).expect("10 > 0")));
+        Limiter { cfg, rate, log }
+    }
+
+    pub fn silent(&self) -> bool {
+        self.cfg.silent
+    }
+
+    /// Is this client allowed to ask at all? Deny wins; an empty allow list allows everyone.
+    pub fn check_address(&self, ip: IpAddr) -> Result<(), Limited> {
+        let ip = canonical(ip);
+        if self.cfg.deny.iter().any(|n| n.contains(&ip)) {
+            return Err(Limited::Denied);
+        }
+        if !self.cfg.allow.is_empty() && !self.cfg.allow.iter().any(|n| n.contains(&ip)) {
+            return Err(Limited::Denied);
+        }
+        Ok(())
+    }
+
+    /// One new session's worth of the client's rate budget.
+    pub fn check_rate(&self, ip: IpAddr) -> Result<(), Limited> {
+        match &self.rate {
+            Some(r) => r.check_key(&ip).map_err(|_| Limited::RateLimited),
+            None => Ok(()),
+        }
+    }
+
+    /// A session slot for `ip`, held until the returned guard drops.
+    pub fn claim_client(
+        &self,
+        counts: &Arc<ClientCounts>,
+        ip: IpAddr,
+    ) -> Result<ClientSlot, Limited> {
+        counts.claim(ip, self.cfg.max_sessions_per_client)
+    }
+
+    /// Whether a refusal may be logged now (at most 10 lines a second).
+    pub fn may_log(&self) -> bool {
+        self.log.check().is_ok()
+    }
+
+    /// Forgets clients whose rate budget is full again (housekeeping).
+    pub fn forget_idle(&self) {
+        if let Some(r) = &self.rate {
+            r.retain_recent();
+            r.shrink_to_fit();
+        }
+    }
+
+    pub fn tracked_clients(&self) -> usize {
+        self.rate.as_ref().map_or(0, |r| r.len())
+    }
+}
+
+/// An IPv4 client seen through an IPv6 socket matches IPv4 CIDRs.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Live sessions per client IP; entries exist only while a client has sessions.
+#[derive(Debug, Default)]
+pub struct ClientCounts {
+    live: DashMap<IpAddr, AtomicUsize>,
+}
+
+impl ClientCounts {
+    fn claim(self: &Arc<Self>, ip: IpAddr, max: usize) -> Result<ClientSlot, Limited> {
+        let entry = self.live.entry(ip).or_insert_with(|| AtomicUsize::new(0));
+        let now = entry.fetch_add(1, Ordering::Relaxed);
+        if max > 0 && now >= max {
+            entry.fetch_sub(1, Ordering::Relaxed);
+            drop(entry);
+            self.live
+                .remove_if(&ip, |_, n| n.load(Ordering::Relaxed) == 0);
+            return Err(Limited::TooManyFromClient);
+        }
+        Ok(ClientSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+
+    pub fn clients(&self) -> usize {
+        self.live.len()
+    }
+}
+
+/// A live session counted against its client; released on drop.
+#[derive(Debug)]
+pub struct ClientSlot {
+    counts: Arc<ClientCounts>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Some(n) = self.counts.live.get(&self.ip) {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.counts
+            .live
+            .remove_if(&self.ip, |_, n| n.load(Ordering::Relaxed) == 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(raw: RawLimits) -> Limiter {
+        let mut problems = Vec::new();
+        let cfg = raw.validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        Limiter::new(cfg)
+    }
+
+    #[test]
+    fn deny_wins_and_allow_lists_restrict() {
+        let l = limiter(RawLimits {
+            allow: vec!["10.0.0.0/8".into(), "192.0.2.7".into()],
+            deny: vec!["10.9.0.0/16".into()],
+            ..RawLimits::default()
+        });
+        assert_eq!(l.check_address("10.1.2.3".parse().unwrap()), Ok(()));
+        assert_eq!(l.check_address("192.0.2.7".parse().unwrap()), Ok(()));
+        assert_eq!(l.check_address("::ffff:10.1.2.3".parse().unwrap()), Ok(()));
+        assert_eq!(
+            l.check_address("10.9.1.1".parse().unwrap()),
+            Err(Limited::Denied)
+        );
+        assert_eq!(
+            l.check_address("172.16.0.1".parse().unwrap()),
+            Err(Limited::Denied)
+        );
+    }
+
+    #[test]
+    fn bad_cidrs_are_named() {
+        let mut problems = Vec::new();
+        RawLimits {
+            deny: vec!["10.0.0.0/33".into()],
+            ..RawLimits::default()
+        }
+        .validate(&mut problems);
+        assert_eq!(
+            problems,
+            vec!["limits.deny[0]: invalid CIDR \"10.0.0.0/33\"".to_string()]
+        );
+    }
+
+    #[test]
+    fn rate_is_per_client_with_burst() {
+        let l = limiter(RawLimits {
+            rate_per_client: 1,
+            burst_per_client: 3,
+            ..RawLimits::default()
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(l.check_rate(a), Ok(()));
+        }
+        assert_eq!(l.check_rate(a), Err(Limited::RateLimited));
+        assert_eq!(l.check_rate(b), Ok(()), "another client has its own budget");
+    }
+
+    #[test]
+    fn concurrent_sessions_per_client_are_capped_and_released() {
+        let l = limiter(RawLimits {
+            max_sessions_per_client: 2,
+            ..RawLimits::default()
+        });
+        let counts = Arc::new(ClientCounts::default());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let s1 = l.claim_client(&counts, ip).unwrap();
+        let _s2 = l.claim_client(&counts, ip).unwrap();
+        assert_eq!(
+            l.claim_client(&counts, ip).unwrap_err(),
+            Limited::TooManyFromClient
+        );
+        drop(s1);
+        let _s3 = l.claim_client(&counts, ip).unwrap();
+        drop(_s3);
+        drop(_s2);
+        assert_eq!(counts.clients(), 0, "no entry left behind");
+    }
+}

@@ -1,0 +1,527 @@
+//! Routing: an ordered list of rules sends each request to a pool, refuses it, or ignores it
+//! (stays silent so another PXE server on the segment answers). The first rule whose every
+//! given condition matches decides; no match goes to the default pool.
+//!
+//! Conditions: client CIDRs, filename globs, and MAC patterns. tftplb learns a client's MAC
+//! from the names it asks for (pxelinux's `pxelinux.cfg/01-aa-bb-cc-dd-ee-ff`, iPXE-style
+//! `aa:bb:cc:dd:ee:ff` or `aabbccddeeff` path segments) and remembers it for that client IP for
+//! `mac_memory`, so the kernel and initrd that follow take the same rule. With
+//! `neighbour_lookup`, it also reads the kernel's neighbour table for on-link IPv4 clients.
+//! A rule with `macs` never matches a client whose MAC is unknown.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::limits::parse_nets;
+
+/// A MAC address.
+pub type Mac = [u8; 6];
+
+/// `[[route]]` as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    name: Option<String>,
+    #[serde(default)]
+    clients: Vec<String>,
+    #[serde(default)]
+    macs: Vec<String>,
+    #[serde(default)]
+    files: Vec<String>,
+    pool: Option<String>,
+    action: Option<RouteAction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteAction {
+    /// ERROR 2: this network is not served.
+    Refuse,
+    /// No answer at all: another PXE server may answer.
+    Ignore,
+}
+
+/// What a rule does with a request it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Pool(String),
+    Refuse,
+    Ignore,
+}
+
+/// A validated rule.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub clients: Vec<IpNet>,
+    pub macs: Vec<MacPattern>,
+    /// The `macs` entries as written (for shadowing checks and the status page).
+    pub mac_sources: Vec<String>,
+    pub files: Vec<String>,
+    pub target: Target,
+}
+
+/// A MAC pattern: six octets, each fixed or `*`; a trailing `*` covers the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacPattern([Option<u8>; 6]);
+
+impl MacPattern {
+    pub fn parse(s: &str) -> Option<MacPattern> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        let mut octets = [None; 6];
+        for (i, p) in parts.iter().enumerate() {
+            match *p {
+                "*" if i == parts.len() - 1 => return (i < 6).then_some(MacPattern(octets)),
+                "*" => {}
+                hex if hex.len() == 2 => {
+                    *octets.get_mut(i)? = Some(u8::from_str_radix(hex, 16).ok()?)
+                }
+                _ => return None,
+            }
+        }
+        (parts.len() == 6).then_some(MacPattern(octets))
+    }
+
+    pub fn matches(&self, mac: &Mac) -> bool {
+        self.0
+            .iter()
+            .zip(mac)
+            .all(|(p, m)| p.is_none_or(|p| p == *m))
+    }
+}
+
+impl RawRoute {
+    /// Validates rule `i`; `pools` are the pool names; MAC list files are read now (and on
+    /// every reload).
+    pub fn validate(
+        self,
+        i: usize,
+        pools: &[String],
+        problems: &mut Vec<String>,
+    ) -> Option<RouteConfig> {
+        let key = format!("route[{i}]");
+        let target = match (self.pool, self.action) {
+            (Some(p), None) if pools.contains(&p) => Target::Pool(p),
+            (Some(p), None) => {
+                problems.push(format!("{key}.pool: no pool named {p:?}"));
+                return None;
+            }
+            (None, Some(RouteAction::Refuse)) => Target::Refuse,
+            (None, Some(RouteAction::Ignore)) => Target::Ignore,
+            _ => {
+                problems.push(format!("{key}: give exactly one of pool or action"));
+                return None;
+            }
+        };
+        for (j, g) in self.files.iter().enumerate() {
+            if let Err(e) = Glob::new(g) {
+                problems.push(format!(
+                    "{key}.files[{j}]: invalid glob {g:?}: {}",
+                    e.kind()
+                ));
+            }
+        }
+        Some(RouteConfig {
+            name: self.name.unwrap_or_else(|| key.clone()),
+            clients: parse_nets(&format!("{key}.clients"), &self.clients, problems),
+            macs: parse_macs(&key, &self.macs, problems),
+            mac_sources: self.macs,
+            files: self.files,
+            target,
+        })
+    }
+}
+
+fn parse_macs(key: &str, items: &[String], problems: &mut Vec<String>) -> Vec<MacPattern> {
+    let mut out = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        match item.strip_prefix("file:") {
+            Some(path) => match read_mac_file(Path::new(path)) {
+                Ok(list) => out.extend(list),
+                Err(e) => problems.push(format!("{key}.macs[{j}]: {e}")),
+            },
+            None => match MacPattern::parse(item) {
+                Some(p) => out.push(p),
+                None => problems.push(format!("{key}.macs[{j}]: invalid MAC pattern {item:?}")),
+            },
+        }
+    }
+    out
+}
+
+/// One MAC pattern a line; `#` starts a comment; blank lines are skipped.
+fn read_mac_file(path: &Path) -> Result<Vec<MacPattern>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter_map(|(n, line)| {
+            let entry = line.split('#').next().unwrap_or("").trim();
+            (!entry.is_empty()).then(|| {
+                MacPattern::parse(entry)
+                    .ok_or_else(|| format!("{}:{}: invalid MAC {entry:?}", path.display(), n + 1))
+            })
+        })
+        .collect()
+}
+
+/// Warnings for `tftplb check`: rules shadowed by an earlier broader one, pools never reached.
+pub fn warnings(routes: &[RouteConfig], pools: &[String], default_pool: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, later) in routes.iter().enumerate() {
+        if let Some(j) = (0..i).find(|&j| covers(&routes[j], later)) {
+            out.push(format!(
+                "route[{i}] ({}) can never match: route[{j}] ({}) matches everything it does",
+                later.name, routes[j].name
+            ));
+        }
+    }
+    for p in pools {
+        let reached =
+            p == default_pool || routes.iter().any(|r| r.target == Target::Pool(p.clone()));
+        if !reached {
+            out.push(format!(
+                "pool {p:?} is reached by no route and is not the default pool"
+            ));
+        }
+    }
+    out
+}
+
+/// Whether rule `a` matches every request rule `b` matches (a conservative, syntactic check).
+fn covers(a: &RouteConfig, b: &RouteConfig) -> bool {
+    let clients = a.clients.is_empty()
+        || (!b.clients.is_empty()
+            && b.clients
+                .iter()
+                .all(|n| a.clients.iter().any(|m| m.contains(n))));
+    let files = a.files.is_empty()
+        || a.files.iter().any(|g| g == "*" || g == "**")
+        || (!b.files.is_empty() && b.files.iter().all(|g| a.files.contains(g)));
+    let macs = a.mac_sources.is_empty()
+        || (!b.mac_sources.is_empty() && b.mac_sources.iter().all(|m| a.mac_sources.contains(m)));
+    clients && files && macs
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// To this pool; `rule` is the index of the rule that decided, `None` for the default.
+    Pool {
+        pool: String,
+        rule: Option<usize>,
+    },
+    Refuse {
+        rule: usize,
+    },
+    Ignore {
+        rule: usize,
+    },
+}
+
+/// The rules in force, with their hit counters.
+#[derive(Debug)]
+pub struct Router {
+    rules: Vec<Rule>,
+    default_pool: String,
+    neighbour_lookup: bool,
+}
+
+#[derive(Debug)]
+struct Rule {
+    cfg: RouteConfig,
+    files: Option<GlobSet>,
+    hits: AtomicU64,
+}
+
+impl Router {
+    pub fn new(routes: &[RouteConfig], default_pool: &str, neighbour_lookup: bool) -> Router {
+        let rules = routes
+            .iter()
+            .map(|r| Rule {
+                cfg: r.clone(),
+                files: glob_set(&r.files),
+                hits: AtomicU64::new(0),
+            })
+            .collect();
+        Router {
+            rules,
+            default_pool: default_pool.to_string(),
+            neighbour_lookup,
+        }
+    }
+
+    /// The first matching rule's decision, or the default pool. `mac` is what is known of the
+    /// client's MAC; the neighbour table is read only when a rule needs a MAC.
+    pub fn decide(&self, client: IpAddr, filename: &str, mac: Option<Mac>) -> Decision {
+        let name = filename.trim_start_matches('/');
+        let mut mac = mac;
+        let mut looked_up = false;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.cfg.macs.is_empty() && mac.is_none() && !looked_up && self.neighbour_lookup {
+                looked_up = true;
+                mac = neighbour_mac(client);
+            }
+            if rule.matches(client, name, mac.as_ref()) {
+                rule.hits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::ROUTE_HITS, "route" => rule.cfg.name.clone())
+                    .increment(1);
+                return match &rule.cfg.target {
+                    Target::Pool(p) => Decision::Pool {
+                        pool: p.clone(),
+                        rule: Some(i),
+                    },
+                    Target::Refuse => Decision::Refuse { rule: i },
+                    Target::Ignore => Decision::Ignore { rule: i },
+                };
+            }
+        }
+        Decision::Pool {
+            pool: self.default_pool.clone(),
+            rule: None,
+        }
+    }
+
+    /// (name, hits) of every rule, for the status page.
+    pub fn hits(&self) -> Vec<(String, u64)> {
+        self.rules
+            .iter()
+            .map(|r| (r.cfg.name.clone(), r.hits.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn has_mac_rules(&self) -> bool {
+        self.rules.iter().any(|r| !r.cfg.macs.is_empty())
+    }
+}
+
+impl Rule {
+    fn matches(&self, client: IpAddr, name: &str, mac: Option<&Mac>) -> bool {
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+            v4 => v4,
+        };
+        (self.cfg.clients.is_empty() || self.cfg.clients.iter().any(|n| n.contains(&client)))
+            && self.files.as_ref().is_none_or(|g| g.is_match(name))
+            && (self.cfg.macs.is_empty()
+                || mac.is_some_and(|m| self.cfg.macs.iter().any(|p| p.matches(m))))
+    }
+}
+
+fn glob_set(globs: &[String]) -> Option<GlobSet> {
+    if globs.is_empty() {
+        return None;
+    }
+    let mut set = GlobSetBuilder::new();
+    for g in globs {
+        if let Ok(glob) = GlobBuilder::new(g).literal_separator(true).build() {
+            set.add(glob);
+        }
+    }
+    set.build().ok()
+}
+
+/// The MAC a requested name reveals: pxelinux `01-aa-bb-cc-dd-ee-ff` (ARP type 1 prefix), or a
+/// path segment that is a MAC with `:`/`-` separators or 12 bare hex digits (iPXE `${net0/mac}`).
+pub fn mac_in_filename(name: &str) -> Option<Mac> {
+    name.split('/').find_map(|seg| {
+        let seg = seg.split('.').next().unwrap_or(seg);
+        let seg = seg
+            .strip_prefix("01-")
+            .filter(|s| s.len() == 17)
+            .unwrap_or(seg);
+        parse_mac(seg)
+    })
+}
+
+fn parse_mac(s: &str) -> Option<Mac> {
+    let hex: String = match s.len() {
+        17 if s.split([':', '-']).count() == 6 => s.split([':', '-']).collect(),
+        12 => s.to_string(),
+        _ => return None,
+    };
+    let mut mac = [0u8; 6];
+    for (i, m) in mac.iter_mut().enumerate() {
+        *m = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// The kernel's neighbour entry for an on-link IPv4 client (`/proc/net/arp`, complete entries).
+pub fn neighbour_mac(client: IpAddr) -> Option<Mac> {
+    let text = std::fs::read_to_string("/proc/net/arp").ok()?;
+    let ip = client.to_string();
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() >= 4 && f[0] == ip && f[2] == "0x2")
+            .then(|| parse_mac(f[3]))
+            .flatten()
+    })
+}
+
+/// MACs learned from requests, per client IP, for `mac_memory`.
+#[derive(Debug, Default)]
+pub struct MacMemory {
+    seen: DashMap<IpAddr, (Mac, Instant)>,
+}
+
+impl MacMemory {
+    /// Learns from `filename` if it reveals a MAC; returns what is known of the client now.
+    pub fn observe(&self, client: IpAddr, filename: &str, ttl: Duration) -> Option<Mac> {
+        let now = Instant::now();
+        if let Some(mac) = mac_in_filename(filename) {
+            self.seen.insert(client, (mac, now + ttl));
+            return Some(mac);
+        }
+        let known = self.seen.get(&client).map(|e| *e.value())?;
+        (known.1 > now).then_some(known.0)
+    }
+
+    pub fn expire(&self, now: Instant) {
+        self.seen.retain(|_, (_, until)| *until > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(toml_text: &str, pools: &[&str]) -> Result<RouteConfig, Vec<String>> {
+        let raw: RawRoute = toml::from_str(toml_text).unwrap();
+        let pools: Vec<String> = pools.iter().map(|p| p.to_string()).collect();
+        let mut problems = Vec::new();
+        let r = raw.validate(0, &pools, &mut problems);
+        if problems.is_empty() {
+            Ok(r.unwrap())
+        } else {
+            Err(problems)
+        }
+    }
+
+    #[test]
+    fn macs_are_found_in_pxelinux_and_ipxe_names() {
+        let mac = Some([0xaa, 0xbb, 0xcc, 0x01, 0x02, 0x03]);
+        assert_eq!(mac_in_filename("pxelinux.cfg/01-aa-bb-cc-01-02-03"), mac);
+        assert_eq!(mac_in_filename("/ipxe/aa:bb:cc:01:02:03.ipxe"), mac);
+        assert_eq!(mac_in_filename("boot/AABBCC010203/menu"), mac);
+        assert_eq!(mac_in_filename("pxelinux.cfg/C0A801C3"), None);
+        assert_eq!(mac_in_filename("pxelinux.cfg/default"), None);
+    }
+
+    #[test]
+    fn mac_patterns() {
+        let p = MacPattern::parse("00:1a:2b:*").unwrap();
+        assert!(p.matches(&[0x00, 0x1a, 0x2b, 1, 2, 3]));
+        assert!(!p.matches(&[0x00, 0x1a, 0x2c, 1, 2, 3]));
+        assert!(
+            MacPattern::parse("00-1a-2b-3c-4d-5e")
+                .unwrap()
+                .matches(&[0, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e])
+        );
+        assert!(MacPattern::parse("00:1a").is_none());
+        assert!(MacPattern::parse("zz:1a:2b:*").is_none());
+    }
+
+    #[test]
+    fn first_matching_rule_decides_and_counts() {
+        let thin = route(
+            "clients = [\"10.20.0.0/16\"]\nfiles = [\"pxelinux.cfg/*\"]\npool = \"thin\"",
+            &["thin"],
+        )
+        .unwrap();
+        let quiet = route("clients = [\"10.30.0.0/16\"]\naction = \"ignore\"", &[]).unwrap();
+        let router = Router::new(&[thin, quiet], "pc", false);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            router.decide(ip("10.20.1.1"), "/pxelinux.cfg/default", None),
+            Decision::Pool {
+                pool: "thin".into(),
+                rule: Some(0)
+            }
+        );
+        assert_eq!(
+            router.decide(ip("10.20.1.1"), "vmlinuz", None),
+            Decision::Pool {
+                pool: "pc".into(),
+                rule: None
+            }
+        );
+        assert_eq!(
+            router.decide(ip("10.30.1.1"), "x", None),
+            Decision::Ignore { rule: 1 }
+        );
+        assert_eq!(
+            router.hits(),
+            vec![("route[0]".to_string(), 1), ("route[0]".to_string(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_mac_rule_needs_a_known_mac() {
+        let r = route("macs = [\"00:1a:2b:*\"]\npool = \"thin\"", &["thin"]).unwrap();
+        let router = Router::new(&[r], "pc", false);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            router.decide(ip, "k", None),
+            Decision::Pool {
+                pool: "pc".into(),
+                rule: None
+            }
+        );
+        let hit = router.decide(ip, "k", Some([0, 0x1a, 0x2b, 9, 9, 9]));
+        assert_eq!(
+            hit,
+            Decision::Pool {
+                pool: "thin".into(),
+                rule: Some(0)
+            }
+        );
+    }
+
+    #[test]
+    fn problems_are_named_and_mac_files_are_read() {
+        let e = route("pool = \"nope\"", &["a"]).unwrap_err();
+        assert_eq!(e, vec!["route[0].pool: no pool named \"nope\"".to_string()]);
+        let e = route("macs = [\"xx\"]\naction = \"refuse\"", &[]).unwrap_err();
+        assert!(e[0].contains("route[0].macs[0]"), "{e:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("thin.txt");
+        std::fs::write(
+            &f,
+            "# thin clients\n00:1a:2b:00:00:01\n\n00-1a-2b-00-00-02 # desk 2\n",
+        )
+        .unwrap();
+        let r = route(
+            &format!("macs = [\"file:{}\"]\npool = \"thin\"", f.display()),
+            &["thin"],
+        )
+        .unwrap();
+        assert_eq!(r.macs.len(), 2);
+    }
+
+    #[test]
+    fn shadowed_rules_and_unreached_pools_are_warned() {
+        let broad = route("clients = [\"10.0.0.0/8\"]\npool = \"a\"", &["a", "b"]).unwrap();
+        let narrow = route(
+            "clients = [\"10.20.0.0/16\"]\nfiles = [\"x\"]\npool = \"b\"",
+            &["a", "b"],
+        )
+        .unwrap();
+        let w = warnings(
+            &[broad.clone(), narrow.clone()],
+            &["a".into(), "b".into(), "c".into()],
+            "a",
+        );
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("route[1]") && w[0].contains("never match"));
+        assert!(w[1].contains("\"c\""));
+        assert!(warnings(&[narrow, broad], &["a".into(), "b".into()], "a").is_empty());
+    }
+}

@@ -1,0 +1,182 @@
+//! Admission on port 69: is a datagram a request we relay, and if not, what do we answer?
+//!
+//! Two steps. [`admit`] looks at the datagram alone (malformed, unknown opcode, stray packets,
+//! bad filenames, bad modes). [`policy`] looks at the request in the running configuration
+//! (client allow/deny, which pool, write allowed, file allowed). Rate and concurrency limits are
+//! checked by the frontend after retransmissions are recognised, so a retransmitted request
+//! never spends a client's budget.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::packet::{self, Kind, Mode, Packet, Request, error_code};
+use crate::limits::Limited;
+use crate::pool::Pool;
+use crate::route::{Decision, Mac};
+use crate::runtime::Runtime;
+
+/// Longest filename accepted (bytes); longer requests are refused, never forwarded.
+pub const MAX_FILENAME: usize = 255;
+
+/// A request worth looking at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asked {
+    pub request: Request,
+    pub write: bool,
+}
+
+/// Why a datagram to port 69 is not relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a TFTP packet at all: counted and dropped, no answer.
+    Malformed,
+    UnknownOpcode,
+    WriteRequest,
+    BadFilename(&'static str),
+    BadMode,
+    /// DATA/ACK/OACK sent to port 69 instead of a session's TID.
+    NotARequest,
+    /// An ERROR sent to port 69: dropped (an error never answers an error).
+    StrayError,
+    /// The pool does not serve this filename (`files` globs).
+    FileNotServed,
+    /// A `[[route]]` with `action = "refuse"` matched.
+    RouteRefused,
+    /// A `[[route]]` with `action = "ignore"` matched: no answer, another server may answer.
+    RouteIgnored,
+    Limited(Limited),
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::UnknownOpcode => "unknown-opcode",
+            Refusal::WriteRequest => "write-request",
+            Refusal::BadFilename(_) => "bad-filename",
+            Refusal::BadMode => "bad-mode",
+            Refusal::NotARequest => "not-a-request",
+            Refusal::StrayError => "stray-error",
+            Refusal::FileNotServed => "file-not-served",
+            Refusal::RouteRefused => "route-refused",
+            Refusal::RouteIgnored => "route-ignored",
+            Refusal::Limited(l) => l.as_str(),
+        }
+    }
+
+    /// The ERROR to send back, if any.
+    pub fn answer(self) -> Option<(u16, &'static str)> {
+        match self {
+            Refusal::Malformed | Refusal::StrayError | Refusal::RouteIgnored => None,
+            Refusal::RouteRefused => {
+                Some((error_code::ACCESS_VIOLATION, "not served on this network"))
+            }
+            Refusal::UnknownOpcode => Some((error_code::ILLEGAL_OPERATION, "unknown opcode")),
+            Refusal::WriteRequest => Some((
+                error_code::ACCESS_VIOLATION,
+                "write requests are not served",
+            )),
+            Refusal::BadFilename(why) => Some((error_code::ACCESS_VIOLATION, why)),
+            Refusal::BadMode => Some((error_code::ILLEGAL_OPERATION, "unsupported transfer mode")),
+            Refusal::NotARequest => Some((error_code::UNKNOWN_TID, "unknown transfer ID")),
+            Refusal::FileNotServed => Some((error_code::ACCESS_VIOLATION, "file not served here")),
+            Refusal::Limited(Limited::Denied) => {
+                Some((error_code::ACCESS_VIOLATION, Limited::Denied.message()))
+            }
+            Refusal::Limited(l) => Some((error_code::NOT_DEFINED, l.message())),
+        }
+    }
+}
+
+/// Decides from the datagram alone: a request to look at further, or a refusal.
+pub fn admit(datagram: &[u8]) -> Result<Asked, Refusal> {
+    let write = match packet::peek(datagram) {
+        Ok(Kind::Rrq) => false,
+        Ok(Kind::Wrq) => true,
+        Ok(Kind::Error { .. }) => return Err(Refusal::StrayError),
+        Ok(_) => return Err(Refusal::NotARequest),
+        Err(packet::ParseError::UnknownOpcode(_)) => return Err(Refusal::UnknownOpcode),
+        Err(_) => return Err(Refusal::Malformed),
+    };
+    let request = match Packet::decode(datagram) {
+        Ok(Packet::Rrq(r) | Packet::Wrq(r)) => r,
+        _ => return Err(Refusal::Malformed),
+    };
+    check_filename(&request.filename).map_err(Refusal::BadFilename)?;
+    if matches!(request.mode, Mode::Other(_) | Mode::Mail) {
+        return Err(Refusal::BadMode);
+    }
+    Ok(Asked { request, write })
+}
+
+/// Names that never reach a backend: empty, too long, with NUL, or with a `..` component
+/// (either slash). A leading `/` is fine: many configs ask for `/pxelinux.0`.
+pub fn check_filename(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty filename");
+    }
+    if name.len() > MAX_FILENAME {
+        return Err("filename longer than 255 bytes");
+    }
+    if name.contains('\0') {
+        return Err("filename contains NUL");
+    }
+    if name.split(['/', '\\']).any(|c| c == "..") {
+        return Err("filename must not contain '..'");
+    }
+    Ok(())
+}
+
+/// Decides from the running configuration: the pool that serves the request, or a refusal.
+/// `mac` is what is known of the client's MAC.
+pub fn policy(
+    runtime: &Runtime,
+    asked: &Asked,
+    client: IpAddr,
+    mac: Option<Mac>,
+) -> Result<Arc<Pool>, Refusal> {
+    runtime
+        .limiter
+        .check_address(client)
+        .map_err(Refusal::Limited)?;
+    let pool = match runtime.router.decide(client, &asked.request.filename, mac) {
+        Decision::Pool { pool, .. } => runtime.pool(&pool).unwrap_or(runtime.default_pool()),
+        Decision::Refuse { .. } => return Err(Refusal::RouteRefused),
+        Decision::Ignore { .. } => return Err(Refusal::RouteIgnored),
+    };
+    if asked.write && !pool.allow_write {
+        return Err(Refusal::WriteRequest);
+    }
+    if !pool.serves(&asked.request.filename) {
+        return Err(Refusal::FileNotServed);
+    }
+    Ok(pool.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_are_checked() {
+        assert!(check_filename("/pxelinux.0").is_ok());
+        assert!(check_filename("pxelinux.cfg/01-aa-bb").is_ok());
+        assert!(check_filename("a/../b").is_err());
+        assert!(check_filename("..\\x").is_err());
+        assert!(check_filename("..").is_err());
+        assert!(check_filename("a..b").is_ok(), "only whole components");
+        assert!(check_filename(&"x".repeat(256)).is_err());
+        assert!(check_filename("").is_err());
+    }
+
+    #[test]
+    fn write_requests_are_requests() {
+        let wrq = Packet::Wrq(Request {
+            filename: "up.bin".into(),
+            mode: Mode::Octet,
+            options: Default::default(),
+        });
+        assert!(admit(&wrq.encode()).unwrap().write);
+    }
+}

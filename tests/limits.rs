@@ -1,0 +1,287 @@
+//! Abuse limits: each refuses what it should and only that, with an ERROR that says why (or
+//! silence when configured), and a flood leaves state bounded while a real client still
+//! downloads.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::{Backends, Tftplb, Tree};
+use tftplb::tftp::client::{self, ClientConfig, ClientError};
+use tftplb::tftp::options::Options;
+use tftplb::tftp::packet::{Mode, Packet, Request};
+use tokio::net::UdpSocket;
+
+fn from(ip: [u8; 4]) -> ClientConfig {
+    ClientConfig {
+        bind: Some(SocketAddr::new(IpAddr::from(ip), 0)),
+        retries: 1,
+        retry_timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    }
+}
+
+async fn setup(limits: &str, pool_extra: &str) -> (Tree, Backends, Tftplb) {
+    let tree = Tree::new(&[
+        ("pxelinux.0", 3000),
+        ("secret.key", 100),
+        ("big.bin", 3_000_000),
+    ]);
+    let backends = Backends::start("async-tftp", tree.path(), 2).await;
+    let pools = common::pool_toml("p", "round-robin", pool_extra, &backends.addresses());
+    let lb = Tftplb::start("", &format!("{pools}\n{limits}")).await;
+    (tree, backends, lb)
+}
+
+fn refused(r: Result<(Vec<u8>, client::Transfer), ClientError>) -> (u16, String) {
+    match r {
+        Err(ClientError::Remote { code, message }) => (code, message),
+        other => panic!("expected an ERROR, got {:?}", other.map(|(d, _)| d.len())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cidr_deny_and_allow() {
+    let (_t, _b, lb) = setup(
+        "[limits]\nallow = [\"127.0.0.0/16\"]\ndeny = [\"127.0.9.0/24\"]",
+        "",
+    )
+    .await;
+    assert!(
+        client::fetch(lb.addr, "pxelinux.0", &from([127, 0, 1, 1]))
+            .await
+            .is_ok()
+    );
+    let (code, msg) = refused(client::fetch(lb.addr, "pxelinux.0", &from([127, 0, 9, 1])).await);
+    assert_eq!((code, msg.as_str()), (2, "access denied for this client"));
+    let (code, _) = refused(client::fetch(lb.addr, "pxelinux.0", &from([127, 1, 0, 1])).await);
+    assert_eq!(code, 2, "outside the allow list");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_sessions_per_second_per_client() {
+    let (_t, _b, lb) = setup("[limits]\nrate_per_client = 1\nburst_per_client = 3", "").await;
+    for _ in 0..3 {
+        assert!(
+            client::fetch(lb.addr, "pxelinux.0", &from([127, 0, 2, 1]))
+                .await
+                .is_ok()
+        );
+    }
+    let (code, msg) = refused(client::fetch(lb.addr, "pxelinux.0", &from([127, 0, 2, 1])).await);
+    assert_eq!(code, 0);
+    assert!(msg.contains("too many requests"), "{msg}");
+    assert!(
+        client::fetch(lb.addr, "pxelinux.0", &from([127, 0, 2, 2]))
+            .await
+            .is_ok(),
+        "other clients unaffected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_limits_send_nothing() {
+    let (_t, _b, lb) = setup("[limits]\ndeny = [\"127.0.3.0/24\"]\nsilent = true", "").await;
+    match client::fetch(lb.addr, "pxelinux.0", &from([127, 0, 3, 1])).await {
+        Err(ClientError::Timeout) => {}
+        other => panic!("expected silence, got {:?}", other.map(|(d, _)| d.len())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sessions_per_client() {
+    let (_t, _b, lb) = setup("[limits]\nmax_sessions_per_client = 1", "").await;
+    let slow = ClientConfig {
+        blksize: Some(512),
+        ..from([127, 0, 4, 1])
+    };
+    let addr = lb.addr;
+    let running = tokio::spawn(async move { client::fetch(addr, "big.bin", &slow).await });
+    // Wait until the first transfer is live, then a second one from the same IP is refused.
+    for _ in 0..200 {
+        if lb.frontend.live_sessions() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (code, msg) = refused(client::fetch(lb.addr, "pxelinux.0", &from([127, 0, 4, 1])).await);
+    assert_eq!(code, 0);
+    assert!(msg.contains("too many transfers"), "{msg}");
+    assert!(
+        client::fetch(lb.addr, "pxelinux.0", &from([127, 0, 4, 2]))
+            .await
+            .is_ok()
+    );
+    assert!(
+        running.await.unwrap().is_ok(),
+        "the running transfer is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_backend_limit_overflows_to_the_next_backend() {
+    let tree = Tree::new(&[("big.bin", 2_000_000)]);
+    let backends = Backends::start("async-tftp", tree.path(), 2).await;
+    let a = backends.addresses();
+    let pool = format!(
+        "[[pool]]\nname = \"p\"\nbalance = \"weighted\"\n[[pool.backend]]\naddress = \"{}\"\nweight = 1000\nmax_sessions = 2\n[[pool.backend]]\naddress = \"{}\"\nweight = 1\n",
+        a[0], a[1]
+    );
+    let lb = Tftplb::start("", &pool).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..6u8 {
+        let addr = lb.addr;
+        tasks.spawn(async move {
+            client::fetch(
+                addr,
+                "big.bin",
+                &ClientConfig {
+                    bind: Some(SocketAddr::from(([127, 0, 5, i + 1], 0))),
+                    ..ClientConfig::default()
+                },
+            )
+            .await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert!(r.unwrap().is_ok());
+    }
+    let spread = lb.sessions_per_backend();
+    assert_eq!(spread.iter().sum::<u64>(), 6);
+    assert!(
+        spread[1] >= 1,
+        "overflow reached the second backend: {spread:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_file_globs_and_writes() {
+    let (_t, _b, lb) = setup("", "files = [\"pxelinux.*\", \"pxelinux.cfg/*\"]").await;
+    assert!(
+        client::fetch(lb.addr, "pxelinux.0", &from([127, 0, 6, 1]))
+            .await
+            .is_ok()
+    );
+    assert!(
+        client::fetch(lb.addr, "/pxelinux.0", &from([127, 0, 6, 1]))
+            .await
+            .is_ok(),
+        "leading / is fine"
+    );
+    let (code, msg) = refused(client::fetch(lb.addr, "secret.key", &from([127, 0, 6, 1])).await);
+    assert_eq!((code, msg.as_str()), (2, "file not served here"));
+    // WRQ to a pool without allow_write.
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let wrq = Packet::Wrq(Request {
+        filename: "pxelinux.0".into(),
+        mode: Mode::Octet,
+        options: Options::default(),
+    });
+    sock.send_to(&wrq.encode(), lb.addr).await.unwrap();
+    let mut buf = [0u8; 600];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        Packet::decode(&buf[..n]),
+        Ok(Packet::Error { code: 2, .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_allows_writes_relays_them() {
+    let tree = Tree::new(&[("seed", 1)]);
+    let server =
+        tftplb::demo::EmbeddedServer::start_rw(tree.path(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+    let lb = Tftplb::start(
+        "",
+        &common::pool_toml("p", "round-robin", "allow_write = true", &[server.address]),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let upload = dir.path().join("up.bin");
+    std::fs::write(&upload, tftplb::demo::pseudo_random_bytes(70_000, 5)).unwrap();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-T"])
+        .arg(&upload)
+        .arg(format!("tftp://{}/up.bin", lb.addr))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lb.wait_idle().await);
+    assert_eq!(
+        std::fs::read(tree.path().join("up.bin")).unwrap(),
+        std::fs::read(&upload).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_many_addresses_stays_bounded_and_a_client_still_downloads() {
+    let tree = Tree::new(&[("pxelinux.0", 3000)]);
+    let _b = Backends::start("async-tftp", tree.path(), 2).await;
+    let pools = common::pool_toml("p", "round-robin", "", &_b.addresses());
+    let tftp = "idle_timeout = \"1s\"\nsetup_timeout = \"200ms\"";
+    let lb = Tftplb::start(
+        tftp,
+        &format!("{pools}\n[limits]\nrate_per_client = 5\nburst_per_client = 5"),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let rrq = Packet::Rrq(Request {
+        filename: "pxelinux.0".into(),
+        mode: Mode::Octet,
+        options: Options::default(),
+    })
+    .encode();
+    let flood = async {
+        // 64 source addresses x 100 requests each, bounded, on loopback only.
+        for round in 0..100u32 {
+            for host in 0..64u8 {
+                let s = UdpSocket::bind(SocketAddr::from(([127, 0, 7, host + 1], 0)))
+                    .await
+                    .unwrap();
+                let _ = s.send_to(&rrq, lb.addr).await;
+            }
+            if round % 10 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    let real = async {
+        let (data, _) = client::fetch(lb.addr, "pxelinux.0", &ClientConfig::default())
+            .await
+            .expect("real client");
+        assert_eq!(common::sha256(&data), tree.sha256_of("pxelinux.0"));
+    };
+    tokio::join!(flood, real);
+    // 64 clients may each start 5 at once and 5 more per second: never more than that.
+    let budget = 64 * (5 + 5 * (started.elapsed().as_secs() as usize + 1));
+    let started_sessions = lb
+        .frontend
+        .stats
+        .sessions_started
+        .load(std::sync::atomic::Ordering::Relaxed) as usize;
+    assert!(
+        started_sessions <= budget + 1,
+        "{started_sessions} sessions for a budget of {budget}"
+    );
+    assert!(
+        lb.frontend
+            .stats
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the flood was limited"
+    );
+    assert!(lb.wait_idle().await);
+    assert_eq!(lb.frontend.tracked_clients(), 0, "per-client state freed");
+}
