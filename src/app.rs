@@ -60,7 +60,7 @@ impl Bound {
         let events = health_events();
         let runtime = Runtime::new(config.clone(), None, &events);
         let frontend = Arc::new(Frontend::new(runtime, events));
-        let control = Arc::new(Control::new(frontend, config_path));
+        let control = Control::new(frontend, config_path, config.clone());
         Ok(Bound {
             listeners,
             control,

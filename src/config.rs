@@ -26,6 +26,7 @@ pub struct Config {
     pub routes: Vec<crate::route::RouteConfig>,
     /// Things `tftplb check` points out that are not errors (shadowed rules, unreached pools).
     pub warnings: Vec<String>,
+    pub resolver: crate::resolve::ResolverSettings,
     pub dns: Option<crate::dns::config::DnsConfig>,
     pub admin: crate::admin::config::AdminConfig,
 }
@@ -56,6 +57,8 @@ pub struct PoolConfig {
     pub when_all_down: AllDown,
     pub resume: bool,
     pub health: Option<HealthConfig>,
+    /// Backends given by host name: one backend per resolved address (see `resolve`).
+    pub named: Vec<crate::resolve::NamedBackend>,
     /// Filename globs this pool serves; empty serves every name.
     pub files: Vec<String>,
     /// Whether write requests are relayed to this pool's backends.
@@ -200,6 +203,8 @@ struct RawConfig {
     pool: Vec<RawPool>,
     #[serde(default)]
     route: Vec<crate::route::RawRoute>,
+    #[serde(default)]
+    resolver: crate::resolve::RawResolver,
     dns: Option<crate::dns::config::RawDns>,
     #[serde(default)]
     admin: crate::admin::config::RawAdmin,
@@ -391,6 +396,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .filter_map(|(i, r)| r.validate(i, &names, &mut problems))
         .collect();
     let warnings = crate::route::warnings(&routes, &names, &tftp.default_pool);
+    let resolver = raw.resolver.validate(&mut problems);
     let dns = raw
         .dns
         .map(|d| crate::dns::config::validate_dns(d, &pools, &mut problems));
@@ -402,6 +408,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             pools,
             routes,
             warnings,
+            resolver,
             dns,
             admin,
         })
@@ -476,12 +483,24 @@ fn validate_pool(i: usize, raw: RawPool, problems: &mut Vec<String>) -> PoolConf
             "{key}.backend: at least one [[pool.backend]] is needed"
         ));
     }
-    let backends: Vec<BackendConfig> = raw
-        .backend
-        .iter()
-        .enumerate()
-        .filter_map(|(j, b)| validate_backend(&format!("{key}.backend[{j}]"), b, problems))
-        .collect();
+    let mut backends = Vec::new();
+    let mut named = Vec::new();
+    for (j, b) in raw.backend.iter().enumerate() {
+        let key = format!("{key}.backend[{j}]");
+        match crate::resolve::parse_host_port(&b.address) {
+            Some((host, port)) => named.push(crate::resolve::NamedBackend {
+                host,
+                port,
+                template: backend_template(
+                    &key,
+                    b,
+                    SocketAddr::from(([0, 0, 0, 0], port)),
+                    problems,
+                ),
+            }),
+            None => backends.extend(validate_backend(&key, b, problems)),
+        }
+    }
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
     check_unique(&addrs, &format!("{key}.backend"), problems);
     if raw.affinity == Affinity::Client && raw.affinity_ttl.is_zero() {
@@ -508,6 +527,7 @@ fn validate_pool(i: usize, raw: RawPool, problems: &mut Vec<String>) -> PoolConf
         when_all_down: raw.when_all_down,
         resume: raw.resume,
         health,
+        named,
         files: raw.files,
         allow_write: raw.allow_write,
         backends,
@@ -519,22 +539,32 @@ fn validate_backend(
     raw: &RawBackend,
     problems: &mut Vec<String>,
 ) -> Option<BackendConfig> {
+    let address = parse_addr(&format!("{key}.address"), &raw.address, problems)?;
+    if address.port() == 0 {
+        problems.push(format!("{key}.address: port 0 is not a backend port"));
+    }
+    Some(backend_template(key, raw, address, problems))
+}
+
+/// The backend's settings at `address` (for a named backend, each resolved address).
+fn backend_template(
+    key: &str,
+    raw: &RawBackend,
+    address: SocketAddr,
+    problems: &mut Vec<String>,
+) -> BackendConfig {
     if raw.weight == 0 || raw.weight > 1000 {
         problems.push(format!(
             "{key}.weight: must be 1..=1000, not {}",
             raw.weight
         ));
     }
-    let address = parse_addr(&format!("{key}.address"), &raw.address, problems)?;
-    if address.port() == 0 {
-        problems.push(format!("{key}.address: port 0 is not a backend port"));
-    }
-    Some(BackendConfig {
+    BackendConfig {
         address,
         weight: raw.weight,
         state: raw.state,
         max_sessions: raw.max_sessions,
-    })
+    }
 }
 
 fn validate_health(key: &str, raw: RawHealth, problems: &mut Vec<String>) -> HealthConfig {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::health::{AdminState, Monitor};
+use crate::resolve::{NameWatch, Resolved, expand};
 use crate::tftp::listener::{Frontend, Listener};
 
 /// A listener that is being served.
@@ -38,18 +39,32 @@ pub struct Control {
     /// Parent of every listener's token: cancelled at shutdown.
     stop_all: CancellationToken,
     reloads: AtomicU64,
+    /// The configuration as written: named backends are expanded from it on every change.
+    written: Mutex<Config>,
+    resolved: Mutex<Resolved>,
+    names: Mutex<Option<NameWatch>>,
+    me: Weak<Control>,
 }
 
 impl Control {
-    pub fn new(frontend: Arc<Frontend>, config_path: Option<PathBuf>) -> Control {
-        Control {
+    /// `config` is the configuration as written (host names unresolved).
+    pub fn new(
+        frontend: Arc<Frontend>,
+        config_path: Option<PathBuf>,
+        config: Config,
+    ) -> Arc<Control> {
+        Arc::new_cyclic(|me| Control {
             frontend,
             config_path,
             monitor: Mutex::new(None),
             listeners: Mutex::new(HashMap::new()),
             stop_all: CancellationToken::new(),
             reloads: AtomicU64::new(0),
-        }
+            written: Mutex::new(config),
+            resolved: Mutex::new(Resolved::new()),
+            names: Mutex::new(None),
+            me: me.clone(),
+        })
     }
 
     pub fn frontend(&self) -> &Arc<Frontend> {
@@ -69,6 +84,7 @@ impl Control {
             self.serve_listener(configured, l);
         }
         *lock(&self.monitor) = Some(Monitor::start(&self.frontend.runtime()));
+        *lock(&self.names) = NameWatch::start(&lock(&self.written), self.me.clone());
     }
 
     fn serve_listener(&self, configured: SocketAddr, listener: Listener) {
@@ -82,6 +98,7 @@ impl Control {
     pub fn stop(&self) {
         self.stop_all.cancel();
         lock(&self.monitor).take();
+        lock(&self.names).take();
     }
 
     /// Re-reads the configuration file and applies it.
@@ -107,8 +124,9 @@ impl Control {
     pub fn apply(&self, config: Config) -> Result<(), ConfigError> {
         let added = self.bind_new_listeners(&config)?;
         let wanted: Vec<SocketAddr> = config.tftp.listen.clone();
-        let runtime = self.frontend.install(config);
-        *lock(&self.monitor) = Some(Monitor::start(&runtime));
+        *lock(&self.names) = NameWatch::start(&config, self.me.clone());
+        *lock(&self.written) = config;
+        self.install();
         self.stop_removed_listeners(&wanted);
         for (configured, l) in added {
             tracing::info!(address = %l.local_addr(), "tftp listening");
@@ -116,6 +134,19 @@ impl Control {
         }
         self.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// New addresses for the configuration's host names (from the name watcher).
+    pub fn names_resolved(&self, resolved: Resolved) {
+        *lock(&self.resolved) = resolved;
+        self.install();
+    }
+
+    /// Installs the written configuration with its names expanded, and restarts the probers.
+    fn install(&self) {
+        let expanded = expand(&lock(&self.written), &lock(&self.resolved));
+        let runtime = self.frontend.install(expanded);
+        *lock(&self.monitor) = Some(Monitor::start(&runtime));
     }
 
     fn bind_new_listeners(

@@ -11,6 +11,7 @@
 //!   table), the pure session state machine, and the relay task that owns a session's sockets.
 //! - [`balance`]: the `Balancer` trait and one file per policy.
 //! - [`pool`]: a pool at run time: backends, counters, client affinity, all-down policy.
+//! - [`resolve`]: backends given by host name, re-resolved as their records expire.
 //! - [`route`]: ordered rules (client CIDR, MAC, file) → pool, refuse or ignore.
 //! - [`runtime`]: the running configuration, swapped atomically on reload.
 //! - [`health`]: lock-free backend health and admin state; probers that download a file.
@@ -36,6 +37,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod pool;
+pub mod resolve;
 pub mod route;
 pub mod runtime;
 pub mod systemd;

@@ -195,6 +195,7 @@ mod tests {
             affinity_ttl: Duration::from_secs(60),
             when_all_down,
             resume: true,
+            named: vec![],
             files: vec![],
             allow_write: false,
             health: probed.then(|| HealthConfig {

@@ -60,8 +60,17 @@ impl Tftplb {
     /// Starts tftplb from a configuration file, as `tftplb run --config` does (reload re-reads
     /// it); returns the control surface too.
     pub async fn start_file(path: &Path) -> (Tftplb, Arc<tftplb::control::Control>) {
+        let (lb, control, _) = Tftplb::start_file_with_dns(path).await;
+        (lb, control)
+    }
+
+    /// [`Tftplb::start_file`], also returning the first DNS address when `[dns]` is configured.
+    pub async fn start_file_with_dns(
+        path: &Path,
+    ) -> (Tftplb, Arc<tftplb::control::Control>, Option<SocketAddr>) {
         let config = Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
         let bound = Bound::with_file(&config, Some(path.to_path_buf())).expect("bind tftplb");
+        let dns = bound.dns_addrs().first().copied();
         let (addr, frontend, control) = (bound.tftp_addrs()[0], bound.frontend(), bound.control());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(bound.serve(async {
@@ -80,7 +89,7 @@ impl Tftplb {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        (lb, control)
+        (lb, control, dns)
     }
 
     /// Like [`Tftplb::start`], with a `[dns]` section (its `listen` is set to 127.0.0.1:0);
