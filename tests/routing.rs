@@ -9,8 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::faulty::{Fault, FaultyHandler};
 use common::Tftplb;
+use common::faulty::{Fault, FaultyHandler};
 use tftplb::demo::EmbeddedServer;
 use tftplb::tftp::client::{self, ClientConfig, ClientError};
 
@@ -18,8 +18,14 @@ async fn pool_serving(name: &str) -> EmbeddedServer {
     let files = [
         ("who", name.as_bytes().to_vec()),
         ("vmlinuz", format!("{name} kernel").into_bytes()),
-        ("pxelinux.cfg/01-00-1a-2b-00-00-07", format!("{name} config").into_bytes()),
-        ("pxelinux.cfg/default", format!("{name} default").into_bytes()),
+        (
+            "pxelinux.cfg/01-00-1a-2b-00-00-07",
+            format!("{name} config").into_bytes(),
+        ),
+        (
+            "pxelinux.cfg/default",
+            format!("{name} default").into_bytes(),
+        ),
     ];
     FaultyHandler::new(&files, Fault::None).start().await
 }
@@ -46,14 +52,22 @@ fn from(ip: [u8; 4]) -> ClientConfig {
 }
 
 async fn get(lb: &Tftplb, ip: [u8; 4], file: &str) -> Result<String, ClientError> {
-    client::fetch(lb.addr, file, &from(ip)).await.map(|(d, _)| String::from_utf8(d).unwrap())
+    client::fetch(lb.addr, file, &from(ip))
+        .await
+        .map(|(d, _)| String::from_utf8(d).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_in_a_subnet_go_to_their_pool() {
-    let (_t, _p, lb) = two_pools("[[route]]\nname = \"thin-lab\"\nclients = [\"127.0.20.0/24\"]\npool = \"thin\"").await;
+    let (_t, _p, lb) =
+        two_pools("[[route]]\nname = \"thin-lab\"\nclients = [\"127.0.20.0/24\"]\npool = \"thin\"")
+            .await;
     assert_eq!(get(&lb, [127, 0, 20, 5], "who").await.unwrap(), "thin");
-    assert_eq!(get(&lb, [127, 0, 21, 5], "who").await.unwrap(), "pc", "default pool");
+    assert_eq!(
+        get(&lb, [127, 0, 21, 5], "who").await.unwrap(),
+        "pc",
+        "default pool"
+    );
     let hits = lb.frontend.runtime().router.hits();
     assert_eq!(hits, vec![("thin-lab".to_string(), 1)]);
 }
@@ -64,9 +78,22 @@ async fn a_mac_learned_from_a_pxelinux_request_routes_the_kernel_too() {
     let ip = [127, 0, 22, 9];
     // Before the client said who it is, a MAC rule cannot match.
     assert_eq!(get(&lb, ip, "who").await.unwrap(), "pc");
-    assert_eq!(get(&lb, ip, "pxelinux.cfg/01-00-1a-2b-00-00-07").await.unwrap(), "thin config");
-    assert_eq!(get(&lb, ip, "vmlinuz").await.unwrap(), "thin kernel", "remembered for this client");
-    assert_eq!(get(&lb, [127, 0, 22, 10], "vmlinuz").await.unwrap(), "pc kernel", "other clients unaffected");
+    assert_eq!(
+        get(&lb, ip, "pxelinux.cfg/01-00-1a-2b-00-00-07")
+            .await
+            .unwrap(),
+        "thin config"
+    );
+    assert_eq!(
+        get(&lb, ip, "vmlinuz").await.unwrap(),
+        "thin kernel",
+        "remembered for this client"
+    );
+    assert_eq!(
+        get(&lb, [127, 0, 22, 10], "vmlinuz").await.unwrap(),
+        "pc kernel",
+        "other clients unaffected"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,14 +103,22 @@ async fn refuse_answers_error_2_and_ignore_answers_nothing() {
                   [[route]]\nfiles = [\"pxelinux.cfg/*\"]\npool = \"thin\"";
     let (_t, _p, lb) = two_pools(routes).await;
     match get(&lb, [127, 0, 23, 1], "who").await {
-        Err(ClientError::Remote { code: 2, message }) => assert_eq!(message, "not served on this network"),
+        Err(ClientError::Remote { code: 2, message }) => {
+            assert_eq!(message, "not served on this network")
+        }
         other => panic!("expected ERROR 2, got {other:?}"),
     }
     match get(&lb, [127, 0, 24, 1], "who").await {
         Err(ClientError::Timeout) => {}
         other => panic!("expected silence, got {other:?}"),
     }
-    assert_eq!(get(&lb, [127, 0, 25, 1], "pxelinux.cfg/default").await.unwrap(), "thin default", "file rule");
+    assert_eq!(
+        get(&lb, [127, 0, 25, 1], "pxelinux.cfg/default")
+            .await
+            .unwrap(),
+        "thin default",
+        "file rule"
+    );
     assert_eq!(get(&lb, [127, 0, 25, 1], "who").await.unwrap(), "pc");
 }
 
@@ -100,11 +135,21 @@ fn check_warns_about_shadowed_rules_and_unreached_pools() {
          [[route]]\nclients = [\"10.20.0.0/16\"]\npool = \"pc\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tftplb")).args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tftplb"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "warnings are not errors: {stdout}");
-    assert!(stdout.contains("route[1]") && stdout.contains("can never match"), "{stdout}");
-    assert!(stdout.contains("pool \"old\" is reached by no route"), "{stdout}");
+    assert!(
+        stdout.contains("route[1]") && stdout.contains("can never match"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pool \"old\" is reached by no route"),
+        "{stdout}"
+    );
 }
 
 /// Two network namespaces joined by a veth pair; deleted on drop.
@@ -116,7 +161,10 @@ struct Namespaces {
 impl Namespaces {
     fn create() -> Result<Namespaces, String> {
         let id = std::process::id();
-        let ns = Namespaces { lb: format!("tftplb-lb-{id}"), client: format!("tftplb-cl-{id}") };
+        let ns = Namespaces {
+            lb: format!("tftplb-lb-{id}"),
+            client: format!("tftplb-cl-{id}"),
+        };
         let (va, vb) = (format!("tlbA{id}"), format!("tlbB{id}"));
         let steps: Vec<Vec<&str>> = vec![
             vec!["netns", "add", &ns.lb],
@@ -125,15 +173,30 @@ impl Namespaces {
             vec!["link", "set", &va, "netns", &ns.lb],
             vec!["link", "set", &vb, "netns", &ns.client],
             vec!["-n", &ns.lb, "addr", "add", "10.213.77.1/24", "dev", &va],
-            vec!["-n", &ns.client, "addr", "add", "10.213.77.2/24", "dev", &vb],
+            vec![
+                "-n",
+                &ns.client,
+                "addr",
+                "add",
+                "10.213.77.2/24",
+                "dev",
+                &vb,
+            ],
             vec!["-n", &ns.lb, "link", "set", &va, "up"],
             vec!["-n", &ns.lb, "link", "set", "lo", "up"],
             vec!["-n", &ns.client, "link", "set", &vb, "up"],
         ];
         for args in steps {
-            let out = Command::new("ip").args(&args).output().map_err(|e| format!("ip: {e}"))?;
+            let out = Command::new("ip")
+                .args(&args)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
             if !out.status.success() {
-                return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+                return Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
             }
         }
         Ok(ns)
@@ -141,7 +204,11 @@ impl Namespaces {
 
     fn client_mac(&self) -> String {
         let vb = format!("tlbB{}", std::process::id());
-        let out = Command::new("ip").args(["netns", "exec", &self.client, "cat"]).arg(format!("/sys/class/net/{vb}/address")).output().unwrap();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client, "cat"])
+            .arg(format!("/sys/class/net/{vb}/address"))
+            .output()
+            .unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 }
@@ -166,7 +233,16 @@ fn boot_through_namespaces(ns: &Namespaces, mac_rule: &str) -> String {
         make_readable(&root);
         // A fixed port is safe here: the namespace is new, empty and ours alone.
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.lb, "/usr/sbin/in.tftpd", "-L", "-s", "-a", &format!("127.0.0.1:{port}")])
+            .args([
+                "netns",
+                "exec",
+                &ns.lb,
+                "/usr/sbin/in.tftpd",
+                "-L",
+                "-s",
+                "-a",
+                &format!("127.0.0.1:{port}"),
+            ])
             .arg(&root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -186,7 +262,14 @@ fn boot_through_namespaces(ns: &Namespaces, mac_rule: &str) -> String {
     )
     .unwrap();
     let mut lb = Command::new("ip")
-        .args(["netns", "exec", &ns.lb, env!("CARGO_BIN_EXE_tftplb"), "run", "--config"])
+        .args([
+            "netns",
+            "exec",
+            &ns.lb,
+            env!("CARGO_BIN_EXE_tftplb"),
+            "run",
+            "--config",
+        ])
         .arg(&cfg)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -195,7 +278,15 @@ fn boot_through_namespaces(ns: &Namespaces, mac_rule: &str) -> String {
     let port = listening_port(lb.stderr.take().unwrap());
     let lb = Reaped(lb);
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns.client, "curl", "-sS", "--max-time", "10"])
+        .args([
+            "netns",
+            "exec",
+            &ns.client,
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+        ])
         .arg(format!("tftp://10.213.77.1:{port}/who"))
         .output()
         .unwrap();
@@ -207,7 +298,8 @@ fn make_readable(dir: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     for e in std::fs::read_dir(dir).unwrap() {
-        std::fs::set_permissions(e.unwrap().path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(e.unwrap().path(), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
     }
     if let Some(parent) = dir.parent() {
         std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -244,6 +336,14 @@ fn the_neighbour_table_names_on_link_clients() {
         }
     };
     let mac = ns.client_mac();
-    assert_eq!(boot_through_namespaces(&ns, &mac), "thin", "the client's MAC {mac} matched the rule");
-    assert_eq!(boot_through_namespaces(&ns, "de:ad:be:ef:00:01"), "pc", "another MAC does not");
+    assert_eq!(
+        boot_through_namespaces(&ns, &mac),
+        "thin",
+        "the client's MAC {mac} matched the rule"
+    );
+    assert_eq!(
+        boot_through_namespaces(&ns, "de:ad:be:ef:00:01"),
+        "pc",
+        "another MAC does not"
+    );
 }
