@@ -537,15 +537,10 @@ impl Relay {
         n: usize,
     ) -> io::Result<Option<Outcome>> {
         match action {
-            Action::Forward => {
+            Action::Forward | Action::ForwardAndEnd(_) => {
                 t.client_sock.send_to(&t.buf[..n], self.client).await?;
                 t.counts.to_client += 1;
-                Ok(None)
-            }
-            Action::ForwardAndEnd(outcome) => {
-                t.client_sock.send_to(&t.buf[..n], self.client).await?;
-                t.counts.to_client += 1;
-                Ok(Some(outcome))
+                Ok(action.ends())
             }
             Action::AckBackend(block) => {
                 t.leg
@@ -573,10 +568,7 @@ impl Relay {
             Action::Forward | Action::ForwardAndEnd(_) => {
                 t.leg.socket.send_to(&t.buf[..n], t.leg.tid).await?;
                 t.counts.to_backend += 1;
-                Ok(match action {
-                    Action::ForwardAndEnd(outcome) => Some(outcome),
-                    _ => None,
-                })
+                Ok(action.ends())
             }
             _ => {
                 t.counts.dropped += 1;

@@ -83,6 +83,16 @@ pub enum Action {
     Fail(&'static str),
 }
 
+impl Action {
+    /// The outcome, when this action ends the session.
+    pub fn ends(self) -> Option<Outcome> {
+        match self {
+            Action::ForwardAndEnd(outcome) => Some(outcome),
+            _ => None,
+        }
+    }
+}
+
 /// The first answer of a backend asked to take over a transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Takeover {
