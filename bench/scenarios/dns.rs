@@ -442,13 +442,16 @@ fn free_port() -> Result<u16, String> {
     Err("no free port for UDP and TCP".into())
 }
 
+/// NSD with one server process; response rate limiting (on by default: 200 answers/s per
+/// /24) off, or it would measure the limit.
 fn nsd_config(dir: &Path, port: u16) -> String {
     let d = dir.display();
     format!(
         "server:\n  ip-address: 127.0.0.1@{port}\n  server-count: 1\n  username: \"\"\n  chroot: \"\"\n  \
          zonesdir: \"{d}\"\n  database: \"\"\n  zonelistfile: \"{d}/zone.list\"\n  \
          xfrdfile: \"{d}/xfrd.state\"\n  xfrdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  \
-         logfile: \"{d}/nsd.log\"\n  verbosity: 0\n  hide-version: yes\n\
+         logfile: \"{d}/nsd.log\"\n  verbosity: 0\n  hide-version: yes\n  \
+         rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n\
          remote-control:\n  control-enable: no\n\
          zone:\n  name: bench.test\n  zonefile: \"{d}/bench.test.zone\"\n"
     )
