@@ -44,6 +44,7 @@ pub struct Control {
     resolved: Mutex<Resolved>,
     names: Mutex<Option<NameWatch>>,
     me: Weak<Control>,
+    installing: Mutex<()>,
 }
 
 impl Control {
@@ -64,6 +65,7 @@ impl Control {
             resolved: Mutex::new(Resolved::new()),
             names: Mutex::new(None),
             me: me.clone(),
+            installing: Mutex::new(()),
         })
     }
 
@@ -144,6 +146,8 @@ impl Control {
 
     /// Installs the written configuration with its names expanded, and restarts the probers.
     fn install(&self) {
+        // A reload and a name change may race: the runtime stored last must be the newest.
+        let _one_at_a_time = lock(&self.installing);
         let expanded = expand(&lock(&self.written), &lock(&self.resolved));
         let runtime = self.frontend.install(expanded);
         *lock(&self.monitor) = Some(Monitor::start(&runtime));

@@ -81,7 +81,7 @@ impl Pool {
                 });
                 match kept {
                     Some(k) => {
-                        k.state.set_admin(&k.address.to_string(), b.state);
+                        k.state.set_admin_from_file(&k.address.to_string(), b.state);
                         k.clone()
                     }
                     None => {
@@ -92,7 +92,7 @@ impl Pool {
                 }
             })
             .collect();
-        Pool {
+        let pool = Pool {
             name: cfg.name.clone(),
             backends,
             health: cfg.health.clone(),
@@ -104,7 +104,11 @@ impl Pool {
             affinity: cfg.affinity,
             affinity_ttl: cfg.affinity_ttl,
             sticky: DashMap::new(),
+        };
+        if let Some(old) = previous {
+            pool.carry_affinity(old);
         }
+        pool
     }
 
     /// The backend for a new session from `client` among those `accept` allows: the client's
@@ -130,8 +134,10 @@ impl Pool {
         match self.when_all_down {
             AllDown::Refuse => Choice::NoHealthy,
             AllDown::TryAll => {
-                let enabled =
-                    |i: usize| accept(i) && self.backends[i].state.admin() == AdminState::Enabled;
+                let enabled = |i: usize| {
+                    let b = &self.backends[i];
+                    accept(i) && b.state.admin() == AdminState::Enabled && b.has_room()
+                };
                 self.pick(client, &enabled)
                     .map_or(Choice::Exhausted, Choice::Backend)
             }
@@ -156,6 +162,23 @@ impl Pool {
         if self.affinity == Affinity::Client {
             let until = Instant::now() + self.affinity_ttl;
             self.sticky.insert(client, Sticky { backend, until });
+        }
+    }
+
+    /// Keeps the clients' sticky backends of the pool this one replaces (by address: indices
+    /// move when backends come and go), so a reload mid-boot does not split a boot.
+    fn carry_affinity(&self, old: &Pool) {
+        for e in old.sticky.iter() {
+            let address = old.backends.get(e.value().backend).map(|b| b.address);
+            if let Some(backend) = address.and_then(|a| self.index_of(a)) {
+                self.sticky.insert(
+                    *e.key(),
+                    Sticky {
+                        backend,
+                        until: e.value().until,
+                    },
+                );
+            }
         }
     }
 
@@ -300,6 +323,27 @@ mod tests {
             Choice::Exhausted,
             "disabled stays out even then"
         );
+    }
+
+    #[test]
+    fn a_runtime_drain_survives_a_reload_unless_the_file_changes_the_state() {
+        let events = health_events();
+        let cfg = pool_cfg(Affinity::Client, false, AllDown::TryAll);
+        let old = Pool::new(&cfg, None, &events);
+        old.backends[0].state.set_admin("b", AdminState::Draining);
+        let ip = IpAddr::from([10, 0, 0, 9]);
+        old.remember(ip, 2);
+        let same = Pool::new(&cfg, Some(&old), &events);
+        assert_eq!(same.backends[0].state.admin(), AdminState::Draining);
+        assert_eq!(
+            same.choose(ip, &|_| true),
+            Choice::Backend(2),
+            "affinity carried over"
+        );
+        let mut changed = cfg.clone();
+        changed.backends[0].state = AdminState::Disabled;
+        let next = Pool::new(&changed, Some(&same), &events);
+        assert_eq!(next.backends[0].state.admin(), AdminState::Disabled);
     }
 
     #[test]

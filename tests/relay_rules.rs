@@ -208,6 +208,37 @@ async fn late_packets_of_an_older_transfer_are_not_taken_for_the_answer() {
 }
 
 #[tokio::test]
+async fn a_late_answer_to_an_abandoned_request_is_told_to_stop() {
+    // The first backend answers after the setup timeout: the session has moved on, but the
+    // port it asked from stays bound and tells the late transfer to stop, so the kernel cannot
+    // hand that port to another session that would take the late OACK for its own answer.
+    let slow = FakeBackend::new().await;
+    let good = FakeBackend::new().await;
+    let pools = common::pool_toml("p", "round-robin", "", &[slow.addr(), good.addr()]);
+    let lb = Tftplb::start("setup_timeout = \"200ms\"", &pools).await;
+    let client = client_socket().await;
+    client
+        .send_to(&rrq("f", &[("tsize", "0")]), lb.addr)
+        .await
+        .unwrap();
+    let (_, abandoned, late_tid) = slow.accept().await;
+    let (_, peer, tid) = good.accept().await;
+    let mut o = Options::default();
+    o.push("tsize", "3");
+    late_tid
+        .send_to(&Packet::Oack(o.clone()).encode(), abandoned)
+        .await
+        .unwrap();
+    let message = expect_error(&late_tid, 0).await;
+    assert_eq!(message, "transfer cancelled");
+    tid.send_to(&Packet::Oack(o.clone()).encode(), peer)
+        .await
+        .unwrap();
+    let (p, _) = recv(&client).await.unwrap();
+    assert_eq!(p, Packet::Oack(o));
+}
+
+#[tokio::test]
 async fn a_retransmitted_request_opens_no_second_backend_transfer() {
     let backend = FakeBackend::new().await;
     let lb = Tftplb::with_pool("round-robin", &[backend.addr()]).await;

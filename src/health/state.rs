@@ -99,6 +99,9 @@ pub fn health_events() -> HealthEvents {
 pub struct BackendState {
     health: AtomicU8,
     admin: AtomicU8,
+    /// The admin state the configuration file last gave: a reload that leaves it unchanged
+    /// keeps what the admin API set meanwhile.
+    file_admin: AtomicU8,
     inconsistent: AtomicBool,
     record: Mutex<Record>,
     events: HealthEvents,
@@ -111,6 +114,7 @@ impl BackendState {
         BackendState {
             health: AtomicU8::new(health as u8),
             admin: AtomicU8::new(admin as u8),
+            file_admin: AtomicU8::new(admin as u8),
             inconsistent: AtomicBool::new(false),
             record: Mutex::new(Record {
                 passes: 0,
@@ -229,6 +233,13 @@ impl BackendState {
             metrics::gauge!(crate::metrics::BACKEND_INCONSISTENT, "backend" => who.to_string())
                 .set(f64::from(u8::from(inconsistent)));
             self.events.send_modify(|e| *e += 1);
+        }
+    }
+
+    /// Applies the configuration file's admin state, only when the file changed it.
+    pub fn set_admin_from_file(&self, who: &str, admin: AdminState) {
+        if self.file_admin.swap(admin as u8, Ordering::Relaxed) != admin as u8 {
+            self.set_admin(who, admin);
         }
     }
 

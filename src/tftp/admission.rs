@@ -129,17 +129,14 @@ pub fn check_filename(name: &str) -> Result<(), &'static str> {
 }
 
 /// Decides from the running configuration: the pool that serves the request, or a refusal.
-/// `mac` is what is known of the client's MAC.
+/// `mac` is what is known of the client's MAC. The caller has checked the client's address
+/// and rate first, before keeping any state for it.
 pub fn policy(
     runtime: &Runtime,
     asked: &Asked,
     client: IpAddr,
     mac: Option<Mac>,
 ) -> Result<Arc<Pool>, Refusal> {
-    runtime
-        .limiter
-        .check_address(client)
-        .map_err(Refusal::Limited)?;
     let pool = match runtime.router.decide(client, &asked.request.filename, mac) {
         Decision::Pool { pool, .. } => runtime.pool(&pool).unwrap_or(runtime.default_pool()),
         Decision::Refuse { .. } => return Err(Refusal::RouteRefused),

@@ -380,10 +380,7 @@ impl Conn {
         match self.tid {
             Some(tid) => from == tid,
             None if from.ip().to_canonical() == self.server.ip().to_canonical()
-                && matches!(
-                    packet::peek(datagram),
-                    Ok(Kind::Oack | Kind::Data { block: 1, .. } | Kind::Error { .. })
-                ) =>
+                && answers_request(datagram) =>
             {
                 self.tid = Some(from);
                 true
@@ -401,6 +398,17 @@ impl Conn {
         if let Err(e) = self.socket.send_to(UNKNOWN_TID, from).await {
             tracing::debug!(%from, error = %e, "could not send ERROR 5");
         }
+    }
+}
+
+/// Whether a first datagram can answer a request: an OACK, DATA 1 of a server that ignored the
+/// options (so at most 512 bytes), or an ERROR other than 5 (what strangers get).
+fn answers_request(datagram: &[u8]) -> bool {
+    match packet::peek(datagram) {
+        Ok(Kind::Oack) => true,
+        Ok(Kind::Data { block: 1, len }) => len <= usize::from(DEFAULT_BLKSIZE),
+        Ok(Kind::Error { code }) => code != error_code::UNKNOWN_TID,
+        _ => false,
     }
 }
 
@@ -1167,6 +1175,20 @@ mod tests {
     #[tokio::test]
     async fn oversized_data_is_a_protocol_error() {
         let (addr, _server) = fake_server(|s| async move {
+            // A proper block 1 locks the TID; block 2 is larger than the 512 in force.
+            s.send_block(&pattern(2000), 1, &plain()).await;
+            let mut out = vec![0, 3, 0, 2];
+            out.extend_from_slice(&pattern(600));
+            s.tid.send_to(&out, s.client).await.unwrap();
+        })
+        .await;
+        let err = fetch_in_time(addr, &patient()).await.unwrap_err();
+        assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_first_data_larger_than_512_is_not_an_answer() {
+        let (addr, _server) = fake_server(|s| async move {
             let serve = Serve {
                 blksize: 600,
                 ..plain()
@@ -1174,8 +1196,13 @@ mod tests {
             s.send_block(&pattern(1000), 1, &serve).await;
         })
         .await;
-        let err = fetch_in_time(addr, &patient()).await.unwrap_err();
-        assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
+        let cfg = ClientConfig {
+            retry_timeout: Duration::from_millis(100),
+            retries: 1,
+            ..ClientConfig::default()
+        };
+        let err = fetch_in_time(addr, &cfg).await.unwrap_err();
+        assert!(matches!(err, ClientError::Timeout), "{err:?}");
     }
 
     #[test]

@@ -248,12 +248,17 @@ impl Frontend {
             if self.is_retransmission(&key, datagram) {
                 return Ok(None);
             }
-            let mac = self.client_mac(&runtime, from.ip(), &asked.request.filename);
-            let pool = policy(&runtime, &asked, from.ip(), mac)?;
+            // Who may ask, and how fast, before any state is kept for the client.
+            runtime
+                .limiter
+                .check_address(from.ip())
+                .map_err(Refusal::Limited)?;
             runtime
                 .limiter
                 .check_rate(from.ip())
                 .map_err(Refusal::Limited)?;
+            let mac = self.client_mac(&runtime, from.ip(), &asked.request.filename);
+            let pool = policy(&runtime, &asked, from.ip(), mac)?;
             let slot = runtime
                 .limiter
                 .claim_client(&self.clients, from.ip())

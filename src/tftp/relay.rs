@@ -25,7 +25,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::options::Options;
-use super::options::{DEFAULT_BLKSIZE, Negotiated};
+use super::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE, Negotiated};
 use super::packet::{self, Kind, Packet, ack_datagram, error_code};
 use super::session::{Action, Outcome, Session, Takeover};
 use crate::balance::SessionClaim;
@@ -194,7 +194,7 @@ impl Relay {
     /// Room for the largest DATA the backend may send (it cannot raise the requested blksize),
     /// one byte more to detect an oversized datagram, and at least the request's size for OACKs.
     fn buffer_len(&self) -> usize {
-        let blksize = usize::from(self.requested.blksize().unwrap_or(DEFAULT_BLKSIZE));
+        let blksize = usize::from(self.blksize_bound());
         (4 + blksize + 1)
             .max(self.handle.request.len() + 64)
             .max(1024)
@@ -227,7 +227,13 @@ impl Relay {
         let outcome = self.transfer(&mut t).await;
         *session = std::mem::take(&mut t.session);
         *counts = t.counts;
-        Ok((outcome?, Some(t.leg.address())))
+        let backend = t.leg.address();
+        let finished = matches!(
+            outcome,
+            Ok(Outcome::Completed | Outcome::BackendError | Outcome::ClientAborted)
+        );
+        release(t.leg, !finished).await;
+        Ok((outcome?, Some(backend)))
     }
 
     /// Tells the client why nothing will come, and names the outcome.
@@ -278,20 +284,34 @@ impl Relay {
         // `max_sessions` both read this count); released if it never answers.
         let claim = backend.claim();
         let socket = bind_like(backend.address).await?;
-        socket
-            .send_to(&self.handle.request, backend.address)
-            .await?;
+        if let Err(e) = socket.send_to(&self.handle.request, backend.address).await {
+            // Unreachable network and the like: this backend cannot be asked; try another.
+            tracing::debug!(backend = %backend.address, error = %e, "cannot send the request");
+            return Ok(None);
+        }
         let wait = timeout(
             self.settings.setup_timeout,
             self.first_reply(&socket, backend.address.ip(), buf),
         );
-        tokio::select! {
-            _ = self.handle.cancel.cancelled() => Ok(None),
-            reply = wait => match reply {
-                Ok(Ok((first_len, tid))) => Ok(Some(Leg { index, socket, tid, claim, first_len })),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Ok(None),
-            },
+        let reply = tokio::select! {
+            _ = self.handle.cancel.cancelled() => None,
+            reply = wait => Some(reply),
+        };
+        match reply {
+            Some(Ok(Ok((first_len, tid)))) => Ok(Some(Leg {
+                index,
+                socket,
+                tid,
+                claim,
+                first_len,
+            })),
+            Some(Ok(Err(e))) => Err(e),
+            // The backend may still answer later: its transfer must not find this port free
+            // for another session to take.
+            _ => {
+                quarantine(socket);
+                Ok(None)
+            }
         }
     }
 
@@ -323,18 +343,28 @@ impl Relay {
     /// the block size in force without options.
     fn answers_request(&self, datagram: &[u8]) -> bool {
         match packet::peek(datagram) {
-            Ok(Kind::Error { .. }) => true,
+            // ERROR 5 is what a stranger's packet gets, never an answer to a request.
+            Ok(Kind::Error { code }) => code != error_code::UNKNOWN_TID,
             Ok(Kind::Oack) => match Packet::decode(datagram) {
                 Ok(Packet::Oack(o)) => {
                     o.iter().all(|(k, _)| self.requested.get(k).is_some())
-                        && o.blksize().unwrap_or(DEFAULT_BLKSIZE)
-                            <= self.requested.blksize().unwrap_or(DEFAULT_BLKSIZE)
+                        && o.blksize().unwrap_or(DEFAULT_BLKSIZE) <= self.blksize_bound()
                 }
                 _ => false,
             },
             Ok(Kind::Data { block: 1, len }) => !self.write && len <= usize::from(DEFAULT_BLKSIZE),
             Ok(Kind::Ack { block: 0 }) => self.write,
             _ => false,
+        }
+    }
+
+    /// The largest block the backend may send: what the client asked for; a blksize the
+    /// client wrote out of range may be clamped by the server to anything up to the maximum.
+    fn blksize_bound(&self) -> u16 {
+        match (self.requested.blksize(), self.requested.get("blksize")) {
+            (Some(b), _) => b,
+            (None, Some(_)) => MAX_BLKSIZE,
+            (None, None) => DEFAULT_BLKSIZE,
         }
     }
 
@@ -458,19 +488,35 @@ impl Relay {
     /// The next moment something may be due: idle end, stall, or a catch-up retransmission.
     fn next_deadline(&self, t: &Transfer<'_>) -> Instant {
         let idle = t.last_client.min(t.last_data) + self.settings.idle_timeout;
-        if self.pool.resume {
-            idle.min(t.last_data + self.stall_after(t))
+        if !self.pool.resume {
+            return idle;
+        }
+        let stall = t.last_data + self.stall_after(t);
+        // While the client is silent there is no stall to judge: look again one stall period
+        // from now (never at a deadline already past, which would spin the loop).
+        let waiting_on_client = !t.session.catching_up() && t.last_client <= t.last_data;
+        if waiting_on_client {
+            idle.min(stall.max(Instant::now() + self.stall_after(t)))
         } else {
-            idle
+            idle.min(stall)
         }
     }
 
+    /// How long the backend may be silent: `setup_timeout` while catching up; otherwise
+    /// `stall_timeout`, but never less than 1.5 times the retransmission timeout the transfer
+    /// negotiated (the backend rightly waits that long after a lost block).
     fn stall_after(&self, t: &Transfer<'_>) -> Duration {
         if t.session.catching_up() {
-            self.settings.setup_timeout
-        } else {
-            self.settings.stall_timeout
+            return self.settings.setup_timeout;
         }
+        let negotiated = t
+            .session
+            .negotiated()
+            .timeout
+            .map(|s| Duration::from_secs(u64::from(s)) * 3 / 2);
+        self.settings
+            .stall_timeout
+            .max(negotiated.unwrap_or_default())
     }
 
     /// The timer fired: end an idle session, re-ACK during catch-up, or replace a stalled backend.
@@ -619,6 +665,7 @@ impl Relay {
                 }
                 Takeover::SizeChanged(why) => {
                     tracing::warn!(client = %self.client, backend = %leg.address(), why, "takeover refused: not the same file");
+                    release(leg, true).await;
                     return self
                         .fail_client(t, "the file differs between boot servers")
                         .await
@@ -626,15 +673,9 @@ impl Relay {
                 }
                 Takeover::Incompatible(why) => {
                     tracing::warn!(client = %self.client, backend = %leg.address(), why, "takeover refused");
-                    let _ = leg
-                        .socket
-                        .send_to(
-                            &packet::error_datagram(error_code::OPTION_REFUSED, "options differ"),
-                            leg.tid,
-                        )
-                        .await;
+                    release(leg, true).await;
                 }
-                Takeover::Refused => {}
+                Takeover::Refused => release(leg, false).await,
             }
         }
     }
@@ -649,7 +690,8 @@ impl Relay {
 
     fn switch(&self, t: &mut Transfer<'_>, leg: Leg) -> Option<Outcome> {
         tracing::info!(client = %self.client, from = %t.leg.address(), to = %leg.address(), "transfer taken over");
-        t.leg = leg;
+        let old = std::mem::replace(&mut t.leg, leg);
+        tokio::spawn(release(old, true));
         t.last_data = Instant::now();
         t.catch_up_retries = 0;
         None
@@ -682,6 +724,56 @@ impl StrangerReply {
         let error = packet::error_datagram(error_code::UNKNOWN_TID, "unknown transfer ID");
         let _ = socket.send_to(&error, to).await;
     }
+}
+
+/// How long a socket a session let go of stays bound. Longer than backends keep retransmitting
+/// (async-tftp 5 × 1 s, tftpd-hpa about as long), so a late packet of an abandoned transfer
+/// can never reach another session that got the same port from the kernel.
+const QUARANTINE: Duration = Duration::from_secs(15);
+
+/// Answers sent from one quarantined socket at most.
+const QUARANTINE_REPLIES: u32 = 8;
+
+/// Lets go of a backend leg: tells the backend to stop (`cancel`, for a transfer it may still be
+/// sending) and quarantines the socket.
+async fn release(leg: Leg, cancel: bool) {
+    if cancel {
+        let _ = leg.socket.send_to(&cancelled_datagram(), leg.tid).await;
+    }
+    drop(leg.claim);
+    quarantine(leg.socket);
+}
+
+fn cancelled_datagram() -> Vec<u8> {
+    packet::error_datagram(error_code::NOT_DEFINED, "transfer cancelled")
+}
+
+/// Keeps a socket bound for [`QUARANTINE`], answering whatever still arrives (but ERRORs) with
+/// ERROR 0 so the transfer behind it stops, then closes it.
+fn quarantine(socket: UdpSocket) {
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(QUARANTINE);
+        tokio::pin!(deadline);
+        let mut buf = [0u8; 4];
+        let mut replies = 0;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                got = socket.recv_from(&mut buf) => {
+                    let Ok((_, from)) = got else { continue };
+                    let is_error = buf[..2] == error_code_bytes();
+                    if !is_error && replies < QUARANTINE_REPLIES {
+                        replies += 1;
+                        let _ = socket.send_to(&cancelled_datagram(), from).await;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn error_code_bytes() -> [u8; 2] {
+    packet::opcode::ERROR.to_be_bytes()
 }
 
 /// One datagram if one is waiting; `None` when readiness was spurious.

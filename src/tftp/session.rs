@@ -201,6 +201,9 @@ impl Session {
         }
         match packet::peek(datagram) {
             Ok(Kind::Oack) if !self.answered => self.on_first_oack(datagram),
+            // The backend repeats its OACK when the client's ACK 0 (or our forward of the
+            // OACK) was lost: pass the endpoint's retransmission on, never one of our own.
+            Ok(Kind::Oack) if self.oack_unconfirmed() => Action::Forward,
             Ok(Kind::Data { block, len }) => self.on_data(datagram, block, len),
             Ok(Kind::Error { .. }) if self.answered => Action::Failover,
             Ok(Kind::Error { .. }) => Action::ForwardAndEnd(Outcome::BackendError),
@@ -224,6 +227,7 @@ impl Session {
     fn on_backend_write(&mut self, datagram: &[u8]) -> Action {
         match packet::peek(datagram) {
             Ok(Kind::Oack) if !self.answered => self.on_first_oack(datagram),
+            Ok(Kind::Oack) if self.oack_unconfirmed() => Action::Forward,
             Ok(Kind::Ack { block }) => {
                 self.answered = true;
                 let pos = self.client.position(block, self.delivered);
@@ -256,6 +260,11 @@ impl Session {
             Ok(Kind::Error { .. }) => Action::ForwardAndEnd(Outcome::ClientAborted),
             _ => Action::Drop,
         }
+    }
+
+    /// The first backend answered with an OACK and nothing has moved since.
+    fn oack_unconfirmed(&self) -> bool {
+        self.had_oack && self.resumes == 0 && self.delivered == 0 && self.acked == 0
     }
 
     fn on_first_oack(&mut self, datagram: &[u8]) -> Action {
@@ -295,18 +304,34 @@ impl Session {
 
     /// The file position of a DATA block of the current leg, learning how it rolls over.
     fn leg_position(&mut self, block: u16) -> Option<u64> {
-        let next = self.leg_pos + 1;
         if self.leg_pos == 65535 && block == 1 && !self.leg.wrap_to_one {
-            self.leg.wrap_to_one = true;
+            self.set_wrap_to_one(true);
+        }
+        // With a window, block 1 may have overtaken a lost block 0: a block 0 soon after the
+        // wrap means the server rolls over to 0 after all. Block 1's position moves with it.
+        if self.leg.wrap_to_one
+            && block == 0
+            && (65536..65536 + u64::from(self.leg_window)).contains(&self.leg_pos)
+        {
+            self.set_wrap_to_one(false);
+            self.leg_pos = 65535;
             if self.resumes == 0 {
-                self.client.wrap_to_one = true;
+                self.delivered = self.delivered.min(65535);
             }
         }
+        let next = self.leg_pos + 1;
         if self.leg.wire(next) == block {
             self.leg_pos = next;
             return Some(next);
         }
         self.leg.position(block, self.leg_pos)
+    }
+
+    fn set_wrap_to_one(&mut self, one: bool) {
+        self.leg.wrap_to_one = one;
+        if self.resumes == 0 {
+            self.client.wrap_to_one = one;
+        }
     }
 
     /// A block of a resumed leg at or before the client's position: acknowledge, don't forward.
@@ -361,7 +386,9 @@ impl Session {
         match packet::peek(datagram) {
             Ok(Kind::Oack) => self.judge_oack(datagram),
             Ok(Kind::Data { .. })
-                if self.had_oack && self.negotiated.blksize != DEFAULT_BLKSIZE =>
+                if self.had_oack
+                    && (self.negotiated.blksize != DEFAULT_BLKSIZE
+                        || self.negotiated.windowsize > 1) =>
             {
                 Takeover::Incompatible("it ignored the options".into())
             }
@@ -383,6 +410,13 @@ impl Session {
             return Takeover::Incompatible(format!(
                 "blksize {} instead of {}",
                 theirs.blksize, self.negotiated.blksize
+            ));
+        }
+        // Another window would leave one side waiting for blocks or ACKs that never come.
+        if theirs.windowsize != self.negotiated.windowsize {
+            return Takeover::Incompatible(format!(
+                "windowsize {} instead of {}",
+                theirs.windowsize, self.negotiated.windowsize
             ));
         }
         if let (Some(a), Some(b)) = (self.negotiated.tsize, theirs.tsize)
@@ -541,6 +575,48 @@ mod tests {
                 Action::ForwardAndEnd(Outcome::Completed)
             );
         }
+    }
+
+    #[test]
+    fn a_lost_block_0_is_not_taken_for_a_rollover_to_1() {
+        let mut s = Session::new();
+        s.on_backend(&mut oack(&[("blksize", "8"), ("windowsize", "4")]));
+        s.on_client(&mut ack(0));
+        for pos in 1..=65535u64 {
+            s.on_backend(&mut data(pos as u16, 8));
+        }
+        // Block 0 is lost; 1 and 2 arrive; the backend then resends its window from 0.
+        s.on_backend(&mut data(1, 8));
+        s.on_backend(&mut data(2, 8));
+        for b in [0u16, 1, 2, 3] {
+            let mut d = data(b, 8);
+            assert_eq!(s.on_backend(&mut d), Action::Forward, "block {b}");
+            assert_eq!(block_of(&d), b, "numbering stays rollover-to-0");
+        }
+        assert_eq!(s.on_backend(&mut data(4, 1)), Action::Forward);
+        assert_eq!(
+            s.on_client(&mut ack(4)),
+            Action::ForwardAndEnd(Outcome::Completed)
+        );
+    }
+
+    #[test]
+    fn a_repeated_oack_is_passed_on_until_the_transfer_moves() {
+        let mut s = Session::new();
+        assert_eq!(
+            s.on_backend(&mut oack(&[("blksize", "1024")])),
+            Action::Forward
+        );
+        assert_eq!(
+            s.on_backend(&mut oack(&[("blksize", "1024")])),
+            Action::Forward
+        );
+        s.on_client(&mut ack(0));
+        s.on_backend(&mut data(1, 1024));
+        assert_eq!(
+            s.on_backend(&mut oack(&[("blksize", "1024")])),
+            Action::Drop
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ impl Tftplb {
     /// Starts tftplb on 127.0.0.1:0 with `[[pool]]` sections given as TOML (and optional
     /// `[tftp]` keys besides `listen`).
     pub async fn start(tftp_keys: &str, pools: &str) -> Tftplb {
+        raise_fd_limit();
         // The admin listener binds port 0 too: many instances run in one test process.
         let text = format!(
             "[admin]\nlisten = \"127.0.0.1:0\"\n[tftp]\nlisten = [\"127.0.0.1:0\"]\n{tftp_keys}\n{pools}\n{}",
@@ -68,6 +69,7 @@ impl Tftplb {
     pub async fn start_file_with_dns(
         path: &Path,
     ) -> (Tftplb, Arc<tftplb::control::Control>, Option<SocketAddr>) {
+        raise_fd_limit();
         let config = Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
         let bound = Bound::with_file(&config, Some(path.to_path_buf())).expect("bind tftplb");
         let dns = bound.dns_addrs().first().copied();
@@ -168,6 +170,15 @@ fn no_limits_unless_given(text: &str) -> &'static str {
         ""
     } else {
         "[limits]\nrate_per_client = 0\nmax_sessions_per_client = 0\n"
+    }
+}
+
+/// Each session holds two sockets and a released one stays quarantined for a while: lift the
+/// soft file limit to the hard one, as `tftplb run` does.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
