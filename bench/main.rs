@@ -116,10 +116,14 @@ async fn run(ctx: &Ctx, scenario: Scenario) -> Result<(), String> {
     }
 }
 
-/// Every client transfer holds a socket: lift the soft file limit to the hard one.
+/// Every client transfer holds a socket: lift the soft file limit to 65,536 where allowed
+/// (as root), else to the hard one. Children (tftplb, backends) inherit it.
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        let target = hard.max(65_536);
+        if setrlimit(Resource::RLIMIT_NOFILE, target, target).is_err() {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }

@@ -32,10 +32,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Every session holds two sockets: lift the soft file limit to the hard one.
+/// Every session holds two sockets (and a released one stays bound a while): lift the soft
+/// file limit to at least 65,536 where allowed (as root or under systemd's LimitNOFILE), else
+/// to the hard limit.
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    const WANTED: u64 = 65_536;
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let target = hard.max(WANTED);
+        if setrlimit(Resource::RLIMIT_NOFILE, target, target).is_err() && soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }

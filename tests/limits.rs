@@ -285,3 +285,84 @@ async fn a_flood_from_many_addresses_stays_bounded_and_a_client_still_downloads(
     assert!(lb.wait_idle().await);
     assert_eq!(lb.frontend.tracked_clients(), 0, "per-client state freed");
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_leaves_the_daemons_memory_bounded() {
+    use std::io::{BufRead, BufReader};
+    let tree = Tree::new(&[("pxelinux.0", 3000)]);
+    let backends = Backends::start("async-tftp", tree.path(), 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tftplb.toml");
+    let pools = common::pool_toml("p", "round-robin", "", &backends.addresses());
+    std::fs::write(&cfg, format!("[admin]\nenabled = false\n[tftp]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"2s\"\nmax_sessions = 2000\n{pools}")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tftplb"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let line = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("tftp listening"))
+        .unwrap();
+    let addr: SocketAddr = line
+        .split("address=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pid = child.id();
+    let before = rss_kib(pid);
+    let rrq = Packet::Rrq(Request {
+        filename: "pxelinux.0".into(),
+        mode: Mode::Octet,
+        options: Options::default(),
+    })
+    .encode();
+    // 256 source addresses x 40 requests, default limits (20/s, burst 40 per client): bounded,
+    // loopback only.
+    let mut peak = before;
+    for round in 0..40u32 {
+        for host in 0..=255u8 {
+            let s = UdpSocket::bind(SocketAddr::from(([127, 1, round as u8 % 4, host], 0)))
+                .await
+                .unwrap();
+            let _ = s.send_to(&rrq, addr).await;
+        }
+        peak = peak.max(rss_kib(pid));
+    }
+    let real = common::RealClient::Curl { blksize: 1468 }
+        .get(addr, "pxelinux.0")
+        .await
+        .expect("a real client during the flood");
+    assert_eq!(common::sha256(&real), tree.sha256_of("pxelinux.0"));
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let after = rss_kib(pid);
+    println!(
+        "tftplb RSS during a flood of 10,240 requests from 1,024 addresses: before {before} KiB, peak {peak} KiB, 4 s later {after} KiB"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    // max_sessions = 2000 caps what a flood can hold, whatever its size.
+    let peak = peak.max(after);
+    assert!(
+        peak < before + 32 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
+}

@@ -734,14 +734,15 @@ const QUARANTINE: Duration = Duration::from_secs(15);
 /// Answers sent from one quarantined socket at most.
 const QUARANTINE_REPLIES: u32 = 8;
 
-/// Lets go of a backend leg: tells the backend to stop (`cancel`, for a transfer it may still be
-/// sending) and quarantines the socket.
-async fn release(leg: Leg, cancel: bool) {
-    if cancel {
-        let _ = leg.socket.send_to(&cancelled_datagram(), leg.tid).await;
-    }
+/// Lets go of a backend leg. A transfer that is over (completed, or ended by an ERROR) just
+/// closes. One the backend may still be sending is told to stop, and its socket quarantined,
+/// so the port cannot carry its late packets to another session.
+async fn release(leg: Leg, unfinished: bool) {
     drop(leg.claim);
-    quarantine(leg.socket);
+    if unfinished {
+        let _ = leg.socket.send_to(&cancelled_datagram(), leg.tid).await;
+        quarantine(leg.socket);
+    }
 }
 
 fn cancelled_datagram() -> Vec<u8> {
