@@ -67,6 +67,7 @@ pub fn render(status: &Status, message: Option<&str>) -> String {
     for pool in &status.pools {
         render_pool(&mut html, pool);
     }
+    render_routes(&mut html, &status.routes);
     html.push_str("</body></html>\n");
     html
 }
@@ -88,6 +89,24 @@ fn render_pool(html: &mut String, pool: &PoolStatus) {
     );
     for b in &pool.backends {
         render_backend(html, &pool.name, b);
+    }
+    html.push_str("</tbody></table>");
+}
+
+/// The `[[route]]` rules in order, with their hits since the last reload.
+fn render_routes(html: &mut String, routes: &[crate::control::RouteStatus]) {
+    if routes.is_empty() {
+        return;
+    }
+    html.push_str("<h2>routes <small class=\"probe\">first match decides; hits since the last reload</small></h2>\
+                   <table data-routes=\"\"><thead><tr><th>#</th><th>rule</th><th>hits</th></tr></thead><tbody>");
+    for (i, r) in routes.iter().enumerate() {
+        let _ = write!(
+            html,
+            "<tr><td>{i}</td><td>{}</td><td>{}</td></tr>",
+            escape(&r.name),
+            r.hits
+        );
     }
     html.push_str("</tbody></table>");
 }
@@ -260,6 +279,20 @@ mod tests {
         assert!(html.contains("class=\"enable\" disabled>"));
         assert!(html.contains("3.0 MiB"));
         assert!(html.contains("2023-11-14T22:13:20Z"));
+    }
+
+    #[test]
+    fn route_hits_are_shown() {
+        let mut s = status("pvs", "ok");
+        s.routes = vec![crate::control::RouteStatus {
+            name: "thin<clients>".into(),
+            hits: 7,
+        }];
+        let html = render(&s, None);
+        assert!(
+            html.contains("<td>thin&lt;clients&gt;</td><td>7</td>"),
+            "{html}"
+        );
     }
 
     #[test]
