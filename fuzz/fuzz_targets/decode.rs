@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = peek(data);
     let _ = admit(data);
-    let mut s = Session::new();
-    let _ = s.on_backend(data);
-    let _ = s.on_client(data);
+    // The session renumbers datagrams in place: give it copies, as the relay gives its buffer.
+    for mut s in [Session::new(), Session::new_write()] {
+        let _ = s.on_backend(&mut data.to_vec());
+        let _ = s.on_client(&mut data.to_vec());
+        let _ = s.on_takeover_reply(&mut data.to_vec());
+    }
 });
