@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use super::Ctx;
 use super::phase::{self, Crowd, CrowdResult};
-use crate::load::{BenchFile, ClientParams, write_tree};
-use crate::procs::{Backend, BackendKind, TftplbProc, TftplbSettings};
+use crate::load::ClientParams;
+use crate::procs::{BackendKind, TftplbProc, TftplbSettings};
 use crate::report::{self, WorkDir, f};
 use crate::stats::Summary;
 
@@ -52,17 +52,7 @@ pub struct Params {
     pub health_interval_ms: u64,
 }
 
-impl Default for Params {
-    fn default() -> Self {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct P {
-            #[command(flatten)]
-            p: Params,
-        }
-        P::parse_from(["failover"]).p
-    }
-}
+super::defaults_from_args!(Params, "failover");
 
 #[derive(Debug, Serialize)]
 pub struct Results {
@@ -80,15 +70,8 @@ pub struct Results {
 pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
     let kind = ctx.backend_or(BackendKind::TftpdHpa);
     let work = WorkDir::new("failover")?;
-    let files = vec![
-        BenchFile::new("ARDBP32.BIN", p.small_bytes, 1),
-        BenchFile::new("boot.img", p.file_kib * 1024, 2),
-    ];
-    let tree = work.path.join("tree");
-    write_tree(&tree, &files)?;
-    let mut backends: Vec<Backend> = (0..p.backends.max(2))
-        .map(|_| Backend::start(kind, &tree))
-        .collect::<Result<_, _>>()?;
+    let files = super::boot_files(p.small_bytes, p.file_kib);
+    let mut backends = super::serve_tree(&work, &files, kind, p.backends.max(2))?;
     let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
     let settings = TftplbSettings {
         setup_timeout_ms: p.setup_timeout_ms,

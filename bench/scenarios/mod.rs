@@ -13,8 +13,49 @@ pub mod storm;
 
 use std::path::PathBuf;
 
-use crate::procs::BackendKind;
-use crate::report::Meta;
+use crate::load::{BenchFile, write_tree};
+use crate::procs::{Backend, BackendKind};
+use crate::report::{Meta, WorkDir};
+
+/// `impl Default` for a scenario's clap `Params`: the defaults of a real run, as written on its
+/// `#[arg(default_value_t = …)]` attributes, so they are stated once.
+macro_rules! defaults_from_args {
+    ($params:ty, $scenario:literal) => {
+        impl Default for $params {
+            fn default() -> Self {
+                use clap::Parser;
+                #[derive(Parser)]
+                struct P {
+                    #[command(flatten)]
+                    p: $params,
+                }
+                P::parse_from([$scenario]).p
+            }
+        }
+    };
+}
+pub(crate) use defaults_from_args;
+
+/// What a booting client fetches in `storm` and `failover`: an ARDBP32.BIN-sized bootstrap,
+/// then an image.
+pub fn boot_files(small_bytes: usize, image_kib: usize) -> Vec<BenchFile> {
+    vec![
+        BenchFile::new("ARDBP32.BIN", small_bytes, 1),
+        BenchFile::new("boot.img", image_kib * 1024, 2),
+    ]
+}
+
+/// Writes `files` into `<work>/tree` and starts `count` backends of `kind` serving it.
+pub fn serve_tree(
+    work: &WorkDir,
+    files: &[BenchFile],
+    kind: BackendKind,
+    count: usize,
+) -> Result<Vec<Backend>, String> {
+    let tree = work.path.join("tree");
+    write_tree(&tree, files)?;
+    (0..count).map(|_| Backend::start(kind, &tree)).collect()
+}
 
 /// What every scenario needs: where to write, what to measure, on what.
 #[derive(Debug)]

@@ -32,17 +32,7 @@ pub struct Params {
     pub windowsizes: Vec<u16>,
 }
 
-impl Default for Params {
-    fn default() -> Self {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct P {
-            #[command(flatten)]
-            p: Params,
-        }
-        P::parse_from(["relay"]).p
-    }
-}
+super::defaults_from_args!(Params, "relay");
 
 #[derive(Debug, Default, Serialize)]
 pub struct Round {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::Serialize;
 
 use super::Ctx;
-use crate::load::{self, BenchFile, ClientParams, write_tree};
-use crate::procs::{Backend, BackendKind, TftplbProc, TftplbSettings};
+use crate::load::{self, BenchFile, ClientParams};
+use crate::procs::{BackendKind, TftplbProc, TftplbSettings};
 use crate::report::{self, WorkDir, f};
 use crate::stats::{Ratio, Summary};
 
@@ -35,17 +35,7 @@ pub struct Params {
     pub file_bytes: usize,
 }
 
-impl Default for Params {
-    fn default() -> Self {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct P {
-            #[command(flatten)]
-            p: Params,
-        }
-        P::parse_from(["setup"]).p
-    }
-}
+super::defaults_from_args!(Params, "setup");
 
 #[derive(Debug, Default, Serialize)]
 pub struct Side {
@@ -79,11 +69,7 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
     let kind = ctx.backend_or(BackendKind::Embedded);
     let work = WorkDir::new("setup")?;
     let file = BenchFile::new("pxelinux.cfg-default", p.file_bytes, 3);
-    let tree = work.path.join("tree");
-    write_tree(&tree, std::slice::from_ref(&file))?;
-    let backends: Vec<Backend> = (0..p.backends.max(1))
-        .map(|_| Backend::start(kind, &tree))
-        .collect::<Result<_, _>>()?;
+    let backends = super::serve_tree(&work, std::slice::from_ref(&file), kind, p.backends.max(1))?;
     let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
     let lb = TftplbProc::start(&ctx.tftplb, &work.path, &addrs, &TftplbSettings::default())?;
     let bar = report::progress((p.rounds * 2 * p.sessions) as u64, "setup");

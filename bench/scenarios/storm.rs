@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::phase::{self, Crowd, CrowdResult};
 use super::{Ctx, per_gb};
-use crate::load::{BenchFile, ClientParams, write_tree};
+use crate::load::ClientParams;
 use crate::procs::{Backend, BackendKind, TftplbProc, TftplbSettings};
 use crate::report::{self, WorkDir, f};
 use crate::stats::Summary;
@@ -48,17 +48,7 @@ pub struct Params {
     pub max_sessions: usize,
 }
 
-impl Default for Params {
-    fn default() -> Self {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct P {
-            #[command(flatten)]
-            p: Params,
-        }
-        P::parse_from(["storm"]).p
-    }
-}
+super::defaults_from_args!(Params, "storm");
 
 /// One mode's totals over its rounds.
 #[derive(Debug, Default, Serialize)]
@@ -96,15 +86,8 @@ pub struct Results {
 pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
     let kind = ctx.backend_or(BackendKind::Embedded);
     let work = WorkDir::new("storm")?;
-    let files = vec![
-        BenchFile::new("ARDBP32.BIN", p.small_bytes, 1),
-        BenchFile::new("boot.img", p.file_kib * 1024, 2),
-    ];
-    let tree = work.path.join("tree");
-    write_tree(&tree, &files)?;
-    let backends: Vec<Backend> = (0..p.backends.max(1))
-        .map(|_| Backend::start(kind, &tree))
-        .collect::<Result<_, _>>()?;
+    let files = super::boot_files(p.small_bytes, p.file_kib);
+    let backends = super::serve_tree(&work, &files, kind, p.backends.max(1))?;
     let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
     let settings = TftplbSettings {
         max_sessions: p.max_sessions,
