@@ -56,6 +56,11 @@ async fn http(
     (status, body)
 }
 
+/// [`http`] without extra headers.
+async fn call(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    http(addr, method, path, &[]).await
+}
+
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
@@ -88,7 +93,7 @@ impl Running {
     }
 
     async fn status(&self) -> serde_json::Value {
-        let (code, body) = http(self.admin, "GET", "/api/status", &[]).await;
+        let (code, body) = call(self.admin, "GET", "/api/status").await;
         assert_eq!(code, 200, "{body}");
         json(&body)
     }
@@ -257,7 +262,7 @@ async fn metrics_series_exist_and_move_with_transfers() {
     // Probes run: wait for both backends to be up.
     let deadline = Instant::now() + Duration::from_secs(10);
     let before = loop {
-        let (code, scrape) = http(admin, "GET", "/metrics", &[]).await;
+        let (code, scrape) = call(admin, "GET", "/metrics").await;
         assert_eq!(code, 200, "{scrape}");
         if total(&scrape, "tftplb_backend_up", &[]) >= 2.0 {
             break scrape;
@@ -289,7 +294,7 @@ async fn metrics_series_exist_and_move_with_transfers() {
     junk.send_to(b"\x00\x02x.bin\x00octet\x00", tftp).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let (_, after) = http(admin, "GET", "/metrics", &[]).await;
+    let (_, after) = call(admin, "GET", "/metrics").await;
     println!("---- /metrics after 4 transfers ----\n{after}");
     for name in [
         "tftplb_sessions_active",
@@ -375,11 +380,10 @@ async fn api_drain_sends_new_sessions_elsewhere_while_a_running_one_finishes() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let (code, body) = http(
+    let (code, body) = call(
         lb.admin,
         "POST",
         &format!("/api/pools/boot/backends/{busy}/drain"),
-        &[],
     )
     .await;
     assert_eq!(code, 200, "{body}");
@@ -425,43 +429,38 @@ async fn api_drain_sends_new_sessions_elsewhere_while_a_running_one_finishes() {
     assert_eq!(sha256(&data), sha256(&big));
 
     // Unknown pool, backend, action: clear 4xx answers.
-    let (code, body) = http(
+    let (code, body) = call(
         lb.admin,
         "POST",
         &format!("/api/pools/nope/backends/{busy}/drain"),
-        &[],
     )
     .await;
     assert_eq!(code, 404, "{body}");
-    let (code, _) = http(
+    let (code, _) = call(
         lb.admin,
         "POST",
         &format!("/api/pools/boot/backends/{busy}/explode"),
-        &[],
     )
     .await;
     assert_eq!(code, 404);
-    let (code, _) = http(
+    let (code, _) = call(
         lb.admin,
         "POST",
         "/api/pools/boot/backends/not-an-address/drain",
-        &[],
     )
     .await;
     assert_eq!(code, 400);
-    let (code, _) = http(
+    let (code, _) = call(
         lb.admin,
         "GET",
         &format!("/api/pools/boot/backends/{busy}/enable"),
-        &[],
     )
     .await;
     assert_eq!(code, 405);
-    let (code, body) = http(
+    let (code, body) = call(
         lb.admin,
         "POST",
         &format!("/api/pools/boot/backends/{busy}/enable"),
-        &[],
     )
     .await;
     assert_eq!(
@@ -487,7 +486,7 @@ async fn api_reload_refuses_a_bad_file_and_applies_a_good_one() {
 
     // A bad file: refused with its problems, nothing changes.
     std::fs::write(&file, config_text("", "balance = \"bogus\"", &[b.address])).unwrap();
-    let (code, body) = http(lb.admin, "POST", "/api/reload", &[]).await;
+    let (code, body) = call(lb.admin, "POST", "/api/reload").await;
     assert_eq!(code, 422, "{body}");
     let problems = json(&body)["problems"].to_string();
     assert!(problems.contains("bogus"), "{problems}");
@@ -506,7 +505,7 @@ async fn api_reload_refuses_a_bad_file_and_applies_a_good_one() {
 
     // A good file with only backend b: every new session goes there.
     std::fs::write(&file, config_text("", "", &[b.address])).unwrap();
-    let (code, body) = http(lb.admin, "POST", "/api/reload", &[]).await;
+    let (code, body) = call(lb.admin, "POST", "/api/reload").await;
     assert_eq!(code, 200, "{body}");
     for _ in 0..4 {
         let (data, _) = client::fetch(lb.tftp, "who.txt", &quick_client())
@@ -542,10 +541,10 @@ async fn token_is_required_when_configured() {
     let drain = format!("/api/pools/boot/backends/{}/drain", a.address);
 
     for path in ["/", "/metrics", "/api/status"] {
-        let (code, _) = http(lb.admin, "GET", path, &[]).await;
+        let (code, _) = call(lb.admin, "GET", path).await;
         assert_eq!(code, 401, "{path} without a token");
     }
-    let (code, _) = http(lb.admin, "POST", &drain, &[]).await;
+    let (code, _) = call(lb.admin, "POST", &drain).await;
     assert_eq!(code, 401);
     let (code, _) = http(
         lb.admin,
