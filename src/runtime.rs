@@ -38,6 +38,7 @@ impl Runtime {
             setup_attempts: config.tftp.setup_attempts,
             idle_timeout: config.tftp.idle_timeout,
             stall_timeout: config.tftp.stall_timeout,
+            read_ahead: config.tftp.read_ahead,
         };
         let tftp = &config.tftp;
         let router = Router::new(&config.routes, &tftp.default_pool, tftp.neighbour_lookup);

@@ -522,3 +522,136 @@ async fn when_no_backend_answers_the_client_gets_error_0() {
     assert!(msg.contains("no boot server"), "{msg}");
     assert!(lb.wait_idle().await);
 }
+
+fn data(block: u16, len: usize) -> Vec<u8> {
+    Packet::Data {
+        block,
+        data: vec![block as u8; len],
+    }
+    .encode()
+}
+
+/// The next packet on `sock` must be ACK `block`.
+async fn expect_ack(sock: &UdpSocket, block: u16) {
+    match recv(sock).await {
+        Some((Packet::Ack { block: b, .. }, _)) if b == block => {}
+        other => panic!("expected ACK {block}, got {other:?}"),
+    }
+}
+
+/// The next packet on `sock` must be DATA `block`; returns who sent it.
+async fn expect_data(sock: &UdpSocket, block: u16) -> SocketAddr {
+    match recv(sock).await {
+        Some((Packet::Data { block: b, .. }, from)) if b == block => from,
+        other => panic!("expected DATA {block}, got {other:?}"),
+    }
+}
+
+/// Whether anything arrives on `sock` within `d`.
+async fn silent_for(sock: &UdpSocket, d: Duration) -> bool {
+    let mut buf = [0u8; 1500];
+    timeout(d, sock.recv_from(&mut buf)).await.is_err()
+}
+
+#[tokio::test]
+async fn lock_step_reads_are_read_ahead_and_the_relay_is_the_clients_sender() {
+    let backend = FakeBackend::new().await;
+    let pools = common::pool_toml("p", "round-robin", "", &[backend.addr()]);
+    let lb = Tftplb::start("read_ahead = 2", &pools).await;
+    let client = client_socket().await;
+    client.send_to(&rrq("f", &[]), lb.addr).await.unwrap();
+    let (_, peer, tid) = backend.accept().await;
+
+    // The relay acknowledges the backend's blocks itself, up to 2 ahead of the client's ACK.
+    tid.send_to(&data(1, 512), peer).await.unwrap();
+    expect_ack(&tid, 1).await;
+    tid.send_to(&data(2, 512), peer).await.unwrap();
+    assert!(
+        silent_for(&tid, Duration::from_millis(300)).await,
+        "no ACK 2 while block 2 is two ahead of the client"
+    );
+
+    // The client got block 1 only (lock-step). It does not answer: the relay's own timer
+    // sends block 1 again.
+    let session = expect_data(&client, 1).await;
+    expect_data(&client, 1).await;
+
+    // A duplicate ACK is never answered by a resend (sorcerer's apprentice).
+    client.send_to(&ack_datagram(1), session).await.unwrap();
+    client.send_to(&ack_datagram(1), session).await.unwrap();
+    expect_data(&client, 2).await;
+    assert!(
+        silent_for(&client, Duration::from_millis(400)).await,
+        "block 2 went out once"
+    );
+    // The client's ACK made room: the backend gets ACK 2 now, never the client's ACK.
+    expect_ack(&tid, 2).await;
+
+    // The short final block is acknowledged at once.
+    tid.send_to(&data(3, 10), peer).await.unwrap();
+    expect_ack(&tid, 3).await;
+    client.send_to(&ack_datagram(2), session).await.unwrap();
+    expect_data(&client, 3).await;
+    client.send_to(&ack_datagram(3), session).await.unwrap();
+    assert!(lb.wait_idle().await);
+    assert!(silent_for(&tid, Duration::from_millis(200)).await);
+}
+
+#[tokio::test]
+async fn with_read_ahead_off_the_backend_waits_for_the_clients_ack() {
+    let backend = FakeBackend::new().await;
+    let pools = common::pool_toml("p", "round-robin", "", &[backend.addr()]);
+    let lb = Tftplb::start("read_ahead = 0", &pools).await;
+    let client = client_socket().await;
+    client.send_to(&rrq("f", &[]), lb.addr).await.unwrap();
+    let (_, peer, tid) = backend.accept().await;
+    tid.send_to(&data(1, 10), peer).await.unwrap();
+    let session = expect_data(&client, 1).await;
+    assert!(silent_for(&tid, Duration::from_millis(300)).await);
+    client.send_to(&ack_datagram(1), session).await.unwrap();
+    expect_ack(&tid, 1).await;
+    assert!(lb.wait_idle().await);
+}
+
+#[tokio::test]
+async fn a_takeover_resumes_after_the_last_block_read_ahead() {
+    let backends = [FakeBackend::new().await, FakeBackend::new().await];
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr()).collect();
+    let pools = common::pool_toml("p", "round-robin", "resume = true", &addrs);
+    let lb = Tftplb::start("read_ahead = 4", &pools).await;
+    let client = client_socket().await;
+    client.send_to(&rrq("f", &[]), lb.addr).await.unwrap();
+    let (first, peer, tid) = tokio::select! {
+        a = backends[0].accept() => (0, a.1, a.2),
+        b = backends[1].accept() => (1, b.1, b.2),
+    };
+    // Three blocks read ahead, none acknowledged by the client yet; then the backend gives up.
+    for b in 1..=3 {
+        tid.send_to(&data(b, 512), peer).await.unwrap();
+        expect_ack(&tid, b).await;
+    }
+    let session = expect_data(&client, 1).await;
+    let gave_up = Packet::Error {
+        code: 0,
+        message: "disk error".into(),
+    };
+    tid.send_to(&gave_up.encode(), peer).await.unwrap();
+
+    // The other backend catches up to block 3, acknowledged by the relay itself ...
+    let (_, peer2, tid2) = backends[1 - first].accept().await;
+    for b in 1..=3 {
+        tid2.send_to(&data(b, 512), peer2).await.unwrap();
+        expect_ack(&tid2, b).await;
+    }
+    // ... and the client, served from the ring, takes blocks 2 and 3 and then 4 from it.
+    tid2.send_to(&data(4, 7), peer2).await.unwrap();
+    expect_ack(&tid2, 4).await;
+    for b in 1..=4u16 {
+        if b > 1 {
+            let from = expect_data(&client, b).await;
+            assert_eq!(from, session, "the same session TID throughout");
+        }
+        client.send_to(&ack_datagram(b), session).await.unwrap();
+    }
+    assert!(lb.wait_idle().await);
+}

@@ -6,5 +6,6 @@ pub mod client;
 pub mod listener;
 pub mod options;
 pub mod packet;
+pub mod readahead;
 pub mod relay;
 pub mod session;

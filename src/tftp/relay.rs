@@ -10,9 +10,16 @@
 //! - If the backend stops sending mid-transfer (no DATA for `stall_timeout` while the client is
 //!   still asking) or gives up with an ERROR, another backend takes over: the same request,
 //!   its blocks consumed up to the client's last ACK, the rest forwarded (see `session`).
+//! - Lock-step reads (windowsize 1) are read ahead (`[tftp] read_ahead` blocks, see
+//!   `readahead`): the relay acknowledges the backend's DATA itself and serves the client from
+//!   a small ring as a sender of its own, with its own retransmission timer (never a resend on a
+//!   duplicate ACK). A takeover then resumes after the last block received, and the client is
+//!   still served from the ring while the new backend catches up.
+//! - Everything else (windowed reads, writes, the OACK exchange) is relayed packet for packet;
+//!   there the relay never retransmits on its own.
 //! - Packets from any other source get a rate-limited ERROR 5 and change nothing.
-//! - One receive buffer, sized once from the request, serves the whole transfer: nothing is
-//!   allocated per relayed packet. Toward the client the relay never retransmits on its own.
+//! - One receive buffer, sized once from the request, serves the whole transfer, and the
+//!   read-ahead ring is allocated once: nothing is allocated per relayed packet.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -27,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::options::Options;
 use super::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE, Negotiated};
 use super::packet::{self, Kind, Packet, ack_datagram, error_code};
+use super::readahead::{ReadAhead, Step};
 use super::session::{Action, Outcome, Session, Takeover};
 use crate::balance::SessionClaim;
 use crate::pool::{Choice, Pool};
@@ -38,6 +46,8 @@ pub struct RelaySettings {
     pub setup_attempts: u32,
     pub idle_timeout: Duration,
     pub stall_timeout: Duration,
+    /// Blocks of a lock-step read fetched ahead of the client (0: off).
+    pub read_ahead: u16,
 }
 
 /// What the listener shares with a running session: enough to tell a retransmitted request
@@ -156,6 +166,10 @@ struct Transfer<'a> {
     last_data: Instant,
     /// Our own ACK re-sent to a backend catching up, since its last block.
     catch_up_retries: u32,
+    /// Lock-step read-ahead, from the first DATA on (when configured).
+    ahead: Option<ReadAhead>,
+    /// When the last new block went to the client (read-ahead: its retransmission timer).
+    sent_at: Instant,
 }
 
 impl Relay {
@@ -223,6 +237,8 @@ impl Relay {
             last_client: now,
             last_data: now,
             catch_up_retries: 0,
+            ahead: None,
+            sent_at: now,
         };
         let outcome = self.transfer(&mut t).await;
         *session = std::mem::take(&mut t.session);
@@ -231,7 +247,7 @@ impl Relay {
         let finished = matches!(
             outcome,
             Ok(Outcome::Completed | Outcome::BackendError | Outcome::ClientAborted)
-        );
+        ) || t.ahead.as_ref().is_some_and(ReadAhead::backend_done);
         release(t.leg, !finished).await;
         Ok((outcome?, Some(backend)))
     }
@@ -420,6 +436,12 @@ impl Relay {
             if let Some(end) = end {
                 return Ok(end);
             }
+            // The read-ahead's retransmission timer may now be due before the timer fires.
+            if let Some(due) = self.resend_due(t)
+                && due < timer.deadline()
+            {
+                timer.as_mut().reset(due);
+            }
         }
     }
 
@@ -440,6 +462,10 @@ impl Relay {
             }
             if n == t.buf.len() {
                 t.counts.dropped += 1; // larger than any block it may send
+                continue;
+            }
+            if t.ahead.as_ref().is_some_and(ReadAhead::backend_done) {
+                t.counts.dropped += 1; // its transfer is over; we acknowledged the final block
                 continue;
             }
             let action = t.session.on_backend(&mut t.buf[..n]);
@@ -485,21 +511,44 @@ impl Relay {
         Ok(None)
     }
 
-    /// The next moment something may be due: idle end, stall, or a catch-up retransmission.
+    /// The next moment something may be due: idle end, stall, a catch-up retransmission, or
+    /// the read-ahead's retransmission to the client.
     fn next_deadline(&self, t: &Transfer<'_>) -> Instant {
         let idle = t.last_client.min(t.last_data) + self.settings.idle_timeout;
+        let next = self.resend_due(t).map_or(idle, |due| due.min(idle));
         if !self.pool.resume {
-            return idle;
+            return next;
         }
         let stall = t.last_data + self.stall_after(t);
-        // While the client is silent there is no stall to judge: look again one stall period
-        // from now (never at a deadline already past, which would spin the loop).
-        let waiting_on_client = !t.session.catching_up() && t.last_client <= t.last_data;
-        if waiting_on_client {
-            idle.min(stall.max(Instant::now() + self.stall_after(t)))
+        // While the backend owes nothing there is no stall to judge: look again one stall
+        // period from now (never at a deadline already past, which would spin the loop).
+        if t.session.catching_up() || self.backend_owes(t) {
+            next.min(stall)
         } else {
-            idle.min(stall)
+            next.min(stall.max(Instant::now() + self.stall_after(t)))
         }
+    }
+
+    /// Whether a silence of the backend now is its fault: with read-ahead, when we acknowledged
+    /// everything it sent; otherwise, when the client is still asking.
+    fn backend_owes(&self, t: &Transfer<'_>) -> bool {
+        match &t.ahead {
+            Some(ahead) => ahead.waiting_on_backend(),
+            None => t.last_client > t.last_data,
+        }
+    }
+
+    /// When the block the client has not acknowledged goes out again (read-ahead only).
+    fn resend_due(&self, t: &Transfer<'_>) -> Option<Instant> {
+        let ahead = t.ahead.as_ref()?;
+        (!ahead.unacked().is_empty()).then(|| t.sent_at + self.client_timeout(t))
+    }
+
+    /// The retransmission timeout toward the client: the `timeout` it negotiated, else 1 s
+    /// (what tftpd-hpa and most servers start with).
+    fn client_timeout(&self, t: &Transfer<'_>) -> Duration {
+        let secs = t.session.negotiated().timeout.unwrap_or(1);
+        Duration::from_secs(u64::from(secs))
     }
 
     /// How long the backend may be silent: `setup_timeout` while catching up; otherwise
@@ -519,11 +568,15 @@ impl Relay {
             .max(negotiated.unwrap_or_default())
     }
 
-    /// The timer fired: end an idle session, re-ACK during catch-up, or replace a stalled backend.
+    /// The timer fired: end an idle session, re-send to the client (read-ahead), re-ACK during
+    /// catch-up, or replace a stalled backend.
     async fn on_timer(&self, t: &mut Transfer<'_>) -> io::Result<Option<Outcome>> {
         let now = Instant::now();
         if now >= t.last_client.min(t.last_data) + self.settings.idle_timeout {
             return Ok(Some(Outcome::IdleTimeout));
+        }
+        if self.resend_due(t).is_some_and(|due| now >= due) {
+            self.resend_to_client(t).await?;
         }
         let stalled = now >= t.last_data + self.stall_after(t);
         if !self.pool.resume || !stalled {
@@ -533,9 +586,9 @@ impl Relay {
         if t.session.catching_up() {
             return self.retry_catch_up(t).await;
         }
-        // Otherwise a stall only counts while the client is still asking: a client that went
-        // away is not the backend's fault.
-        if t.last_client <= t.last_data {
+        // Otherwise a stall only counts while the backend owes us something: a client that
+        // went away is not the backend's fault.
+        if !self.backend_owes(t) {
             return Ok(None);
         }
         self.passive_failure(t.leg.index, "stopped sending mid-transfer");
@@ -583,6 +636,13 @@ impl Relay {
         n: usize,
     ) -> io::Result<Option<Outcome>> {
         match action {
+            Action::Forward | Action::ForwardAndEnd(_) if self.reads_ahead(t, n) => {
+                let pos = t.session.data_position();
+                let ahead = t.ahead.as_mut().expect("reads_ahead sets it up");
+                let step = ahead.on_data(pos, &t.buf[..n]);
+                self.perform(t, step).await?;
+                Ok(None)
+            }
             Action::Forward | Action::ForwardAndEnd(_) => {
                 t.client_sock.send_to(&t.buf[..n], self.client).await?;
                 t.counts.to_client += 1;
@@ -610,6 +670,9 @@ impl Relay {
         action: Action,
         n: usize,
     ) -> io::Result<Option<Outcome>> {
+        if t.ahead.is_some() {
+            return self.apply_client_ahead(t, action, n).await;
+        }
         match action {
             Action::Forward | Action::ForwardAndEnd(_) => {
                 t.leg.socket.send_to(&t.buf[..n], t.leg.tid).await?;
@@ -623,6 +686,93 @@ impl Relay {
         }
     }
 
+    /// Whether this backend datagram (a DATA the session passed on) goes through the read-ahead;
+    /// sets it up at the first block of a lock-step read.
+    fn reads_ahead(&self, t: &mut Transfer<'_>, n: usize) -> bool {
+        if t.ahead.is_some() {
+            return true;
+        }
+        let negotiated = t.session.negotiated();
+        let lock_step_data = matches!(packet::peek(&t.buf[..n]), Ok(Kind::Data { .. }))
+            && negotiated.windowsize == 1;
+        if self.settings.read_ahead == 0 || self.write || !lock_step_data {
+            return false;
+        }
+        let start = t.session.data_position().saturating_sub(1);
+        t.ahead = Some(ReadAhead::new(
+            self.settings.read_ahead,
+            negotiated.blksize,
+            start,
+        ));
+        t.session.set_read_ahead();
+        true
+    }
+
+    /// A client datagram while reading ahead: its ACKs are answered from the ring, never
+    /// passed on (the backend got ours); its ERROR goes to a backend still sending.
+    async fn apply_client_ahead(
+        &self,
+        t: &mut Transfer<'_>,
+        action: Action,
+        n: usize,
+    ) -> io::Result<Option<Outcome>> {
+        let ahead = t.ahead.as_mut().expect("called while reading ahead");
+        match action {
+            Action::ForwardAndEnd(Outcome::ClientAborted) => {
+                if !ahead.backend_done() {
+                    t.leg.socket.send_to(&t.buf[..n], t.leg.tid).await?;
+                    t.counts.to_backend += 1;
+                }
+                Ok(Some(Outcome::ClientAborted))
+            }
+            Action::Forward | Action::ForwardAndEnd(_) => {
+                let step = ahead.on_ack(t.session.acked());
+                let complete = ahead.complete();
+                self.perform(t, step).await?;
+                Ok(complete.then_some(Outcome::Completed))
+            }
+            _ => {
+                t.counts.dropped += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sends what the read-ahead decided: our ACK to the backend, new blocks to the client.
+    async fn perform(&self, t: &mut Transfer<'_>, step: Step) -> io::Result<()> {
+        if let Some(pos) = step.ack_backend {
+            let ack = ack_datagram(t.session.leg_wire(pos));
+            t.leg.socket.send_to(&ack, t.leg.tid).await?;
+            t.counts.to_backend += 1;
+            t.last_data = Instant::now(); // the backend's turn starts now
+        }
+        if step.to_client.is_empty() {
+            return Ok(());
+        }
+        let ahead = t.ahead.as_ref().expect("called while reading ahead");
+        for pos in step.to_client {
+            t.client_sock
+                .send_to(ahead.datagram(pos), self.client)
+                .await?;
+            t.counts.to_client += 1;
+        }
+        t.sent_at = Instant::now();
+        Ok(())
+    }
+
+    /// The client did not acknowledge its block within the timeout: send it again.
+    async fn resend_to_client(&self, t: &mut Transfer<'_>) -> io::Result<()> {
+        let ahead = t.ahead.as_ref().expect("called while reading ahead");
+        for pos in ahead.unacked() {
+            t.client_sock
+                .send_to(ahead.datagram(pos), self.client)
+                .await?;
+            t.counts.to_client += 1;
+        }
+        t.sent_at = Instant::now();
+        Ok(())
+    }
+
     /// Moves the transfer to another backend, or fails the client when none can take it.
     async fn fail_over(&self, t: &mut Transfer<'_>, why: &str) -> io::Result<Option<Outcome>> {
         let failed = t.leg.address();
@@ -632,7 +782,15 @@ impl Relay {
                 .await
                 .map(Some);
         }
-        let from = t.session.begin_resume();
+        let from = match &mut t.ahead {
+            // Resume after the last block stored (the ring serves the client while the new
+            // backend catches up); nothing more is acknowledged until it has.
+            Some(ahead) => {
+                ahead.resumed();
+                t.session.begin_resume_at(ahead.received())
+            }
+            None => t.session.begin_resume(),
+        };
         tracing::info!(client = %self.client, backend = %failed, why, from_block = from, "resuming transfer on another backend");
         metrics::counter!(crate::metrics::FAILOVERS, "pool" => self.pool.name.clone()).increment(1);
         loop {

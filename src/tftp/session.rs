@@ -157,6 +157,10 @@ pub struct Session {
     acked: u64,
     final_pos: Option<u64>,
     file_bytes: u64,
+    /// The relay reads ahead (see `readahead`): client ACKs keep coming during a catch-up.
+    read_ahead: bool,
+    /// Position of the last DATA block `on_backend` passed on.
+    last_data: u64,
 }
 
 impl Default for Session {
@@ -183,6 +187,8 @@ impl Session {
             acked: 0,
             final_pos: None,
             file_bytes: 0,
+            read_ahead: false,
+            last_data: 0,
         }
     }
 
@@ -299,6 +305,7 @@ impl Session {
             }
         }
         set_block(datagram, self.client.wire(pos));
+        self.last_data = pos;
         Action::Forward
     }
 
@@ -352,7 +359,7 @@ impl Session {
     }
 
     fn on_ack(&mut self, datagram: &mut [u8], block: u16) -> Action {
-        if self.catch_up.is_some() {
+        if self.catch_up.is_some() && !self.read_ahead {
             return Action::Drop; // we are feeding the new backend ourselves
         }
         let Some(pos) = self.client.position(block, self.delivered) else {
@@ -372,13 +379,35 @@ impl Session {
         !self.write && self.answered && self.final_pos.is_none_or(|f| self.acked < f)
     }
 
-    /// Starts a new leg on another backend; returns the position it must catch up to.
+    /// Starts a new leg on another backend; returns the position it must catch up to: the
+    /// client's last ACK.
     pub fn begin_resume(&mut self) -> u64 {
+        self.begin_resume_at(self.acked)
+    }
+
+    /// Starts a new leg that must catch up to `from` (with read-ahead: the last block stored).
+    pub fn begin_resume_at(&mut self, from: u64) -> u64 {
         self.resumes += 1;
         self.leg = Numbering::default();
         self.leg_pos = 0;
-        self.catch_up = Some(self.acked);
-        self.acked
+        self.catch_up = Some(from);
+        from
+    }
+
+    /// The relay reads ahead from now on: the client's ACKs are its own business, also while a
+    /// new leg catches up.
+    pub fn set_read_ahead(&mut self) {
+        self.read_ahead = true;
+    }
+
+    /// The file position of the DATA block `on_backend` last passed on.
+    pub fn data_position(&self) -> u64 {
+        self.last_data
+    }
+
+    /// A position as the current backend leg numbers it (for an ACK of our own).
+    pub fn leg_wire(&self, pos: u64) -> u16 {
+        self.leg.wire(pos)
     }
 
     /// Judges the first answer of the backend taking over.
