@@ -274,6 +274,8 @@ pub struct TftplbSettings {
     pub balance: &'static str,
     /// `[pool.health]`: probe this file every so many ms (none: no health checks).
     pub health: Option<(String, u64)>,
+    /// `[tftp] read_ahead`, blocks (0: relay packet for packet).
+    pub read_ahead: u16,
 }
 
 impl Default for TftplbSettings {
@@ -283,6 +285,7 @@ impl Default for TftplbSettings {
             max_sessions: 10_000,
             balance: "round-robin",
             health: None,
+            read_ahead: 4,
         }
     }
 }
@@ -334,9 +337,9 @@ impl TftplbProc {
 fn config_text(backends: &[SocketAddr], s: &TftplbSettings) -> String {
     let mut text = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n\n[limits]\nrate_per_client = 0\nmax_sessions_per_client = 0\n\n\
-         [tftp]\nlisten = [\"127.0.0.1:0\"]\nsetup_timeout = \"{}ms\"\nmax_sessions = {}\n\n\
+         [tftp]\nlisten = [\"127.0.0.1:0\"]\nsetup_timeout = \"{}ms\"\nmax_sessions = {}\nread_ahead = {}\n\n\
          [[pool]]\nname = \"bench\"\nbalance = \"{}\"\n",
-        s.setup_timeout_ms, s.max_sessions, s.balance
+        s.setup_timeout_ms, s.max_sessions, s.read_ahead, s.balance
     );
     if let Some((file, interval_ms)) = &s.health {
         text.push_str(&format!(

@@ -3,7 +3,9 @@
 //! their order alternating by round, so each ratio compares two neighbours in time.
 //!
 //! Configurations: tftpd-hpa lock-step (when installed), embedded async-tftp lock-step, and
-//! embedded at each larger windowsize (tftpd-hpa does not do windowsize).
+//! embedded at each larger windowsize (tftpd-hpa does not do windowsize); lock-step ones once
+//! per `--read-ahead` value (a tftplb of its own each), so read-ahead on and off are compared in
+//! the same run.
 //!
 //! Figures: throughput of each side and the ratio tftplb ÷ direct (median, min, max over rounds);
 //! the gap between consecutive blocks on each side, p50/p99, whose difference is the latency
@@ -30,6 +32,9 @@ pub struct Params {
     /// Windowsizes to measure (1: lock-step, no windowsize option sent).
     #[arg(long, value_delimiter = ',', default_values_t = [1u16, 16])]
     pub windowsizes: Vec<u16>,
+    /// tftplb's `read_ahead` values to measure lock-step with (0: packet for packet).
+    #[arg(long, value_delimiter = ',', default_values_t = [0u16, 4])]
+    pub read_ahead: Vec<u16>,
 }
 
 super::defaults_from_args!(Params, "relay");
@@ -45,6 +50,8 @@ pub struct Round {
 pub struct ConfigResult {
     pub backend: BackendKind,
     pub windowsize: u16,
+    /// tftplb's `read_ahead` (it applies to lock-step only).
+    pub read_ahead: u16,
     pub rounds: Vec<Round>,
     /// tftplb ÷ direct throughput.
     pub ratio: Ratio,
@@ -79,6 +86,7 @@ struct Setup {
 
 struct Tally {
     windowsize: u16,
+    read_ahead: u16,
     kind: BackendKind,
     rounds: Vec<Round>,
     gaps: [Vec<f64>; 2],
@@ -99,32 +107,41 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
     if crate::procs::in_tftpd().is_some() && ctx.backend != Some(BackendKind::Embedded) {
         kinds.insert(0, BackendKind::TftpdHpa);
     }
+    let read_aheads = if p.read_ahead.is_empty() {
+        vec![TftplbSettings::default().read_ahead]
+    } else {
+        p.read_ahead.clone()
+    };
     let mut setups = Vec::new();
-    for (i, kind) in kinds.iter().enumerate() {
-        let backend = Backend::start(*kind, &tree)?;
-        let dir = work.path.join(format!("lb{i}"));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let lb = TftplbProc::start(
-            &ctx.tftplb,
-            &dir,
-            &[backend.address],
-            &TftplbSettings::default(),
-        )?;
-        setups.push(Setup { backend, lb });
+    for kind in &kinds {
+        for &read_ahead in &read_aheads {
+            let backend = Backend::start(*kind, &tree)?;
+            let dir = work.path.join(format!("lb{}", setups.len()));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let settings = TftplbSettings {
+                read_ahead,
+                ..TftplbSettings::default()
+            };
+            let lb = TftplbProc::start(&ctx.tftplb, &dir, &[backend.address], &settings)?;
+            setups.push((*kind, read_ahead, Setup { backend, lb }));
+        }
     }
     let mut tallies: Vec<(usize, Tally)> = Vec::new();
     for &ws in &p.windowsizes {
-        for (i, kind) in kinds.iter().enumerate() {
+        for (i, (kind, read_ahead, _)) in setups.iter().enumerate() {
             if ws > 1 && *kind == BackendKind::TftpdHpa {
                 continue; // tftpd-hpa drops windowsize from its OACK: it would be lock-step again
             }
-            tallies.push((i, Tally::new(*kind, ws)));
+            if ws > 1 && *read_ahead != read_aheads[0] {
+                continue; // windowed reads are relayed packet for packet whatever read_ahead says
+            }
+            tallies.push((i, Tally::new(*kind, ws, *read_ahead)));
         }
     }
     let bar = report::progress((p.rounds * tallies.len() * 2) as u64, "relay");
     for round in 0..p.rounds.max(1) {
         for (i, tally) in tallies.iter_mut() {
-            let s = &setups[*i];
+            let s = &setups[*i].2;
             tally.round(s, &file, p, round % 2 == 1, &bar).await;
         }
     }
@@ -142,9 +159,10 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
 }
 
 impl Tally {
-    fn new(kind: BackendKind, windowsize: u16) -> Tally {
+    fn new(kind: BackendKind, windowsize: u16, read_ahead: u16) -> Tally {
         Tally {
             windowsize,
+            read_ahead,
             kind,
             rounds: Vec::new(),
             gaps: [Vec::new(), Vec::new()],
@@ -230,6 +248,7 @@ impl Tally {
         ConfigResult {
             backend: self.kind,
             windowsize: self.windowsize,
+            read_ahead: self.read_ahead,
             ratio: Ratio::of(&ratios),
             direct_mb_s: Summary::of(&direct),
             tftplb_mb_s: Summary::of(&tftplb),
@@ -254,6 +273,7 @@ fn print(p: &Params, r: &Results) {
         [
             "backend",
             "ws",
+            "read-ahead",
             "direct MB/s",
             "tftplb MB/s",
             "ratio med",
@@ -273,6 +293,11 @@ fn print(p: &Params, r: &Results) {
         rows.push(vec![
             c.backend.name().into(),
             c.windowsize.to_string(),
+            if c.windowsize > 1 {
+                "-".into()
+            } else {
+                c.read_ahead.to_string()
+            },
             f(c.direct_mb_s.p50, 1),
             f(c.tftplb_mb_s.p50, 1),
             f(c.ratio.median, 3),
@@ -306,7 +331,14 @@ fn plot(path: &std::path::Path, r: &Results) -> Result<(), String> {
         .configs
         .iter()
         .map(|c| Series {
-            name: format!("{} windowsize {}", c.backend.name(), c.windowsize),
+            name: match c.windowsize {
+                1 => format!(
+                    "{} lock-step, read_ahead {}",
+                    c.backend.name(),
+                    c.read_ahead
+                ),
+                ws => format!("{} windowsize {ws}", c.backend.name()),
+            },
             points: c
                 .rounds
                 .iter()
