@@ -655,3 +655,42 @@ async fn a_takeover_resumes_after_the_last_block_read_ahead() {
     }
     assert!(lb.wait_idle().await);
 }
+
+#[tokio::test]
+async fn a_write_whose_final_ack_was_lost_gets_it_again() {
+    let backend = FakeBackend::new().await;
+    let pools = common::pool_toml("p", "round-robin", "allow_write = true", &[backend.addr()]);
+    let lb = Tftplb::start("", &pools).await;
+    let client = client_socket().await;
+    let wrq = Packet::Wrq(Request {
+        filename: "up.bin".into(),
+        mode: Mode::Octet,
+        options: Options::default(),
+    });
+    client.send_to(&wrq.encode(), lb.addr).await.unwrap();
+    let (p, peer) = recv(&backend.listen)
+        .await
+        .expect("the WRQ reaches the backend");
+    assert!(matches!(p, Packet::Wrq(_)), "{p:?}");
+    let tid = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    tid.send_to(&ack_datagram(0), peer).await.unwrap();
+    let (p, session) = recv(&client).await.unwrap();
+    assert!(matches!(p, Packet::Ack { block: 0, .. }), "{p:?}");
+
+    client.send_to(&data(1, 10), session).await.unwrap();
+    assert!(matches!(
+        recv(&tid).await,
+        Some((Packet::Data { block: 1, .. }, _))
+    ));
+    tid.send_to(&ack_datagram(1), peer).await.unwrap();
+    expect_ack(&client, 1).await;
+    assert!(lb.wait_idle().await, "the write is complete");
+
+    // The client did not get that ACK (as far as it knows) and sends its last block again.
+    client.send_to(&data(1, 10), session).await.unwrap();
+    expect_ack(&client, 1).await;
+    assert!(
+        silent_for(&tid, Duration::from_millis(200)).await,
+        "the backend, done already, is not bothered"
+    );
+}

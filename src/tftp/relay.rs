@@ -243,6 +243,11 @@ impl Relay {
         let outcome = self.transfer(&mut t).await;
         *session = std::mem::take(&mut t.session);
         *counts = t.counts;
+        if let (Ok(Outcome::Completed), Some(block)) = (&outcome, session.final_write_block()) {
+            let timeout = session.negotiated().timeout.unwrap_or(3);
+            let dally = Duration::from_secs(u64::from(timeout) * 2);
+            answer_final_data(t.client_sock, self.client, block, dally);
+        }
         let backend = t.leg.address();
         let finished = matches!(
             outcome,
@@ -924,6 +929,33 @@ fn quarantine(socket: UdpSocket) {
                     if !is_error && replies < QUARANTINE_REPLIES {
                         replies += 1;
                         let _ = socket.send_to(&cancelled_datagram(), from).await;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Answers a finished write's final DATA, repeated because its ACK was lost, with that ACK again
+/// for `dally` (RFC 1350: the side that sends the last ACK waits in case it is lost).
+fn answer_final_data(socket: UdpSocket, client: SocketAddr, block: u16, dally: Duration) {
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(dally);
+        tokio::pin!(deadline);
+        let ack = ack_datagram(block);
+        let mut head = [0u8; 4];
+        let mut replies = 0;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                got = socket.recv_from(&mut head) => {
+                    let Ok((n, from)) = got else { continue };
+                    let repeated = n == head.len()
+                        && head[..2] == packet::opcode::DATA.to_be_bytes()
+                        && head[2..] == block.to_be_bytes();
+                    if from == client && repeated && replies < QUARANTINE_REPLIES {
+                        replies += 1;
+                        let _ = socket.send_to(&ack, client).await;
                     }
                 }
             }

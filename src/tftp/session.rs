@@ -254,6 +254,10 @@ impl Session {
             Ok(Kind::Data { block, len })
                 if self.answered && len <= usize::from(self.negotiated.blksize) =>
             {
+                // Past 65535 a client writes block 0 or, for some, block 1 next.
+                if self.delivered == 65535 && block == 1 {
+                    self.client.wrap_to_one = true;
+                }
                 if self.client.wire(self.delivered + 1) == block {
                     self.delivered += 1;
                     self.file_bytes += len as u64;
@@ -486,6 +490,14 @@ impl Session {
     /// Distinct DATA blocks relayed to the client, and their payload bytes.
     pub fn progress(&self) -> (u64, u64) {
         (self.delivered, self.file_bytes)
+    }
+
+    /// A write's final block number as the client numbers it, once the client has sent it:
+    /// what a repeated final DATA must be answered with after the backend acknowledged it.
+    pub fn final_write_block(&self) -> Option<u16> {
+        self.final_pos
+            .filter(|_| self.write)
+            .map(|p| self.client.wire(p))
     }
 
     /// The last position the client acknowledged.
@@ -732,6 +744,28 @@ mod tests {
         );
         assert_eq!(s.progress(), (2, 522));
         assert!(!s.can_resume());
+    }
+
+    #[test]
+    fn a_write_completes_whether_the_client_rolls_over_to_0_or_to_1() {
+        for wrap_to_one in [false, true] {
+            let numbering = Numbering { wrap_to_one };
+            let mut s = Session::new_write();
+            s.on_backend(&mut oack(&[("blksize", "8")]));
+            for pos in 1..=65_537u64 {
+                let block = numbering.wire(pos);
+                assert_eq!(s.on_client(&mut data(block, 8)), Action::Forward);
+                assert_eq!(s.on_backend(&mut ack(block)), Action::Forward);
+            }
+            let last = numbering.wire(65_538);
+            s.on_client(&mut data(last, 2));
+            assert_eq!(s.final_write_block(), Some(last));
+            assert_eq!(
+                s.on_backend(&mut ack(last)),
+                Action::ForwardAndEnd(Outcome::Completed),
+                "wrap_to_one {wrap_to_one}"
+            );
+        }
     }
 
     #[test]
