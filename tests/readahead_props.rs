@@ -1,7 +1,7 @@
-//! Property test of the read-ahead as a lock-step sender between two real TFTP endpoints,
-//! modelled: a backend (sends the next block on the ACK of the current one, re-sends on its
-//! timer, ignores old ACKs), the client (accepts the next block, re-ACKs duplicates, re-sends its
-//! last ACK on its timer), and four lossy one-way links. Any order of deliveries, losses and
+//! Property test of the read-ahead as a sender between two real TFTP endpoints, lock-step and
+//! windowed (RFC 7440), modelled: a backend (sends its window on the ACK of the previous one,
+//! re-sends it on its timer), the client (takes the next block, acknowledges each window, says
+//! where it stands on a duplicate or a gap and on its timer), and four lossy one-way links. Any order of deliveries, losses and
 //! timer firings must never hand the client a wrong block, and once the links stop losing
 //! packets the transfer must finish.
 
@@ -41,43 +41,68 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Links: 0 backend → relay (DATA), 1 relay → backend (ACK), 2 relay → client (DATA),
+/// Links: 0 backend → relay (DATA), 1 relay → backend (ACK), 2 relay → client (DATA, as sent),
 /// 3 client → relay (ACK). Every message is a position.
 struct World {
     blocks: u64,
+    window: u64,
     links: [VecDeque<u64>; 4],
-    backend_cur: u64,
+    /// What went to the client, copied when sent (link 2).
+    to_client: VecDeque<Vec<u8>>,
+    /// The backend: last position acknowledged to it, and whether it is done.
+    backend_base: u64,
     backend_done: bool,
     relay: ReadAhead,
     /// Highest ACK the relay has seen (what the session passes on as `acked`).
     relay_acked: u64,
     client_got: Vec<Vec<u8>>,
+    /// Blocks the client took since its last ACK.
+    client_since_ack: u64,
 }
 
 impl World {
-    fn new(ahead: u16, blocks: u64) -> World {
+    fn new(ahead: u16, window: u16, blocks: u64) -> World {
         let mut w = World {
             blocks,
+            window: u64::from(window),
             links: Default::default(),
-            backend_cur: 1,
+            to_client: VecDeque::new(),
+            backend_base: 0,
             backend_done: false,
-            relay: ReadAhead::new(ahead, BLKSIZE as u16, 0),
+            relay: ReadAhead::new(ahead, BLKSIZE as u16, window, 0).expect("fits"),
             relay_acked: 0,
             client_got: Vec::new(),
+            client_since_ack: 0,
         };
-        w.links[0].push_back(1); // the backend's answer to the request
+        w.backend_sends_window(); // its answer to the client's ACK of the OACK
         w
+    }
+
+    fn backend_sends_window(&mut self) {
+        let last = (self.backend_base + self.window).min(self.blocks);
+        self.links[0].extend(self.backend_base + 1..=last);
     }
 
     fn apply(&mut self, step: Step) {
         if let Some(a) = step.ack_backend {
             self.links[1].push_back(a);
         }
-        self.links[2].extend(step.to_client);
+        for pos in step.to_client {
+            self.send_to_client(pos);
+        }
+    }
+
+    fn send_to_client(&mut self, pos: u64) {
+        self.links[2].push_back(pos);
+        self.to_client.push_back(self.relay.datagram(pos).to_vec());
     }
 
     fn run(&mut self, op: Op) {
         match op {
+            Op::Drop(2) => {
+                self.links[2].pop_front();
+                self.to_client.pop_front();
+            }
             Op::Drop(l) => {
                 self.links[l].pop_front();
             }
@@ -86,32 +111,51 @@ impl World {
                     self.deliver(l, pos);
                 }
             }
-            Op::BackendTimer if !self.backend_done => self.links[0].push_back(self.backend_cur),
+            Op::BackendTimer if !self.backend_done => self.backend_sends_window(),
             Op::RelayTimer => {
-                let unacked = self.relay.unacked();
-                self.links[2].extend(unacked);
+                for pos in self.relay.unacked() {
+                    self.send_to_client(pos);
+                }
             }
-            Op::ClientTimer => self.links[3].push_back(self.client_got.len() as u64),
+            Op::ClientTimer => self.client_acks(),
             _ => {}
         }
     }
 
+    /// The client acknowledges the last block it has in order.
+    fn client_acks(&mut self) {
+        self.client_since_ack = 0;
+        self.links[3].push_back(self.client_got.len() as u64);
+    }
+
     fn deliver(&mut self, link: usize, pos: u64) {
         match link {
+            // The session drops a block after a gap; the relay then asks for the window again.
+            0 if pos > self.relay.received() + 1 => {
+                if let Some(a) = self.relay.on_gap() {
+                    self.links[1].push_back(a);
+                }
+            }
             0 => {
                 let step = self.relay.on_data(pos, &block(pos, self.blocks));
                 self.apply(step);
             }
-            1 if pos == self.backend_cur && !self.backend_done => {
-                if pos == self.blocks {
-                    self.backend_done = true;
-                } else {
-                    self.backend_cur += 1;
-                    self.links[0].push_back(self.backend_cur);
+            // RFC 7440 sender: an ACK within its window moves the window there (an ACK of its
+            // base asks for the window again); lock-step ignores a duplicate ACK.
+            1 if !self.backend_done => {
+                let base = self.backend_base;
+                let in_window = pos > base && pos <= base + self.window;
+                if in_window || (pos == base && self.window > 1) {
+                    self.backend_base = pos;
+                    if pos == self.blocks {
+                        self.backend_done = true;
+                    } else {
+                        self.backend_sends_window();
+                    }
                 }
             }
             2 => {
-                let data = self.relay.datagram(pos).to_vec();
+                let data = self.to_client.pop_front().expect("sent with its bytes");
                 assert_eq!(
                     data,
                     block(pos, self.blocks),
@@ -120,9 +164,12 @@ impl World {
                 let expected = self.client_got.len() as u64 + 1;
                 if pos == expected {
                     self.client_got.push(data);
-                }
-                if pos <= expected {
-                    self.links[3].push_back(pos);
+                    self.client_since_ack += 1;
+                    if self.client_since_ack == self.window || pos == self.blocks {
+                        self.client_acks();
+                    }
+                } else {
+                    self.client_acks(); // a duplicate or a gap: say where it stands
                 }
             }
             3 => {
@@ -136,7 +183,7 @@ impl World {
 
     /// Lossless from here on: deliver everything, firing timers when the links are empty.
     fn finish(&mut self) -> bool {
-        for _ in 0..10_000 {
+        for _ in 0..20_000 {
             if self.relay.complete() {
                 return true;
             }
@@ -159,10 +206,11 @@ proptest! {
     #[test]
     fn any_losses_and_reorders_deliver_the_file_in_order(
         ahead in 1u16..6,
-        blocks in 1u64..20,
+        window in prop_oneof![Just(1u16), Just(2), Just(4)],
+        blocks in 1u64..30,
         ops in prop::collection::vec(op(), 0..300),
     ) {
-        let mut w = World::new(ahead, blocks);
+        let mut w = World::new(ahead, window, blocks);
         for op in ops {
             w.run(op);
         }

@@ -3,9 +3,9 @@
 //! their order alternating by round, so each ratio compares two neighbours in time.
 //!
 //! Configurations: tftpd-hpa lock-step (when installed), embedded async-tftp lock-step, and
-//! embedded at each larger windowsize (tftpd-hpa does not do windowsize); lock-step ones once
-//! per `--read-ahead` value (a tftplb of its own each), so read-ahead on and off are compared in
-//! the same run.
+//! embedded at each larger windowsize (tftpd-hpa does not do windowsize); each once per
+//! `--read-ahead` value (a tftplb of its own each), so read-ahead on and off are compared in the
+//! same run.
 //!
 //! Figures: throughput of each side and the ratio tftplb ÷ direct (median, min, max over rounds);
 //! the gap between consecutive blocks on each side, p50/p99, whose difference is the latency
@@ -32,7 +32,7 @@ pub struct Params {
     /// Windowsizes to measure (1: lock-step, no windowsize option sent).
     #[arg(long, value_delimiter = ',', default_values_t = [1u16, 16])]
     pub windowsizes: Vec<u16>,
-    /// tftplb's `read_ahead` values to measure lock-step with (0: packet for packet).
+    /// tftplb's `read_ahead` values to measure (0: packet for packet).
     #[arg(long, value_delimiter = ',', default_values_t = [0u16, 4])]
     pub read_ahead: Vec<u16>,
 }
@@ -50,7 +50,7 @@ pub struct Round {
 pub struct ConfigResult {
     pub backend: BackendKind,
     pub windowsize: u16,
-    /// tftplb's `read_ahead` (it applies to lock-step only).
+    /// tftplb's `read_ahead`.
     pub read_ahead: u16,
     pub rounds: Vec<Round>,
     /// tftplb ÷ direct throughput.
@@ -131,9 +131,6 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
         for (i, (kind, read_ahead, _)) in setups.iter().enumerate() {
             if ws > 1 && *kind == BackendKind::TftpdHpa {
                 continue; // tftpd-hpa drops windowsize from its OACK: it would be lock-step again
-            }
-            if ws > 1 && *read_ahead != read_aheads[0] {
-                continue; // windowed reads are relayed packet for packet whatever read_ahead says
             }
             tallies.push((i, Tally::new(*kind, ws, *read_ahead)));
         }
@@ -293,11 +290,7 @@ fn print(p: &Params, r: &Results) {
         rows.push(vec![
             c.backend.name().into(),
             c.windowsize.to_string(),
-            if c.windowsize > 1 {
-                "-".into()
-            } else {
-                c.read_ahead.to_string()
-            },
+            c.read_ahead.to_string(),
             f(c.direct_mb_s.p50, 1),
             f(c.tftplb_mb_s.p50, 1),
             f(c.ratio.median, 3),

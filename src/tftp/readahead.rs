@@ -1,21 +1,23 @@
-//! Read-ahead for lock-step reads: the relay acknowledges the backend's DATA itself and serves
-//! the client from a small buffer, as a TFTP sender in its own right.
+//! Read-ahead: the relay acknowledges the backend's DATA itself and serves the client from a
+//! small ring, as a TFTP sender in its own right.
 //!
-//! Why: relaying packet for packet puts two extra hops into every block's round trip, so a
-//! lock-step transfer through a pure relay runs at about half the direct speed. With a few
-//! blocks fetched ahead, the backend leg and the client leg run side by side and a block costs
-//! the slower of the two round trips instead of their sum.
+//! Why: relaying packet for packet puts two extra hops into every block's round trip (every
+//! window's, with RFC 7440 windows), so a lock-step transfer through a pure relay runs at about
+//! half the direct speed. With blocks fetched ahead, the backend leg and the client leg run side
+//! by side and a round costs the slower of the two round trips instead of their sum.
 //!
-//! The rules, all on file positions (the session maps wire numbers and rollovers):
-//! - a block from the backend is stored when it is the next one; the backend gets our ACK as
-//!   soon as there is room for the block after it (the final block is acknowledged at once), so
-//!   the buffer never holds more than `ahead` blocks past the client's ACK, plus one slot for
-//!   the block a takeover's catch-up may bring;
+//! The rules, all on file positions (the session maps wire numbers and rollovers), with the
+//! transfer's window `w` (1: lock-step):
+//! - a block from the backend is stored when it is the next one; the backend gets our ACK when
+//!   its window is complete and there is room for its next window (the final block is
+//!   acknowledged at once), so the ring never holds more than `ahead` blocks past the client's
+//!   ACK, plus one window of slots for what a takeover's catch-up may bring;
 //! - the backend's retransmission of the block we acknowledged last gets that ACK again (ours
-//!   was lost); nothing else is ever re-sent to the backend;
-//! - the client gets the next block when it acknowledges the previous one; a duplicate ACK gets
-//!   nothing (RFC 1123 §4.2.3.1, sorcerer's apprentice); the relay's timer re-sends the one
-//!   unacknowledged block after the transfer's timeout.
+//!   was lost): one ACK per re-sent window, never one per block;
+//! - the client gets blocks up to `w` past its last ACK as they arrive; an ACK short of what
+//!   was sent (it lost a block) restarts the window after it (RFC 7440); a duplicate ACK gets
+//!   nothing (RFC 1123 §4.2.3.1, sorcerer's apprentice); the relay's timer re-sends the
+//!   unacknowledged blocks after the transfer's timeout.
 //!
 //! No sockets, no clock: the relay task does the sending and the timing. The ring is allocated
 //! once, when the first block arrives; nothing is allocated per block.
@@ -49,6 +51,10 @@ fn none() -> RangeInclusive<u64> {
 pub struct ReadAhead {
     /// Blocks the backend may be ahead of the client's ACK.
     ahead: u64,
+    /// The negotiated windowsize, on both legs.
+    window: u64,
+    /// Slots in the ring: `ahead` plus one window.
+    slots: u64,
     /// Bytes per slot: a DATA datagram of the negotiated blksize.
     slot: usize,
     blksize: usize,
@@ -63,23 +69,36 @@ pub struct ReadAhead {
     /// Highest position acknowledged to the current backend leg.
     backend_acked: u64,
     final_pos: Option<u64>,
+    /// The position whose ACK we last sent because a gap showed up after it.
+    gap_acked: Option<u64>,
 }
 
-/// Most bytes one session's read-ahead may hold; a large blksize gets fewer blocks ahead.
-const MAX_BYTES: usize = 64 * 1024;
+/// Most bytes one session's ring may hold. Lock-step: a large blksize gets fewer blocks ahead;
+/// windowed: a transfer whose three windows do not fit is relayed packet for packet.
+const MAX_BYTES: usize = 128 * 1024;
 
 impl ReadAhead {
-    /// Read-ahead of up to `ahead` blocks of `blksize` bytes, for a transfer whose client has
-    /// acknowledged position `start` (0: nothing yet).
-    pub fn new(ahead: u16, blksize: u16, start: u64) -> ReadAhead {
-        let blksize = usize::from(blksize);
-        let ahead = usize::from(ahead).min(MAX_BYTES / blksize).max(1);
-        let slots = ahead + 1;
-        let slot = 4 + blksize;
-        ReadAhead {
+    /// Read-ahead of `ahead` blocks of `blksize` bytes (with a window: at least two windows),
+    /// for a transfer whose client has acknowledged position `start` (0: nothing yet). `None`
+    /// when the ring would be too large for this blksize and windowsize.
+    pub fn new(ahead: u16, blksize: u16, windowsize: u16, start: u64) -> Option<ReadAhead> {
+        let slot = 4 + usize::from(blksize);
+        let window = usize::from(windowsize.max(1));
+        let ahead = if window == 1 {
+            usize::from(ahead).min(MAX_BYTES / slot - 1).max(1)
+        } else {
+            usize::from(ahead).max(2 * window)
+        };
+        let slots = ahead + window;
+        if window > 1 && slots * slot > MAX_BYTES {
+            return None;
+        }
+        Some(ReadAhead {
             ahead: ahead as u64,
+            window: window as u64,
+            slots: slots as u64,
             slot,
-            blksize,
+            blksize: usize::from(blksize),
             ring: vec![0; slots * slot].into_boxed_slice(),
             lens: vec![0; slots].into_boxed_slice(),
             acked: start,
@@ -87,16 +106,17 @@ impl ReadAhead {
             sent: start,
             backend_acked: start,
             final_pos: None,
-        }
+            gap_acked: None,
+        })
     }
 
     /// A DATA datagram of position `pos` from the backend, already numbered for the client.
     pub fn on_data(&mut self, pos: u64, datagram: &[u8]) -> Step {
         let next = self.received + 1;
-        if pos == next && pos <= self.acked + self.slots() && self.final_pos.is_none() {
+        if pos == next && pos <= self.acked + self.slots && self.final_pos.is_none() {
             self.store(pos, datagram);
-        } else if pos == self.backend_acked && pos == self.received {
-            // The backend did not get our ACK and sent the block again.
+        } else if pos == self.backend_acked && self.waiting_on_backend() {
+            // The backend did not get our ACK and sent the block (its window) again.
             return Step {
                 to_client: none(),
                 ack_backend: Some(pos),
@@ -105,12 +125,27 @@ impl ReadAhead {
         self.step()
     }
 
+    /// A block came from the backend out of order (one before it was lost): acknowledge the
+    /// last block in order, once, so the backend starts its window again after it instead of
+    /// waiting for its timer. `None` when already done, or when its next window has no room.
+    pub fn on_gap(&mut self) -> Option<u64> {
+        let room = self.received + self.window <= self.acked + self.slots;
+        if self.window == 1 || !room || self.gap_acked == Some(self.received) {
+            return None;
+        }
+        self.gap_acked = Some(self.received);
+        self.backend_acked = self.received;
+        Some(self.received)
+    }
+
     /// The client acknowledged position `pos`.
     pub fn on_ack(&mut self, pos: u64) -> Step {
         if pos <= self.acked || pos > self.sent {
             return Step::nothing(); // a duplicate (or nonsense): never answered by a resend
         }
         self.acked = pos;
+        // Short of what was sent: the client lost the block after it; the window restarts.
+        self.sent = pos;
         self.step()
     }
 
@@ -137,10 +172,10 @@ impl ReadAhead {
         self.received
     }
 
-    /// The backend acknowledged-to position is all there is and the file is not complete: the
-    /// backend owes us the next block (a silence now is the backend's).
+    /// We acknowledged the backend's last complete window and the file is not complete: the
+    /// backend owes us blocks (a silence now is the backend's).
     pub fn waiting_on_backend(&self) -> bool {
-        self.final_pos.is_none() && self.backend_acked == self.received
+        self.final_pos.is_none() && self.received < self.backend_acked + self.window
     }
 
     /// The backend's part is over: its final block is stored and acknowledged.
@@ -153,12 +188,8 @@ impl ReadAhead {
         self.final_pos == Some(self.acked)
     }
 
-    fn slots(&self) -> u64 {
-        self.ahead + 1
-    }
-
     fn index(&self, pos: u64) -> usize {
-        (pos % self.slots()) as usize
+        (pos % self.slots) as usize
     }
 
     fn store(&mut self, pos: u64, datagram: &[u8]) {
@@ -172,21 +203,24 @@ impl ReadAhead {
         }
     }
 
-    /// What the positions now allow: the next block to the client (lock-step: when it has
-    /// acknowledged all it got), and our ACK of the newest block when there is room after it.
+    /// What the positions now allow: blocks to the client up to a window past its ACK, and our
+    /// ACK of the backend's complete window when its next window has room.
     fn step(&mut self) -> Step {
-        let to_client = if self.sent == self.acked && self.received > self.sent {
-            self.sent += 1;
-            self.sent..=self.sent
+        let limit = self.received.min(self.acked + self.window);
+        let to_client = if limit > self.sent {
+            let from = self.sent + 1;
+            self.sent = limit;
+            from..=limit
         } else {
             none()
         };
-        let room = self.received < self.acked + self.ahead;
-        let ack_backend =
-            (self.backend_acked < self.received && (room || self.final_pos.is_some())).then(|| {
-                self.backend_acked = self.received;
-                self.received
-            });
+        let window_done = self.received == self.backend_acked + self.window;
+        let room = self.received + self.window <= self.acked + self.ahead;
+        let wanted = window_done && room || self.final_pos.is_some();
+        let ack_backend = (self.backend_acked < self.received && wanted).then(|| {
+            self.backend_acked = self.received;
+            self.received
+        });
         Step {
             to_client,
             ack_backend,
@@ -216,7 +250,7 @@ mod tests {
 
     #[test]
     fn the_backend_runs_ahead_by_the_configured_blocks_then_waits_for_the_client() {
-        let mut r = ReadAhead::new(3, 8, 0);
+        let mut r = ReadAhead::new(3, 8, 1, 0).unwrap();
         assert_eq!(r.on_data(1, &data(1, 8)), step(1..=1, Some(1)));
         assert_eq!(r.on_data(2, &data(2, 8)), step(none(), Some(2)));
         // Three ahead of the client's ACK (0): no room after block 3, the ACK waits.
@@ -229,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_duplicate_ack_is_never_answered_with_a_resend() {
-        let mut r = ReadAhead::new(4, 8, 0);
+        let mut r = ReadAhead::new(4, 8, 1, 0).unwrap();
         r.on_data(1, &data(1, 8));
         r.on_data(2, &data(2, 8));
         assert_eq!(r.on_ack(1), step(2..=2, None));
@@ -241,14 +275,14 @@ mod tests {
 
     #[test]
     fn the_backends_retransmission_gets_our_ack_again() {
-        let mut r = ReadAhead::new(4, 8, 0);
+        let mut r = ReadAhead::new(4, 8, 1, 0).unwrap();
         assert_eq!(r.on_data(1, &data(1, 8)).ack_backend, Some(1));
         assert_eq!(r.on_data(1, &data(1, 8)), step(none(), Some(1)));
     }
 
     #[test]
     fn the_final_block_is_acknowledged_at_once_and_completes_on_the_clients_ack() {
-        let mut r = ReadAhead::new(1, 8, 0);
+        let mut r = ReadAhead::new(1, 8, 1, 0).unwrap();
         assert_eq!(r.on_data(1, &data(1, 8)), step(1..=1, None));
         assert_eq!(r.on_ack(1), step(none(), Some(1)));
         assert_eq!(r.on_data(2, &data(2, 3)), step(2..=2, Some(2)));
@@ -260,7 +294,7 @@ mod tests {
     #[test]
     fn a_whole_transfer_delivers_every_block_in_order() {
         for ahead in [1u16, 2, 4, 16] {
-            let mut r = ReadAhead::new(ahead, 8, 0);
+            let mut r = ReadAhead::new(ahead, 8, 1, 0).unwrap();
             let blocks = 50u64;
             let mut backend_next = 1; // what the backend sends next once acked
             let mut delivered = Vec::new();
@@ -304,7 +338,7 @@ mod tests {
 
     #[test]
     fn after_a_takeover_one_spare_slot_holds_the_block_the_catch_up_brings() {
-        let mut r = ReadAhead::new(2, 8, 0);
+        let mut r = ReadAhead::new(2, 8, 1, 0).unwrap();
         r.on_data(1, &data(1, 8));
         r.on_data(2, &data(2, 8)); // two ahead of ACK 0: our ACK of 2 waits
         r.resumed(); // the backend died; the new leg caught up to 2 and got our ACK of 2
@@ -317,8 +351,48 @@ mod tests {
 
     #[test]
     fn a_large_blksize_gets_fewer_blocks_ahead() {
-        let r = ReadAhead::new(16, 65464, 0);
+        let r = ReadAhead::new(16, 65464, 1, 0).unwrap();
         assert_eq!(r.ahead, 1);
         assert_eq!(r.ring.len(), 2 * (65464 + 4));
+        assert!(
+            ReadAhead::new(4, 1468, 16, 0).is_some(),
+            "48 slots of 1472 bytes fit"
+        );
+        assert!(
+            ReadAhead::new(4, 8192, 16, 0).is_none(),
+            "packet for packet instead"
+        );
+    }
+
+    #[test]
+    fn windows_flow_on_both_legs_and_a_short_ack_restarts_the_clients_window() {
+        let mut r = ReadAhead::new(0, 8, 2, 0).unwrap(); // ahead: two windows = 4 blocks
+        assert_eq!(r.on_data(1, &data(1, 8)), step(1..=1, None));
+        // The backend's window (1, 2) is complete and its next one fits: ACK 2.
+        assert_eq!(r.on_data(2, &data(2, 8)), step(2..=2, Some(2)));
+        assert_eq!(r.on_data(3, &data(3, 8)), step(none(), None));
+        // Window (3, 4) complete, but 4 + 2 > ACK 0 + 4: it waits for the client.
+        assert_eq!(r.on_data(4, &data(4, 8)), step(none(), None));
+        assert!(!r.waiting_on_backend());
+        assert_eq!(r.on_ack(2), step(3..=4, Some(4)));
+        // The client lost block 4: its ACK 3 restarts its window at 4.
+        assert_eq!(r.on_ack(3), step(4..=4, None));
+        assert_eq!(r.on_ack(3), Step::nothing());
+        assert_eq!(r.unacked(), 4..=4);
+    }
+
+    #[test]
+    fn a_gap_on_the_backend_leg_is_acknowledged_once() {
+        let mut r = ReadAhead::new(0, 8, 4, 0).unwrap();
+        r.on_data(1, &data(1, 8));
+        assert_eq!(r.on_gap(), Some(1), "block 2 lost, 3 arrived");
+        assert_eq!(r.on_gap(), None, "block 4 arrived too: no second ACK");
+        assert!(r.waiting_on_backend());
+        // The backend restarts after 1; its window is now 2..=5.
+        for b in 2..=4 {
+            assert_eq!(r.on_data(b, &data(b, 8)), step(b..=b, None));
+        }
+        assert_eq!(r.on_ack(4), Step::nothing());
+        assert_eq!(r.on_data(5, &data(5, 8)), step(5..=5, Some(5)));
     }
 }

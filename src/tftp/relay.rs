@@ -663,6 +663,7 @@ impl Relay {
             Action::Consume => Ok(None),
             Action::Drop | Action::Failover => {
                 t.counts.dropped += 1;
+                self.ack_after_gap(t, n).await?;
                 Ok(None)
             }
             Action::Fail(why) => self.fail_client(t, why).await.map(Some),
@@ -692,25 +693,27 @@ impl Relay {
     }
 
     /// Whether this backend datagram (a DATA the session passed on) goes through the read-ahead;
-    /// sets it up at the first block of a lock-step read.
+    /// sets it up at the first block of a read (unless its windows would not fit the ring).
     fn reads_ahead(&self, t: &mut Transfer<'_>, n: usize) -> bool {
         if t.ahead.is_some() {
             return true;
         }
-        let negotiated = t.session.negotiated();
-        let lock_step_data = matches!(packet::peek(&t.buf[..n]), Ok(Kind::Data { .. }))
-            && negotiated.windowsize == 1;
-        if self.settings.read_ahead == 0 || self.write || !lock_step_data {
+        let is_data = matches!(packet::peek(&t.buf[..n]), Ok(Kind::Data { .. }));
+        if self.settings.read_ahead == 0 || self.write || !is_data || t.session.resumes() > 0 {
             return false;
         }
+        let negotiated = t.session.negotiated();
         let start = t.session.data_position().saturating_sub(1);
-        t.ahead = Some(ReadAhead::new(
+        t.ahead = ReadAhead::new(
             self.settings.read_ahead,
             negotiated.blksize,
+            negotiated.windowsize,
             start,
-        ));
-        t.session.set_read_ahead();
-        true
+        );
+        if t.ahead.is_some() {
+            t.session.set_read_ahead();
+        }
+        t.ahead.is_some()
     }
 
     /// A client datagram while reading ahead: its ACKs are answered from the ring, never
@@ -741,6 +744,25 @@ impl Relay {
                 Ok(None)
             }
         }
+    }
+
+    /// Reading ahead with a window, a DATA the session dropped is out of order (one before it
+    /// was lost): acknowledge the last block in order so the backend resends from there.
+    async fn ack_after_gap(&self, t: &mut Transfer<'_>, n: usize) -> io::Result<()> {
+        let Some(ahead) = t.ahead.as_mut() else {
+            return Ok(());
+        };
+        let is_data = matches!(packet::peek(&t.buf[..n]), Ok(Kind::Data { .. }));
+        if !is_data || t.session.catching_up() {
+            return Ok(());
+        }
+        if let Some(pos) = ahead.on_gap() {
+            let ack = ack_datagram(t.session.leg_wire(pos));
+            t.leg.socket.send_to(&ack, t.leg.tid).await?;
+            t.counts.to_backend += 1;
+            t.last_data = Instant::now();
+        }
+        Ok(())
     }
 
     /// Sends what the read-ahead decided: our ACK to the backend, new blocks to the client.

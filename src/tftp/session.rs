@@ -161,6 +161,12 @@ pub struct Session {
     read_ahead: bool,
     /// Position of the last DATA block `on_backend` passed on.
     last_data: u64,
+    /// Read ahead with a window: a block 1 right after 65535 was set aside once (see
+    /// `leg_position`).
+    wrap_doubted: bool,
+    /// Read ahead, the backend's numbering turned out other than guessed after blocks were
+    /// stored: the transfer cannot go on correctly.
+    numbering_broken: bool,
 }
 
 impl Default for Session {
@@ -189,6 +195,8 @@ impl Session {
             file_bytes: 0,
             read_ahead: false,
             last_data: 0,
+            wrap_doubted: false,
+            numbering_broken: false,
         }
     }
 
@@ -294,6 +302,9 @@ impl Session {
         }
         self.answered = true;
         let Some(pos) = self.leg_position(block) else {
+            if self.numbering_broken {
+                return Action::Fail("the boot server's block numbers are ambiguous at 65535");
+            }
             return Action::Drop; // ahead of anything sent: a gap the endpoints will repair
         };
         match self.catch_up {
@@ -315,7 +326,15 @@ impl Session {
 
     /// The file position of a DATA block of the current leg, learning how it rolls over.
     fn leg_position(&mut self, block: u16) -> Option<u64> {
+        let windowed_read_ahead = self.read_ahead && self.leg_window > 1;
         if self.leg_pos == 65535 && block == 1 && !self.leg.wrap_to_one {
+            // Read ahead with a window, block 1 here may be a rollover to 1 or a lost block 0,
+            // and a stored block cannot be taken back: set it aside (the relay asks for the
+            // window again) and believe a rollover to 1 when block 1 comes first again.
+            if windowed_read_ahead && !self.wrap_doubted {
+                self.wrap_doubted = true;
+                return None;
+            }
             self.set_wrap_to_one(true);
         }
         // With a window, block 1 may have overtaken a lost block 0: a block 0 soon after the
@@ -324,6 +343,10 @@ impl Session {
             && block == 0
             && (65536..65536 + u64::from(self.leg_window)).contains(&self.leg_pos)
         {
+            if self.read_ahead {
+                self.numbering_broken = true;
+                return None;
+            }
             self.set_wrap_to_one(false);
             self.leg_pos = 65535;
             if self.resumes == 0 {
