@@ -46,7 +46,7 @@ pub struct TftpConfig {
     pub mac_memory: Duration,
     /// Read the kernel's neighbour table for on-link clients' MACs.
     pub neighbour_lookup: bool,
-    /// Blocks of a lock-step read fetched ahead of the client (0: relay packet for packet).
+    /// Blocks of a read fetched ahead of the client (0: relay packet for packet).
     pub read_ahead: u16,
 }
 
@@ -322,7 +322,7 @@ fn default_stall_timeout() -> Duration {
     Duration::from_secs(2)
 }
 /// Two hops per block cost a lock-step transfer through a pure relay about half its speed; a few
-/// blocks fetched ahead give it back (bench/README.md), at a few KiB per session.
+/// blocks fetched ahead give most of it back (bench/README.md), at a few KiB per session.
 fn default_read_ahead() -> u16 {
     4
 }

@@ -10,13 +10,14 @@
 //! - If the backend stops sending mid-transfer (no DATA for `stall_timeout` while the client is
 //!   still asking) or gives up with an ERROR, another backend takes over: the same request,
 //!   its blocks consumed up to the client's last ACK, the rest forwarded (see `session`).
-//! - Lock-step reads (windowsize 1) are read ahead (`[tftp] read_ahead` blocks, see
-//!   `readahead`): the relay acknowledges the backend's DATA itself and serves the client from
-//!   a small ring as a sender of its own, with its own retransmission timer (never a resend on a
-//!   duplicate ACK). A takeover then resumes after the last block received, and the client is
-//!   still served from the ring while the new backend catches up.
-//! - Everything else (windowed reads, writes, the OACK exchange) is relayed packet for packet;
-//!   there the relay never retransmits on its own.
+//! - Reads are read ahead (`[tftp] read_ahead` blocks, see `readahead`): the relay
+//!   acknowledges the backend's DATA itself and serves the client from a small ring as a sender
+//!   of its own, with its own retransmission timer (never a resend on a duplicate ACK). A
+//!   takeover then resumes after the last block received, and the client is still served from
+//!   the ring while the new backend catches up.
+//! - Everything else (writes, the OACK exchange, reads whose windows do not fit the ring, all
+//!   of it with `read_ahead = 0`) is relayed packet for packet; there the relay never
+//!   retransmits on its own.
 //! - Packets from any other source get a rate-limited ERROR 5 and change nothing.
 //! - One receive buffer, sized once from the request, serves the whole transfer, and the
 //!   read-ahead ring is allocated once: nothing is allocated per relayed packet.
