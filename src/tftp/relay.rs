@@ -47,7 +47,7 @@ pub struct RelaySettings {
     pub setup_attempts: u32,
     pub idle_timeout: Duration,
     pub stall_timeout: Duration,
-    /// Blocks of a lock-step read fetched ahead of the client (0: off).
+    /// Blocks of a read fetched ahead of the client (0: off).
     pub read_ahead: u16,
 }
 
