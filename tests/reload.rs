@@ -120,3 +120,32 @@ async fn shutdown_lets_a_running_transfer_finish() {
     assert_eq!(got, data);
     stopping.await.unwrap();
 }
+
+/// The port-69 socket is read by a thread of its own. When the runtime serving tftplb shuts
+/// down (a test's runtime at its end, a program embedding tftplb), that thread must stop and let
+/// the port go, not keep receiving for a server that is gone.
+#[test]
+fn a_runtime_shutdown_stops_the_listener_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pools = common::pool_toml("p", "round-robin", "", &["127.0.0.1:9".parse().unwrap()]);
+    let lb = runtime.block_on(Tftplb::start("", &pools));
+    let addr = lb.addr;
+    assert!(
+        std::net::UdpSocket::bind(addr).is_err(),
+        "tftplb holds {addr}"
+    );
+    drop(runtime);
+    drop(lb);
+    let patience = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::UdpSocket::bind(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < patience,
+            "{addr} still bound: the listener thread outlived its server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -10,6 +10,13 @@
 //!
 //! On a wildcard address (`0.0.0.0`, `::`) the socket asks the kernel for each datagram's
 //! destination (IP_PKTINFO), so the session can answer from exactly the address the client used.
+//!
+//! Each port-69 socket is read by its own OS thread (a one-thread runtime), not by a task among
+//! the sessions' tasks: in a boot storm thousands of relay tasks are ready at once, and a
+//! listener task waiting its turn behind them admitted ~500 requests a second while 10,000
+//! clients waited (their requests queued for seconds, then overflowed the socket). A thread of
+//! its own gets its share of the CPU from the kernel whatever the number of sessions. Sessions
+//! still run on the main runtime.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -36,12 +43,22 @@ use crate::metrics as m;
 use crate::pool::Pool;
 use crate::runtime::Runtime;
 
-/// A bound port-69 socket.
+/// A bound port-69 socket, not yet served (see [`Frontend::serve`]).
 #[derive(Debug)]
 pub struct Listener {
+    socket: std::net::UdpSocket,
+    local: SocketAddr,
+    wildcard: bool,
+}
+
+/// A port-69 socket being served: registered with the receiving thread's runtime.
+#[derive(Debug)]
+struct Receiving {
     socket: UdpSocket,
     local: SocketAddr,
     wildcard: bool,
+    /// The main runtime, where sessions run.
+    sessions: tokio::runtime::Handle,
 }
 
 impl Listener {
@@ -61,8 +78,9 @@ impl Listener {
             }
         }
         sock.set_nonblocking(true)?;
+        size_receive_buffer(&sock);
         sock.bind(&addr.into())?;
-        let socket = UdpSocket::from_std(sock.into())?;
+        let socket: std::net::UdpSocket = sock.into();
         let local = socket.local_addr()?;
         Ok(Listener {
             socket,
@@ -73,6 +91,18 @@ impl Listener {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+}
+
+impl Receiving {
+    /// Registers `listener` with the current (receiving) runtime.
+    fn new(listener: Listener, sessions: tokio::runtime::Handle) -> io::Result<Receiving> {
+        Ok(Receiving {
+            socket: UdpSocket::from_std(listener.socket)?,
+            local: listener.local,
+            wildcard: listener.wildcard,
+            sessions,
+        })
     }
 
     /// One datagram, its sender, and the local IP it was sent to.
@@ -99,6 +129,40 @@ impl Listener {
             self.socket.send_to(datagram, to).await?;
         }
         Ok(())
+    }
+}
+
+/// Receive buffer each port-69 socket asks for. A boot storm arrives as one burst of requests
+/// (every client's RRQ, then its retransmissions a second later), faster than even a thread of
+/// its own admits them; the default buffer (`net.core.rmem_default`, 208 KiB on most systems)
+/// holds only 256 RRQs on loopback (832 B of kernel accounting each): a 10,000-client storm lost
+/// ~2,500 requests there with the listener on its own thread, 0 with this buffer. Linux grants
+/// twice what is asked, so 8 MiB holds ~20,000 RRQs on loopback (fewer on a NIC, whose buffers
+/// count 2–4 KiB per datagram); memory is taken only while datagrams wait. A deep queue only
+/// helps a listener that drains it quickly: behind a starved listener task it just made answers
+/// later. The kernel caps the request at `net.core.rmem_max`; we do not use `SO_RCVBUFFORCE` to
+/// override the operator's cap (tftplb runs without CAP_NET_ADMIN anyway), we say what was
+/// granted.
+pub const RECV_BUFFER: usize = 8 << 20;
+
+/// Asks for [`RECV_BUFFER`] and logs once per process when the kernel grants less.
+fn size_receive_buffer(sock: &socket2::Socket) {
+    if let Err(e) = sock.set_recv_buffer_size(RECV_BUFFER) {
+        tracing::warn!(error = %e, "cannot size the tftp receive buffer; keeping the default");
+        return;
+    }
+    // Linux reports twice the granted size (the other half is its bookkeeping allowance).
+    let granted = sock.recv_buffer_size().unwrap_or(0) / 2;
+    static CAPPED: std::sync::Once = std::sync::Once::new();
+    if granted < RECV_BUFFER {
+        CAPPED.call_once(|| {
+            tracing::info!(
+                granted_bytes = granted,
+                asked_bytes = RECV_BUFFER,
+                "tftp receive buffer capped by net.core.rmem_max: a boot storm may overflow it; \
+                 `sysctl -w net.core.rmem_max={RECV_BUFFER}` lifts the cap"
+            );
+        });
     }
 }
 
@@ -220,8 +284,42 @@ impl Frontend {
         self.sessions.len()
     }
 
-    /// Receives on `listener` until `stop` is cancelled.
+    /// Receives on `listener` until `stop` is cancelled (or this future is dropped), on a
+    /// thread of its own; sessions are spawned on the runtime that runs this future.
     pub async fn serve(self: Arc<Self>, listener: Listener, stop: CancellationToken) {
+        let stop = stop.child_token();
+        let _stop_when_dropped = stop.clone().drop_guard();
+        let sessions = tokio::runtime::Handle::current();
+        let address = listener.local;
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("tftp-listener".into())
+            .spawn(move || {
+                let _done = done;
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(async {
+                            let receiving = Receiving::new(listener, sessions)?;
+                            self.receive(receiving, stop).await;
+                            Ok(())
+                        })
+                    });
+                if let Err(e) = served {
+                    tracing::error!(%address, error = %e, "tftp listener stopped");
+                }
+            });
+        match thread {
+            Ok(_) => {
+                let _ = finished.await;
+            }
+            Err(e) => tracing::error!(%address, error = %e, "cannot start the tftp listener"),
+        }
+    }
+
+    /// The receiving thread's loop.
+    async fn receive(self: Arc<Self>, listener: Receiving, stop: CancellationToken) {
         let mut buf = vec![0u8; packet::MAX_DATAGRAM];
         loop {
             let got = tokio::select! {
@@ -237,7 +335,7 @@ impl Frontend {
 
     async fn handle(
         self: &Arc<Self>,
-        listener: &Listener,
+        listener: &Receiving,
         datagram: &[u8],
         from: SocketAddr,
         local_ip: IpAddr,
@@ -266,7 +364,7 @@ impl Frontend {
             Ok(Some((asked, pool, slot)))
         });
         match admitted {
-            Ok(Some((asked, pool, slot))) => self.start(&runtime, asked, pool, slot, datagram, key),
+            Ok(Some(admitted)) => self.start(listener, &runtime, admitted, datagram, key),
             Ok(None) => {}
             Err(refusal) => {
                 self.refuse(listener, &runtime, refusal, from, local_ip)
@@ -312,7 +410,7 @@ impl Frontend {
     /// Counts, logs (rate-limited) and answers a refusal, unless it is silent by nature or config.
     async fn refuse(
         &self,
-        listener: &Listener,
+        listener: &Receiving,
         runtime: &Runtime,
         refusal: Refusal,
         from: SocketAddr,
@@ -343,10 +441,9 @@ impl Frontend {
     /// Starts a session, replacing a stale one from the same client address (port reuse).
     fn start(
         self: &Arc<Self>,
+        listener: &Receiving,
         runtime: &Arc<Runtime>,
-        asked: Asked,
-        pool: Arc<Pool>,
-        slot: ClientSlot,
+        (asked, pool, slot): (Asked, Arc<Pool>, ClientSlot),
         datagram: &[u8],
         key: Key,
     ) {
@@ -382,7 +479,7 @@ impl Frontend {
         };
         let filename = asked.request.filename;
         let frontend = self.clone();
-        self.tasks.spawn(async move {
+        let run = async move {
             let active = metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.name.clone());
             active.increment(1.0);
             let report = relay.run().await;
@@ -393,7 +490,8 @@ impl Frontend {
                 pool.backends[b].add_bytes(report.file_bytes);
             }
             m::record_session(&pool.name, &filename, client, &report);
-        });
+        };
+        self.tasks.spawn_on(run, &listener.sessions);
     }
 
     /// Stops admitting (the caller has stopped the listeners), lets running transfers finish
@@ -409,5 +507,32 @@ impl Frontend {
             }
             self.tasks.wait().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A boot storm's burst of requests must find room in the socket (the default buffer held
+    /// 256 of them); the kernel may cap what we ask at `net.core.rmem_max`, never below that.
+    #[test]
+    fn the_port_69_socket_asks_for_a_storm_sized_receive_buffer() {
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let Some(cap) = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+        else {
+            return; // not Linux: nothing to compare with
+        };
+        let granted = socket2::SockRef::from(&listener.socket)
+            .recv_buffer_size()
+            .unwrap();
+        // Linux reports twice what it granted.
+        let expected = 2 * cap.min(RECV_BUFFER);
+        assert!(
+            granted >= expected,
+            "receive buffer {granted} B, expected {expected} B (rmem_max {cap})"
+        );
     }
 }
