@@ -58,26 +58,92 @@ pub struct Got {
     pub retransmissions: u64,
 }
 
+/// Why a download failed: the client's error, or a transfer that ended with the wrong bytes.
+#[derive(Debug)]
+pub enum Failure {
+    Client(String),
+    WrongContent(Box<WrongContent>),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Client(e) => f.write_str(e),
+            Failure::WrongContent(w) => write!(
+                f,
+                "{}: content differs (first bad offset {:?}, got {} of {} bytes)",
+                w.file, w.first_bad_offset, w.got_bytes, w.expected_bytes
+            ),
+        }
+    }
+}
+
+/// A download the client believed complete whose bytes are not the file's: what a wrong-content
+/// case needs to be diagnosed (which bytes arrived instead, from whom, to which client port).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WrongContent {
+    pub file: String,
+    /// First offset whose bytes differ; `None` when every byte matched but some were missing.
+    pub first_bad_offset: Option<usize>,
+    pub got_bytes: usize,
+    pub expected_bytes: usize,
+    /// The tsize the server's OACK announced (the size of the file it was serving).
+    pub oack_tsize: Option<u64>,
+    /// Where the first bad block's bytes are found among the bench's files ("FILE@OFFSET"), or
+    /// `None` (found nowhere, or too short to tell); filled by [`locate`]'s caller.
+    pub bad_block_is: Option<String>,
+    /// The client's own address (its ephemeral port) and the TID it locked onto.
+    pub client: Option<SocketAddr>,
+    pub server_tid: SocketAddr,
+    /// When this download ended: seconds from the start of the crowd, and UTC (to find the
+    /// session in tftplb's log); filled by the crowd.
+    pub at_s: f64,
+    pub ended: String,
+    /// The first block that differed (not serialised: [`locate`] turns it into `bad_block_is`).
+    #[serde(skip)]
+    pub bad_block: Vec<u8>,
+}
+
+/// Where `block` occurs in `files`, as "FILE@OFFSET" (the first match); `None` when it is too
+/// short to say (fewer than 16 bytes match too much by chance) or found nowhere.
+pub fn locate(block: &[u8], files: &[BenchFile]) -> Option<String> {
+    if block.len() < 16 {
+        return None;
+    }
+    files.iter().find_map(|f| {
+        f.data
+            .windows(block.len())
+            .position(|w| w == block)
+            .map(|at| format!("{}@{at}", f.name))
+    })
+}
+
 /// Downloads `file` from `server`, checking every byte; `keep_gaps` keeps every block's gap.
 pub async fn get(
     server: SocketAddr,
     file: &BenchFile,
     cfg: &ClientConfig,
     keep_gaps: bool,
-) -> Result<Got, String> {
+) -> Result<Got, Failure> {
     let started = Instant::now();
     let mut sink = CheckSink::new(&file.data, started, keep_gaps);
     let t = download(server, &file.name, cfg, &mut sink)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::Client(e.to_string()))?;
     if sink.mismatch_at.is_some() || sink.pos != file.data.len() {
-        return Err(format!(
-            "{}: content differs (first bad offset {:?}, got {} of {} bytes)",
-            file.name,
-            sink.mismatch_at,
-            sink.pos,
-            file.data.len()
-        ));
+        return Err(Failure::WrongContent(Box::new(WrongContent {
+            file: file.name.clone(),
+            first_bad_offset: sink.mismatch_at,
+            got_bytes: sink.pos,
+            expected_bytes: file.data.len(),
+            oack_tsize: t.oack.as_ref().and_then(|o| o.tsize()),
+            bad_block_is: None,
+            client: t.local,
+            server_tid: t.server_tid,
+            at_s: 0.0,
+            ended: String::new(),
+            bad_block: sink.bad_block,
+        })));
     }
     Ok(Got {
         bytes: t.bytes,
@@ -94,6 +160,8 @@ struct CheckSink<'a> {
     expected: &'a [u8],
     pos: usize,
     mismatch_at: Option<usize>,
+    /// A copy of the first chunk that differed.
+    bad_block: Vec<u8>,
     started: Instant,
     last: Instant,
     first: Option<Duration>,
@@ -108,6 +176,7 @@ impl<'a> CheckSink<'a> {
             expected,
             pos: 0,
             mismatch_at: None,
+            bad_block: Vec::new(),
             started,
             last: started,
             first: None,
@@ -132,6 +201,7 @@ impl<'a> CheckSink<'a> {
         let end = self.pos + chunk.len();
         if self.mismatch_at.is_none() && self.expected.get(self.pos..end) != Some(chunk) {
             self.mismatch_at = Some(self.pos);
+            self.bad_block = chunk.to_vec();
         }
         self.pos = end;
     }
@@ -177,5 +247,30 @@ impl ClientParams {
             bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..ClientConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_names_the_file_and_offset_a_wrong_block_came_from() {
+        let files = [
+            BenchFile::new("small", 9728, 1),
+            BenchFile::new("big", 65536, 2),
+        ];
+        let block = &files[1].data[1468..2936];
+        assert_eq!(locate(block, &files).as_deref(), Some("big@1468"));
+        assert_eq!(
+            locate(&files[0].data[..512], &files).as_deref(),
+            Some("small@0")
+        );
+        assert_eq!(locate(&[7u8; 600], &files), None, "bytes of no file");
+        assert_eq!(
+            locate(&files[1].data[..8], &files),
+            None,
+            "too short to tell"
+        );
     }
 }

@@ -71,6 +71,7 @@ fn storm_smoke() {
     let r = &doc["results"];
     for mode in ["direct", "tftplb"] {
         assert_eq!(r[mode]["completed"], 12, "{r:#}");
+        assert_eq!(r[mode]["wrong_content"], 0, "{r:#}");
         assert!(number(&r[mode]["completion_s"]["p99"]) > 0.0, "{r:#}");
     }
     assert!(number(&r["tftplb_peak_rss_kib"]) > 0.0, "{r:#}");

@@ -15,7 +15,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::load::{self, BenchFile, ClientParams};
+use crate::load::{self, BenchFile, ClientParams, Failure, WrongContent};
 use crate::procs::Memory;
 
 /// What a crowd does.
@@ -42,6 +42,10 @@ pub struct CrowdResult {
     pub completed_after_retry: usize,
     /// Failed download attempts, by error (first words).
     pub attempt_errors: BTreeMap<String, usize>,
+    /// Attempts that ended with the wrong bytes (counted in `attempt_errors` too).
+    pub wrong_content: usize,
+    /// The first [`WRONG_CONTENT_KEPT`] of them, in the order they were collected.
+    pub wrong_content_cases: Vec<WrongContent>,
     pub bytes: u64,
     pub wall_s: f64,
     /// Per completed client: seconds from its start to its last byte.
@@ -58,10 +62,13 @@ pub struct CrowdResult {
     pub peak_rss_kib: u64,
 }
 
+/// Wrong-content cases kept in full per crowd (each is counted either way).
+pub const WRONG_CONTENT_KEPT: usize = 20;
+
 struct ClientOutcome {
     ok: bool,
     retried: bool,
-    errors: Vec<String>,
+    errors: Vec<Failure>,
     bytes: u64,
     elapsed: Duration,
     finished_at: Duration,
@@ -143,8 +150,19 @@ async fn sample(
 
 fn add(r: &mut CrowdResult, out: ClientOutcome) {
     for e in out.errors {
-        let key: String = e.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
+        let text = e.to_string();
+        let key: String = text
+            .split_whitespace()
+            .take(6)
+            .collect::<Vec<_>>()
+            .join(" ");
         *r.attempt_errors.entry(key).or_default() += 1;
+        if let Failure::WrongContent(w) = e {
+            r.wrong_content += 1;
+            if r.wrong_content_cases.len() < WRONG_CONTENT_KEPT {
+                r.wrong_content_cases.push(*w);
+            }
+        }
     }
     r.client_retransmissions += out.retransmissions;
     r.bytes += out.bytes;
@@ -192,7 +210,13 @@ async fn boot(
                     done = true;
                     break;
                 }
-                Err(e) => {
+                Err(mut e) => {
+                    if let Failure::WrongContent(w) = &mut e {
+                        w.bad_block_is = load::locate(&w.bad_block, files);
+                        w.at_s = crowd_start.elapsed().as_secs_f64();
+                        w.ended = humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                            .to_string();
+                    }
                     out.retried = true;
                     out.errors.push(e);
                     lost += try_start.elapsed();

@@ -7,9 +7,9 @@
 
 use serde::Serialize;
 
-use super::phase::{self, Crowd, CrowdResult};
+use super::phase::{self, Crowd, CrowdResult, WRONG_CONTENT_KEPT};
 use super::{Ctx, per_gb};
-use crate::load::ClientParams;
+use crate::load::{ClientParams, WrongContent};
 use crate::procs::{Backend, BackendKind, TftplbProc, TftplbSettings};
 use crate::report::{self, WorkDir, f};
 use crate::stats::Summary;
@@ -56,6 +56,9 @@ pub struct Mode {
     pub crowds: Vec<CrowdResult>,
     pub completed: usize,
     pub failed: usize,
+    /// Downloads that ended with the wrong bytes, and the first of them in full.
+    pub wrong_content: usize,
+    pub wrong_content_cases: Vec<WrongContent>,
     pub completion_s: Summary,
     pub wall_s: Summary,
     /// None for tftpd-hpa, whose per-transfer children's CPU time cannot be read.
@@ -81,6 +84,9 @@ pub struct Results {
     /// tftplb sessions by outcome, from its log.
     pub tftplb_outcomes: std::collections::BTreeMap<String, usize>,
     pub failures: usize,
+    /// tftplb's log, copied next to the JSON when a download through it failed (to find out
+    /// why, and to match a wrong-content case with its session).
+    pub tftplb_log: Option<std::path::PathBuf>,
 }
 
 pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
@@ -159,6 +165,9 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
     }
     r.tftplb_cpu_s_per_gb = per_gb(r.tftplb_cpu_s, r.tftplb.bytes);
     r.failures = r.direct.failed + r.tftplb.failed;
+    if r.tftplb.failed > 0 {
+        r.tftplb_log = keep_log(&lb.log, &ctx.out);
+    }
     print(p, &r);
     let path = report::write_json(&ctx.out, "storm", &ctx.meta, p, &r)?;
     println!("  json: {}", path.display());
@@ -174,6 +183,19 @@ fn backend_cpu(backends: &[Backend]) -> Option<f64> {
         .then(|| backends.iter().map(|b| b.proc.cpu().total()).sum())
 }
 
+/// Copies tftplb's log (which the scratch directory takes with it) to `out/storm-tftplb.log`.
+fn keep_log(log: &std::path::Path, out: &std::path::Path) -> Option<std::path::PathBuf> {
+    let kept = out.join("storm-tftplb.log");
+    let copied = std::fs::create_dir_all(out).and_then(|()| std::fs::copy(log, &kept));
+    match copied {
+        Ok(_) => Some(kept),
+        Err(e) => {
+            eprintln!("storm: cannot keep tftplb's log: {e}");
+            None
+        }
+    }
+}
+
 fn summarise(mode: &mut Mode) {
     let times: Vec<f64> = mode
         .crowds
@@ -185,6 +207,13 @@ fn summarise(mode: &mut Mode) {
     mode.completed = mode.crowds.iter().map(|c| c.completed).sum();
     mode.failed = mode.crowds.iter().map(|c| c.failed).sum();
     mode.bytes = mode.crowds.iter().map(|c| c.bytes).sum();
+    mode.wrong_content = mode.crowds.iter().map(|c| c.wrong_content).sum();
+    mode.wrong_content_cases = mode
+        .crowds
+        .iter()
+        .flat_map(|c| c.wrong_content_cases.iter().cloned())
+        .take(WRONG_CONTENT_KEPT)
+        .collect();
     mode.backend_cpu_s_per_gb = mode.backend_cpu_s.map(|s| per_gb(s, mode.bytes));
 }
 
@@ -194,6 +223,7 @@ fn print(p: &Params, r: &Results) {
             "mode",
             "completed",
             "failed",
+            "wrong content",
             "p50 s",
             "p99 s",
             "max s",
@@ -208,6 +238,7 @@ fn print(p: &Params, r: &Results) {
             name.into(),
             m.completed.to_string(),
             m.failed.to_string(),
+            m.wrong_content.to_string(),
             f(m.completion_s.p50, 3),
             f(m.completion_s.p99, 3),
             f(m.completion_s.max, 3),
@@ -240,7 +271,57 @@ fn print(p: &Params, r: &Results) {
                 println!("  {name} errors: {:?}", c.attempt_errors);
             }
         }
+        print_wrong_content(name, m);
     }
+    if let Some(log) = &r.tftplb_log {
+        println!("  tftplb's log kept: {}", log.display());
+    }
+}
+
+/// The wrong-content cases: what was asked, what arrived instead, and from whom.
+fn print_wrong_content(name: &str, m: &Mode) {
+    if m.wrong_content == 0 {
+        return;
+    }
+    let mut rows = vec![
+        [
+            "file",
+            "first bad offset",
+            "got B",
+            "expected B",
+            "OACK tsize",
+            "bad block is",
+            "client",
+            "server TID",
+            "at s",
+            "ended (UTC)",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let or_dash = |x: Option<String>| x.unwrap_or_else(|| "-".into());
+    for w in &m.wrong_content_cases {
+        rows.push(vec![
+            w.file.clone(),
+            or_dash(w.first_bad_offset.map(|o| o.to_string())),
+            w.got_bytes.to_string(),
+            w.expected_bytes.to_string(),
+            or_dash(w.oack_tsize.map(|t| t.to_string())),
+            or_dash(w.bad_block_is.clone()),
+            or_dash(w.client.map(|c| c.to_string())),
+            w.server_tid.to_string(),
+            f(w.at_s, 3),
+            w.ended.clone(),
+        ]);
+    }
+    report::print_table(
+        &format!(
+            "  {name}: {} downloads with wrong content (first {} shown)",
+            m.wrong_content,
+            m.wrong_content_cases.len()
+        ),
+        &rows,
+    );
 }
 
 fn plot(path: &std::path::Path, p: &Params, r: &Results) -> Result<(), String> {

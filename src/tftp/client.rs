@@ -84,6 +84,8 @@ pub struct Transfer {
     pub elapsed: Duration,
     /// The address:port the server answered from.
     pub server_tid: SocketAddr,
+    /// Our own address:port (which port a bound-to-0 client got: to match it with server logs).
+    pub local: Option<SocketAddr>,
     /// Packets we sent again after a timeout or to report a gap.
     pub retransmissions: u64,
 }
@@ -687,6 +689,7 @@ impl Receiver {
             oack: self.oack,
             elapsed,
             server_tid: self.conn.peer(),
+            local: self.conn.socket.local_addr().ok(),
             retransmissions: self.conn.retransmissions,
         }
     }
