@@ -694,3 +694,27 @@ async fn a_write_whose_final_ack_was_lost_gets_it_again() {
         "the backend, done already, is not bothered"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_went_silent_gets_a_few_retransmissions_then_the_session_ends() {
+    let backend = FakeBackend::new().await;
+    let pools = common::pool_toml("p", "round-robin", "", &[backend.addr()]);
+    let lb = Tftplb::start("idle_timeout = \"60s\"", &pools).await;
+    let client = client_socket().await;
+    client.send_to(&rrq("f", &[]), lb.addr).await.unwrap();
+    let (_, peer, tid) = backend.accept().await;
+    tid.send_to(&data(1, 10), peer).await.unwrap(); // the whole file: the backend is done
+    expect_ack(&tid, 1).await;
+    // The client never answers: block 1, then one copy per second, five of them.
+    let mut copies = 0;
+    while !silent_for(&client, Duration::from_millis(2500)).await {
+        copies += 1;
+        assert!(copies <= 6, "more than five retransmissions");
+    }
+    // The first recv in silent_for consumed a datagram each time it was not silent.
+    assert_eq!(copies, 6, "block 1 and five retransmissions");
+    assert!(
+        lb.wait_idle().await,
+        "the session ended long before the idle timeout"
+    );
+}

@@ -155,6 +155,11 @@ const STRANGER_REPLY_INTERVAL: Duration = Duration::from_millis(100);
 /// Retransmissions of our own ACK to a backend taking over, before trying yet another.
 const CATCH_UP_RETRIES: u32 = 3;
 
+/// Read-ahead: retransmissions to a client that sends nothing at all, before the session ends
+/// (a client that is alive re-sends its ACK on its own timer, which starts the count again).
+/// The backends of the demo and bench (async-tftp) are set to give up after as many.
+const MAX_RESENDS: u32 = 5;
+
 /// Everything the transfer loop works on.
 struct Transfer<'a> {
     client_sock: UdpSocket,
@@ -171,6 +176,8 @@ struct Transfer<'a> {
     ahead: Option<ReadAhead>,
     /// When the last new block went to the client (read-ahead: its retransmission timer).
     sent_at: Instant,
+    /// Read-ahead retransmissions to the client since it last sent anything.
+    resends: u32,
 }
 
 impl Relay {
@@ -240,6 +247,7 @@ impl Relay {
             catch_up_retries: 0,
             ahead: None,
             sent_at: now,
+            resends: 0,
         };
         let outcome = self.transfer(&mut t).await;
         *session = std::mem::take(&mut t.session);
@@ -508,6 +516,7 @@ impl Relay {
                 continue;
             }
             t.last_client = Instant::now();
+            t.resends = 0;
             self.handle.client_seen.store(true, Ordering::Relaxed);
             let action = t.session.on_client(&mut t.buf[..n]);
             if let Some(end) = self.apply_client(t, action, n).await? {
@@ -582,6 +591,12 @@ impl Relay {
             return Ok(Some(Outcome::IdleTimeout));
         }
         if self.resend_due(t).is_some_and(|due| now >= due) {
+            // A client silent through all of them has gone (rebooted, given up): stop, so a
+            // new client that gets its port is not sent stale blocks for long.
+            if t.resends >= MAX_RESENDS {
+                return Ok(Some(Outcome::IdleTimeout));
+            }
+            t.resends += 1;
             self.resend_to_client(t).await?;
         }
         let stalled = now >= t.last_data + self.stall_after(t);
