@@ -87,6 +87,30 @@ pub struct Results {
     /// tftplb's log, copied next to the JSON when a download through it failed (to find out
     /// why, and to match a wrong-content case with its session).
     pub tftplb_log: Option<std::path::PathBuf>,
+    /// Ephemeral ports of this host (`net.ipv4.ip_local_port_range`), which the clients, both
+    /// sockets of every tftplb session and every backend transfer share on one host.
+    pub ephemeral_ports: Option<u32>,
+}
+
+/// How many ports `ip_local_port_range` offers.
+fn ephemeral_ports() -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|n| n.parse::<u32>().ok());
+    let (low, high) = (it.next()??, it.next()??);
+    Some(high.saturating_sub(low) + 1)
+}
+
+/// Through tftplb on one host, a transfer holds four ports at once (the client's, tftplb's two,
+/// the backend's transfer port); directly, two. Short of that, failures measure the host.
+fn warn_if_ports_short(ports: Option<u32>, clients: usize) {
+    let needed = 4 * clients as u64;
+    if let Some(ports) = ports.filter(|&p| u64::from(p) < needed) {
+        println!(
+            "storm: warning: {clients} clients through tftplb on one host need about {needed} \
+             ephemeral ports at once, this host has {ports}; failures will measure the port \
+             range, not tftplb (widen it: sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\")"
+        );
+    }
 }
 
 pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
@@ -103,8 +127,10 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
     let mut r = Results {
         backend: Some(kind),
         tftplb_idle_rss_kib: lb.proc.memory().rss_kib,
+        ephemeral_ports: ephemeral_ports(),
         ..Results::default()
     };
+    warn_if_ports_short(r.ephemeral_ports, p.clients);
     let client = ClientParams {
         blksize: Some(p.blksize),
         windowsize: None,
