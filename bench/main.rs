@@ -116,12 +116,12 @@ async fn run(ctx: &Ctx, scenario: Scenario) -> Result<(), String> {
     }
 }
 
-/// Every client transfer holds a socket: lift the soft file limit to 65,536 where allowed
+/// Every client transfer holds a socket: lift the soft file limit to 262,144 where allowed
 /// (as root), else to the hard one. Children (tftplb, backends) inherit it.
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let target = hard.max(65_536);
+        let target = hard.max(262_144);
         if setrlimit(Resource::RLIMIT_NOFILE, target, target).is_err() {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
