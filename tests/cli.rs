@@ -178,3 +178,27 @@ async fn get_reports_size_options_and_sha256() {
         .unwrap();
     assert!(!missing.status.success());
 }
+
+#[test]
+fn run_warns_when_the_file_limit_cannot_hold_max_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tftplb.toml");
+    std::fs::write(
+        &config,
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[tftp]\nlisten = [\"127.0.0.1:0\"]\n\
+         max_sessions = 100000000\n[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("TFTPLB_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = lines_of(child.stderr.take().unwrap());
+    let _child = Reaped(child);
+    let line = wait_for_line(&logs, "open-file limit");
+    assert!(line.contains("max_sessions=100000000"), "{line}");
+}
