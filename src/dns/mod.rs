@@ -4,9 +4,11 @@
 //! out a dead boot server. tftplb answers that name itself with the backends whose TFTP probes
 //! pass, rotating, with a short TTL while a backend is down (see [`select`] for the policy).
 //!
-//! This is the only module that imports hickory. hickory-server's `Server` owns the UDP and TCP
-//! sockets, parsing, EDNS and truncation (TC when an answer does not fit the client's size: 512
-//! bytes without EDNS, as iPXE asks); it has no rotation, so instead of its `Catalog` a small
+//! This is the only module that imports hickory. hickory-server's `Server` owns the TCP
+//! sockets; UDP queries are read, decoded with hickory's `Request` and answered by one task per
+//! socket (see `udp`: hickory's UDP loop costs a task and a channel per query), with EDNS and
+//! truncation (TC when an answer does not fit the client's size: 512 bytes without EDNS, as
+//! iPXE asks). hickory has no rotation, so instead of its `Catalog` a small
 //! [`RequestHandler`] answers from a [`Zone`]: every record prebuilt, held in an `ArcSwap` and
 //! rebuilt whenever the health-event counter moves, the runtime is swapped (reload) or, as a
 //! safety net, every 30 s. A query takes no lock: it loads the current zone, looks the name up
@@ -15,11 +17,13 @@
 //! Authoritative behaviour: AA on every answer from the zone, SOA and NS at the apex, NXDOMAIN
 //! with the SOA for unknown names, NODATA (NOERROR, SOA) for other types and for empty
 //! non-terminals, REFUSED outside the zone, names compared case-insensitively (the question is
-//! echoed with its original case), BADVERS for EDNS versions above 0. Malformed packets are left
-//! to hickory: under 12 bytes dropped, responses dropped, undecodable queries get FORMERR.
+//! echoed with its original case), BADVERS for EDNS versions above 0. Malformed packets: over
+//! UDP counted and dropped, responses dropped (no reflection); over TCP hickory answers an
+//! undecodable query with FORMERR.
 
 pub mod config;
 pub mod select;
+mod udp;
 
 use std::collections::HashMap;
 use std::io;
@@ -512,16 +516,21 @@ impl DnsServer {
                 return;
             }
         };
-        let mut server = Server::new(Handler { zone: zone.clone() });
+        let handler = Arc::new(Handler { zone: zone.clone() });
+        let udp_stop = stop.child_token();
+        let mut udp_tasks = tokio::task::JoinSet::new();
         for s in self.udp {
             match s
                 .set_nonblocking(true)
                 .and_then(|_| tokio::net::UdpSocket::from_std(s))
             {
-                Ok(s) => server.register_socket(s),
+                Ok(s) => {
+                    udp_tasks.spawn(udp::serve(s, handler.clone(), udp_stop.clone()));
+                }
                 Err(e) => tracing::error!(error = %e, "dns: udp socket"),
             }
         }
+        let mut server = Server::new(Handler { zone: zone.clone() });
         for l in self.tcp {
             match l
                 .set_nonblocking(true)
@@ -532,6 +541,8 @@ impl DnsServer {
             }
         }
         maintain(&frontend, &zone, states, stop).await;
+        udp_stop.cancel();
+        while udp_tasks.join_next().await.is_some() {}
         if let Err(e) = server.shutdown_gracefully().await {
             tracing::warn!(error = %e, "dns: server stopped with an error");
         }
