@@ -285,7 +285,7 @@ impl Default for TftplbSettings {
             max_sessions: 10_000,
             balance: "round-robin",
             health: None,
-            read_ahead: 4,
+            read_ahead: 2,
         }
     }
 }

@@ -33,7 +33,7 @@ pub struct Params {
     #[arg(long, value_delimiter = ',', default_values_t = [1u16, 16])]
     pub windowsizes: Vec<u16>,
     /// tftplb's `read_ahead` values to measure (0: packet for packet).
-    #[arg(long, value_delimiter = ',', default_values_t = [0u16, 4])]
+    #[arg(long, value_delimiter = ',', default_values_t = [0u16, 2])]
     pub read_ahead: Vec<u16>,
 }
 
