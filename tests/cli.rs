@@ -48,6 +48,20 @@ fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
     panic!("no line containing {needle:?} within 30 s");
 }
 
+/// `tftplb run --config CONFIG` at log level info, and its stderr lines.
+fn spawn_run(config: &std::path::Path) -> (Reaped, mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("TFTPLB_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = lines_of(child.stderr.take().unwrap());
+    (Reaped(child), logs)
+}
+
 fn sigterm(child: &Child) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -99,16 +113,7 @@ async fn run_logs_bound_addresses_serves_and_stops_on_sigterm() {
         format!("[admin]\nlisten = \"127.0.0.1:0\"\n[tftp]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n{pools}"),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("TFTPLB_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = lines_of(child.stderr.take().unwrap());
-    let mut child = Reaped(child);
+    let (mut child, logs) = spawn_run(&config);
     let v4 = wait_for_line(&logs, "tftp listening");
     let v6 = wait_for_line(&logs, "tftp listening");
     let addrs: Vec<std::net::SocketAddr> = [v4, v6]
@@ -189,16 +194,7 @@ fn run_warns_when_the_file_limit_cannot_hold_max_sessions() {
          max_sessions = 100000000\n[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:9\"\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("TFTPLB_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = lines_of(child.stderr.take().unwrap());
-    let _child = Reaped(child);
+    let (_child, logs) = spawn_run(&config);
     let line = wait_for_line(&logs, "open-file limit");
     assert!(line.contains("max_sessions=100000000"), "{line}");
 }

@@ -93,43 +93,34 @@ impl ResponseHandler for UdpReply {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let (info, bytes) = encode(response)?;
+        // The size the client can take over UDP: its EDNS payload size, else 512 bytes (RFC 1035
+        // §4.2.1); `destructive_emit` truncates (TC) beyond it.
+        let id = response.metadata().id;
+        let max = response.edns().map_or(512, |e| e.max_payload());
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::warn!(%error, "dns: cannot encode an answer; SERVFAIL instead");
+                bytes.clear();
+                servfail(id, &mut bytes)?
+            }
+        };
         self.socket.send_to(&bytes, self.to).await?;
         Ok(info)
     }
 }
 
-/// The answer's wire form within the size the client can take over UDP (its EDNS payload size,
-/// else 512 bytes: RFC 1035 §4.2.1), truncated (TC) beyond; SERVFAIL if it cannot be encoded.
-fn encode<'a>(
-    response: MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-) -> Result<(ResponseInfo, Vec<u8>), NetError> {
-    let id = response.metadata().id;
-    let max = response.edns().map_or(512, |e| e.max_payload());
-    let mut bytes = Vec::with_capacity(512);
-    let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_max_size(max);
-    match response.destructive_emit(&mut encoder) {
-        Ok(info) => Ok((info, bytes)),
-        Err(error) => {
-            tracing::warn!(%error, "dns: cannot encode an answer");
-            bytes.clear();
-            let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
-            metadata.response_code = ResponseCode::ServFail;
-            let header = Header {
-                metadata,
-                counts: HeaderCounts::default(),
-            };
-            let mut encoder = BinEncoder::new(&mut bytes);
-            header.emit(&mut encoder)?;
-            Ok((ResponseInfo::from(header), bytes))
-        }
-    }
+/// A bare SERVFAIL header for query `id`.
+fn servfail(id: u16, bytes: &mut Vec<u8>) -> Result<ResponseInfo, NetError> {
+    let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+    metadata.response_code = ResponseCode::ServFail;
+    let header = Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    };
+    header.emit(&mut BinEncoder::new(bytes))?;
+    Ok(ResponseInfo::from(header))
 }

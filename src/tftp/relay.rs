@@ -772,41 +772,50 @@ impl Relay {
         if !is_data || t.session.catching_up() {
             return Ok(());
         }
-        if let Some(pos) = ahead.on_gap() {
-            let ack = ack_datagram(t.session.leg_wire(pos));
-            t.leg.socket.send_to(&ack, t.leg.tid).await?;
-            t.counts.to_backend += 1;
-            t.last_data = Instant::now();
+        match ahead.on_gap() {
+            Some(pos) => self.ack_backend(t, pos).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Sends what the read-ahead decided: our ACK to the backend, new blocks to the client.
     async fn perform(&self, t: &mut Transfer<'_>, step: Step) -> io::Result<()> {
         if let Some(pos) = step.ack_backend {
-            let ack = ack_datagram(t.session.leg_wire(pos));
-            t.leg.socket.send_to(&ack, t.leg.tid).await?;
-            t.counts.to_backend += 1;
-            t.last_data = Instant::now(); // the backend's turn starts now
+            self.ack_backend(t, pos).await?;
         }
-        if step.to_client.is_empty() {
-            return Ok(());
+        self.send_blocks(t, step.to_client).await
+    }
+
+    /// The client did not acknowledge its block(s) within the timeout: send them again.
+    async fn resend_to_client(&self, t: &mut Transfer<'_>) -> io::Result<()> {
+        match t.ahead.as_ref().map(ReadAhead::unacked) {
+            Some(unacked) => self.send_blocks(t, unacked).await,
+            None => Ok(()),
         }
-        let ahead = t.ahead.as_ref().expect("called while reading ahead");
-        for pos in step.to_client {
-            t.client_sock
-                .send_to(ahead.datagram(pos), self.client)
-                .await?;
-            t.counts.to_client += 1;
-        }
-        t.sent_at = Instant::now();
+    }
+
+    /// Our own ACK of position `pos` to the backend, in its numbering: its turn starts now.
+    async fn ack_backend(&self, t: &mut Transfer<'_>, pos: u64) -> io::Result<()> {
+        let ack = ack_datagram(t.session.leg_wire(pos));
+        t.leg.socket.send_to(&ack, t.leg.tid).await?;
+        t.counts.to_backend += 1;
+        t.last_data = Instant::now();
         Ok(())
     }
 
-    /// The client did not acknowledge its block within the timeout: send it again.
-    async fn resend_to_client(&self, t: &mut Transfer<'_>) -> io::Result<()> {
-        let ahead = t.ahead.as_ref().expect("called while reading ahead");
-        for pos in ahead.unacked() {
+    /// Sends the stored blocks `positions` to the client; its retransmission timer starts.
+    async fn send_blocks(
+        &self,
+        t: &mut Transfer<'_>,
+        positions: std::ops::RangeInclusive<u64>,
+    ) -> io::Result<()> {
+        let Some(ahead) = t.ahead.as_ref() else {
+            return Ok(());
+        };
+        if positions.is_empty() {
+            return Ok(());
+        }
+        for pos in positions {
             t.client_sock
                 .send_to(ahead.datagram(pos), self.client)
                 .await?;
@@ -953,34 +962,34 @@ fn cancelled_datagram() -> Vec<u8> {
 /// Keeps a socket bound for [`QUARANTINE`], answering whatever still arrives (but ERRORs) with
 /// ERROR 0 so the transfer behind it stops, then closes it.
 fn quarantine(socket: UdpSocket) {
-    tokio::spawn(async move {
-        let deadline = tokio::time::sleep(QUARANTINE);
-        tokio::pin!(deadline);
-        let mut buf = [0u8; 4];
-        let mut replies = 0;
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return,
-                got = socket.recv_from(&mut buf) => {
-                    let Ok((_, from)) = got else { continue };
-                    let is_error = buf[..2] == error_code_bytes();
-                    if !is_error && replies < QUARANTINE_REPLIES {
-                        replies += 1;
-                        let _ = socket.send_to(&cancelled_datagram(), from).await;
-                    }
-                }
-            }
-        }
+    linger(socket, QUARANTINE, |head, _| {
+        let is_error = head.get(..2) == Some(&error_code_bytes()[..]);
+        (!is_error).then(cancelled_datagram)
     });
 }
 
 /// Answers a finished write's final DATA, repeated because its ACK was lost, with that ACK again
 /// for `dally` (RFC 1350: the side that sends the last ACK waits in case it is lost).
 fn answer_final_data(socket: UdpSocket, client: SocketAddr, block: u16, dally: Duration) {
+    let ack = ack_datagram(block);
+    let mut repeated = [0u8; 4];
+    repeated[..2].copy_from_slice(&packet::opcode::DATA.to_be_bytes());
+    repeated[2..].copy_from_slice(&block.to_be_bytes());
+    linger(socket, dally, move |head, from| {
+        (from == client && head == repeated).then(|| ack.to_vec())
+    });
+}
+
+/// Keeps `socket` bound for `hold`, then closes it; meanwhile answers a datagram (its first
+/// four bytes and its sender) with what `reply` makes of it, at most [`QUARANTINE_REPLIES`]
+/// times, so a flood cannot turn the socket into an amplifier.
+fn linger<F>(socket: UdpSocket, hold: Duration, reply: F)
+where
+    F: Fn(&[u8], SocketAddr) -> Option<Vec<u8>> + Send + 'static,
+{
     tokio::spawn(async move {
-        let deadline = tokio::time::sleep(dally);
+        let deadline = tokio::time::sleep(hold);
         tokio::pin!(deadline);
-        let ack = ack_datagram(block);
         let mut head = [0u8; 4];
         let mut replies = 0;
         loop {
@@ -988,12 +997,11 @@ fn answer_final_data(socket: UdpSocket, client: SocketAddr, block: u16, dally: D
                 _ = &mut deadline => return,
                 got = socket.recv_from(&mut head) => {
                     let Ok((n, from)) = got else { continue };
-                    let repeated = n == head.len()
-                        && head[..2] == packet::opcode::DATA.to_be_bytes()
-                        && head[2..] == block.to_be_bytes();
-                    if from == client && repeated && replies < QUARANTINE_REPLIES {
+                    if replies < QUARANTINE_REPLIES
+                        && let Some(answer) = reply(&head[..n], from)
+                    {
                         replies += 1;
-                        let _ = socket.send_to(&ack, client).await;
+                        let _ = socket.send_to(&answer, from).await;
                     }
                 }
             }
