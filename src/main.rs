@@ -33,9 +33,9 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Every session holds two sockets, and a request a backend did not answer in time leaves its
-/// socket quarantined for 15 s: a 10,000-client storm with setup retries held more than 65,536
-/// at its peak (306 sessions failed with EMFILE). Lift the soft file limit to at least 262,144
-/// where allowed (as root or under systemd's LimitNOFILE), else to the hard limit (in a
+/// socket quarantined for 15 s: a 10,000-client storm holds over 20,000 at its peak (under a
+/// 20,000 limit 54–306 sessions failed with EMFILE). Lift the soft file limit to at least
+/// 262,144 where allowed (as root or under systemd's LimitNOFILE), else to the hard limit (in a
 /// container without CAP_SYS_RESOURCE the hard limit stays; `run` warns when it is too low).
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};

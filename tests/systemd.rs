@@ -18,7 +18,7 @@ fn unit_has_the_promised_settings() {
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
-        "LimitNOFILE=65536",
+        "LimitNOFILE=262144",
         "Restart=on-failure",
     ] {
         assert!(
