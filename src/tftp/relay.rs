@@ -172,8 +172,10 @@ struct Transfer<'a> {
     last_data: Instant,
     /// Our own ACK re-sent to a backend catching up, since its last block.
     catch_up_retries: u32,
-    /// Lock-step read-ahead, from the first DATA on (when configured).
+    /// The read-ahead, from the first DATA on (when configured and the ring fits).
     ahead: Option<ReadAhead>,
+    /// Whether the first DATA has decided on `ahead` (once per session, not once per block).
+    ahead_decided: bool,
     /// When the last new block went to the client (read-ahead: its retransmission timer).
     sent_at: Instant,
     /// Read-ahead retransmissions to the client since it last sent anything.
@@ -246,6 +248,7 @@ impl Relay {
             last_data: now,
             catch_up_retries: 0,
             ahead: None,
+            ahead_decided: false,
             sent_at: now,
             resends: 0,
         };
@@ -656,10 +659,14 @@ impl Relay {
         action: Action,
         n: usize,
     ) -> io::Result<Option<Outcome>> {
+        let passed_on = matches!(action, Action::Forward | Action::ForwardAndEnd(_));
+        if passed_on && !t.ahead_decided {
+            self.decide_read_ahead(t, n);
+        }
         match action {
-            Action::Forward | Action::ForwardAndEnd(_) if self.reads_ahead(t, n) => {
+            Action::Forward | Action::ForwardAndEnd(_) if t.ahead.is_some() => {
                 let pos = t.session.data_position();
-                let ahead = t.ahead.as_mut().expect("reads_ahead sets it up");
+                let ahead = t.ahead.as_mut().expect("checked by the guard");
                 let step = ahead.on_data(pos, &t.buf[..n]);
                 self.perform(t, step).await?;
                 Ok(None)
@@ -708,15 +715,15 @@ impl Relay {
         }
     }
 
-    /// Whether this backend datagram (a DATA the session passed on) goes through the read-ahead;
-    /// sets it up at the first block of a read (unless its windows would not fit the ring).
-    fn reads_ahead(&self, t: &mut Transfer<'_>, n: usize) -> bool {
-        if t.ahead.is_some() {
-            return true;
+    /// At the first DATA the session passes on (an OACK is relayed as it is), decides once
+    /// whether this transfer is read ahead: a read, configured, and a ring its windows fit.
+    fn decide_read_ahead(&self, t: &mut Transfer<'_>, n: usize) {
+        if !matches!(packet::peek(&t.buf[..n]), Ok(Kind::Data { .. })) {
+            return;
         }
-        let is_data = matches!(packet::peek(&t.buf[..n]), Ok(Kind::Data { .. }));
-        if self.settings.read_ahead == 0 || self.write || !is_data || t.session.resumes() > 0 {
-            return false;
+        t.ahead_decided = true;
+        if self.settings.read_ahead == 0 || self.write || t.session.resumes() > 0 {
+            return;
         }
         let negotiated = t.session.negotiated();
         let start = t.session.data_position().saturating_sub(1);
@@ -729,7 +736,6 @@ impl Relay {
         if t.ahead.is_some() {
             t.session.set_read_ahead();
         }
-        t.ahead.is_some()
     }
 
     /// A client datagram while reading ahead: its ACKs are answered from the ring, never
