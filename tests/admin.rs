@@ -7,10 +7,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::daemon::Daemon;
 use common::faulty::{Fault, FaultyHandler};
 use common::{Tree, sha256};
 use tftplb::app::Bound;
@@ -157,73 +158,6 @@ async fn slow_backend(name: &str, big: &[u8]) -> EmbeddedServer {
 
 // ---- metrics, from a child process ----
 
-/// A `tftplb run` child; killed (SIGTERM, then SIGKILL) when dropped.
-struct Child {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Child {
-    fn start(config: &Path, log: &Path) -> Child {
-        let child = Command::new(env!("CARGO_BIN_EXE_tftplb"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("TFTPLB_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("start tftplb");
-        Child {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    /// Waits (bounded) for a `<what> listening address=…` log line.
-    fn address(&self, what: &str) -> SocketAddr {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let found = text
-                .lines()
-                .filter(|l| l.contains(&format!("{what} listening")))
-                .find_map(|l| {
-                    l.split("address=")
-                        .nth(1)?
-                        .split_whitespace()
-                        .next()?
-                        .parse()
-                        .ok()
-                });
-            if let Some(a) = found {
-                return a;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no `{what} listening` line; log:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The value of the first sample whose line starts with `series` (name and labels).
 fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape
@@ -256,7 +190,7 @@ async fn metrics_series_exist_and_move_with_transfers() {
     let config = work.path().join("tftplb.toml");
     let health = "[pool.health]\nfile = \"probe.bin\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2\n";
     std::fs::write(&config, config_text("", health, &[a.address, b.address])).unwrap();
-    let child = Child::start(&config, &work.path().join("tftplb.log"));
+    let child = Daemon::run(&config);
     let (tftp, admin) = (child.address("tftp"), child.address("admin"));
 
     // Probes run: wait for both backends to be up.

@@ -4,80 +4,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
+use common::daemon::{Daemon, Output};
 use common::{Backends, Tree};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tftplb");
 
-/// Kills the child when the test ends, however it ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Lines of a pipe, delivered through a channel so reads can time out.
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    panic!("no line containing {needle:?} within 30 s");
-}
-
-/// `tftplb run --config CONFIG` at log level info, and its stderr lines.
-fn spawn_run(config: &std::path::Path) -> (Reaped, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("TFTPLB_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = lines_of(child.stderr.take().unwrap());
-    (Reaped(child), logs)
-}
-
-fn sigterm(child: &Child) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-}
-
 #[test]
 fn demo_prints_a_curl_command_that_downloads_through_it() {
-    let mut child = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = lines_of(child.stdout.take().unwrap());
-    let child = Reaped(child);
-    let line = wait_for_line(&stdout, "curl -s tftp://");
+    let mut demo = Command::new(BIN);
+    demo.args(["demo", "--listen", "127.0.0.1:0"]);
+    let child = Daemon::spawn(demo, Output::Stdout);
+    let line = child.wait_for_line("curl -s tftp://");
     let url = line.split_whitespace().last().unwrap().to_string();
     assert!(
         !url.contains(":0/"),
@@ -98,7 +37,7 @@ fn demo_prints_a_curl_command_that_downloads_through_it() {
         3,
         "round robin over three backends: {served_by:?}"
     );
-    sigterm(&child.0);
+    child.sigterm();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,22 +52,8 @@ async fn run_logs_bound_addresses_serves_and_stops_on_sigterm() {
         format!("[admin]\nlisten = \"127.0.0.1:0\"\n[tftp]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n{pools}"),
     )
     .unwrap();
-    let (mut child, logs) = spawn_run(&config);
-    let v4 = wait_for_line(&logs, "tftp listening");
-    let v6 = wait_for_line(&logs, "tftp listening");
-    let addrs: Vec<std::net::SocketAddr> = [v4, v6]
-        .iter()
-        .map(|l| {
-            l.split("address=")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let child = Daemon::run(&config);
+    let addrs = [child.address("tftp"), child.address("tftp")];
     for addr in addrs {
         let data = common::RealClient::Curl { blksize: 1468 }
             .get(addr, "f.bin")
@@ -136,9 +61,9 @@ async fn run_logs_bound_addresses_serves_and_stops_on_sigterm() {
             .unwrap();
         assert_eq!(common::sha256(&data), tree.sha256_of("f.bin"), "via {addr}");
     }
-    wait_for_line(&logs, "session end");
-    sigterm(&child.0);
-    let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
+    child.wait_for_line("session end");
+    child.sigterm();
+    let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap();
     assert!(status.success(), "{status}");
@@ -194,7 +119,7 @@ fn run_warns_when_the_file_limit_cannot_hold_max_sessions() {
          max_sessions = 100000000\n[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:9\"\n",
     )
     .unwrap();
-    let (_child, logs) = spawn_run(&config);
-    let line = wait_for_line(&logs, "open-file limit");
+    let child = Daemon::run(&config);
+    let line = child.wait_for_line("open-file limit");
     assert!(line.contains("max_sessions=100000000"), "{line}");
 }

@@ -307,35 +307,15 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_leaves_the_daemons_memory_bounded() {
-    use std::io::{BufRead, BufReader};
     let tree = Tree::new(&[("pxelinux.0", 3000)]);
     let backends = Backends::start("async-tftp", tree.path(), 2).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("tftplb.toml");
     let pools = common::pool_toml("p", "round-robin", "", &backends.addresses());
     std::fs::write(&cfg, format!("[admin]\nenabled = false\n[tftp]\nlisten = [\"127.0.0.1:0\"]\nidle_timeout = \"2s\"\nmax_sessions = 2000\n{pools}")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tftplb"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let line = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.contains("tftp listening"))
-        .unwrap();
-    let addr: SocketAddr = line
-        .split("address=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let pid = child.id();
+    let child = common::daemon::Daemon::run(&cfg);
+    let addr = child.address("tftp");
+    let pid = child.pid();
     let before = rss_kib(pid);
     let rrq = Packet::Rrq(Request {
         filename: "pxelinux.0".into(),
@@ -365,8 +345,7 @@ async fn a_flood_leaves_the_daemons_memory_bounded() {
     println!(
         "tftplb RSS during a flood of 10,240 requests from 1,024 addresses: before {before} KiB, peak {peak} KiB, 4 s later {after} KiB"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     // max_sessions = 2000 caps what a flood can hold, whatever its size.
     let peak = peak.max(after);
     assert!(

@@ -6,10 +6,11 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::Tftplb;
+use common::daemon::{Daemon, Output};
 use common::faulty::{Fault, FaultyHandler};
 use tftplb::demo::EmbeddedServer;
 use tftplb::tftp::client::{self, ClientConfig, ClientError};
@@ -232,7 +233,8 @@ fn boot_through_namespaces(ns: &Namespaces, mac_rule: &str) -> String {
         std::fs::write(root.join("who"), name).unwrap();
         make_readable(&root);
         // A fixed port is safe here: the namespace is new, empty and ours alone.
-        let child = Command::new("ip")
+        let mut tftpd = Command::new("ip");
+        tftpd
             .args([
                 "netns",
                 "exec",
@@ -243,12 +245,8 @@ fn boot_through_namespaces(ns: &Namespaces, mac_rule: &str) -> String {
                 "-a",
                 &format!("127.0.0.1:{port}"),
             ])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        backends.push(Reaped(child));
+            .arg(&root);
+        backends.push(Daemon::spawn(tftpd, Output::Stderr));
     }
     let cfg = dir.path().join("tftplb.toml");
     std::fs::write(
@@ -261,22 +259,18 @@ fn boot_through_namespaces(ns: &Namespaces, mac_rule: &str) -> String {
         ),
     )
     .unwrap();
-    let mut lb = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.lb,
-            env!("CARGO_BIN_EXE_tftplb"),
-            "run",
-            "--config",
-        ])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let port = listening_port(lb.stderr.take().unwrap());
-    let lb = Reaped(lb);
+    let mut run = Command::new("ip");
+    run.args([
+        "netns",
+        "exec",
+        &ns.lb,
+        env!("CARGO_BIN_EXE_tftplb"),
+        "run",
+        "--config",
+    ])
+    .arg(&cfg);
+    let lb = Daemon::spawn(run, Output::Stderr);
+    let port = lb.address("tftp").port();
     let out = Command::new("ip")
         .args([
             "netns",
@@ -303,26 +297,6 @@ fn make_readable(dir: &std::path::Path) {
     }
     if let Some(parent) = dir.parent() {
         std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-}
-
-fn listening_port(stderr: std::process::ChildStderr) -> u16 {
-    use std::io::{BufRead, BufReader};
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        if let Some(addr) = line.split("tftp listening address=").nth(1) {
-            let addr: SocketAddr = addr.split_whitespace().next().unwrap().parse().unwrap();
-            return addr.port();
-        }
-    }
-    panic!("tftplb printed no listening address");
-}
-
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
