@@ -16,8 +16,9 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::dns::DnsServer;
 use crate::health::health_events;
-use crate::runtime::Runtime;
-use crate::tftp::listener::{Frontend, Listener};
+use crate::tftp::frontend::Frontend;
+use crate::tftp::reader::Listener;
+use crate::tftp::runtime::{Current, Runtime};
 
 /// How often housekeeping runs (affinity expiry, idle rate-limit state): often enough that a
 /// flood from many addresses cannot pile up state for long.
@@ -59,7 +60,7 @@ impl Bound {
         let admin = AdminServer::bind(&config.admin)?;
         let events = health_events();
         let runtime = Runtime::new(config.clone(), None, &events);
-        let frontend = Arc::new(Frontend::new(runtime, events));
+        let frontend = Arc::new(Frontend::new(Arc::new(Current::new(runtime, events))));
         let control = Control::new(frontend, config_path, config.clone());
         Ok(Bound {
             listeners,
@@ -100,7 +101,9 @@ impl Bound {
         let frontend = self.frontend();
         let stop = CancellationToken::new();
         let dns = self.dns.map(|d| {
-            let serving = d.serve(frontend.clone(), stop.clone());
+            let current = frontend.current();
+            let health = current.health_events().subscribe();
+            let serving = d.serve(current.subscribe(), health, stop.clone());
             tokio::spawn(serving)
         });
         let housekeeper = tokio::spawn(housekeeping(frontend.clone(), stop.clone()));

@@ -15,12 +15,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::health::{AdminState, Monitor};
+use crate::health::AdminState;
+use crate::health::probe::Monitor;
 use crate::resolve::{NameWatch, Resolved, expand};
-use crate::tftp::listener::{Frontend, Listener};
+use crate::tftp::frontend::Frontend;
+use crate::tftp::reader::Listener;
 
 /// A listener that is being served.
 #[derive(Debug)]
@@ -42,6 +45,8 @@ pub struct Control {
     /// The configuration as written: named backends are expanded from it on every change.
     written: Mutex<Config>,
     resolved: Mutex<Resolved>,
+    /// The written configuration, for the name watcher (it restarts on each one sent).
+    configs: watch::Sender<Arc<Config>>,
     names: Mutex<Option<NameWatch>>,
     me: Weak<Control>,
     installing: Mutex<()>,
@@ -61,6 +66,7 @@ impl Control {
             listeners: Mutex::new(HashMap::new()),
             stop_all: CancellationToken::new(),
             reloads: AtomicU64::new(0),
+            configs: watch::channel(Arc::new(config.clone())).0,
             written: Mutex::new(config),
             resolved: Mutex::new(Resolved::new()),
             names: Mutex::new(None),
@@ -85,8 +91,10 @@ impl Control {
         for (configured, l) in listeners {
             self.serve_listener(configured, l);
         }
-        *lock(&self.monitor) = Some(Monitor::start(&self.frontend.runtime()));
-        *lock(&self.names) = NameWatch::start(&lock(&self.written), self.me.clone());
+        *lock(&self.monitor) = Some(Monitor::start(&self.frontend.runtime().pools));
+        let (names, resolved) = NameWatch::start(self.configs.subscribe());
+        *lock(&self.names) = Some(names);
+        tokio::spawn(install_resolved(resolved, self.me.clone()));
     }
 
     fn serve_listener(&self, configured: SocketAddr, listener: Listener) {
@@ -126,7 +134,7 @@ impl Control {
     pub fn apply(&self, config: Config) -> Result<(), ConfigError> {
         let added = self.bind_new_listeners(&config)?;
         let wanted: Vec<SocketAddr> = config.tftp.listen.clone();
-        *lock(&self.names) = NameWatch::start(&config, self.me.clone());
+        self.configs.send_replace(Arc::new(config.clone()));
         *lock(&self.written) = config;
         self.install();
         self.stop_removed_listeners(&wanted);
@@ -149,8 +157,8 @@ impl Control {
         // A reload and a name change may race: the runtime stored last must be the newest.
         let _one_at_a_time = lock(&self.installing);
         let expanded = expand(&lock(&self.written), &lock(&self.resolved));
-        let runtime = self.frontend.install(expanded);
-        *lock(&self.monitor) = Some(Monitor::start(&runtime));
+        let runtime = self.frontend.current().install(expanded);
+        *lock(&self.monitor) = Some(Monitor::start(&runtime.pools));
     }
 
     fn bind_new_listeners(
@@ -228,6 +236,17 @@ impl Control {
                 .map(|(name, hits)| RouteStatus { name, hits })
                 .collect(),
         }
+    }
+}
+
+/// Installs each answer of the name watcher, until it stops or the control surface is gone.
+async fn install_resolved(mut resolved: watch::Receiver<Resolved>, control: Weak<Control>) {
+    while resolved.changed().await.is_ok() {
+        let found = resolved.borrow_and_update().clone();
+        let Some(control) = control.upgrade() else {
+            return;
+        };
+        control.names_resolved(found);
     }
 }
 

@@ -1,12 +1,13 @@
-//! Metric names, in one place, and the one function that records a finished session.
+//! Metric names, in one place, and the helpers that record them. The helpers take plain values
+//! (names, addresses, counts), never types of the modules that call them, so this sits at the
+//! bottom of the layers and everything may use it.
 //!
 //! Sessions count their packets locally and report once when they end, so the relayed-packet
 //! path never touches the metrics registry. Without an installed recorder (tests, `get`), every
 //! call here is a no-op.
 
 use std::net::SocketAddr;
-
-use crate::tftp::relay::Report;
+use std::time::Duration;
 
 pub const SESSIONS_ACTIVE: &str = "tftplb_sessions_active";
 pub const SESSIONS_TOTAL: &str = "tftplb_sessions_total";
@@ -25,13 +26,29 @@ pub const ROUTE_HITS: &str = "tftplb_route_hits_total";
 /// `rcode`.
 pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
 
+/// A finished session, as the log line and the metrics see it.
+#[derive(Debug, Clone)]
+pub struct SessionEnd {
+    /// The outcome label (`completed`, `backend-timeout`, …).
+    pub outcome: &'static str,
+    pub backend: Option<SocketAddr>,
+    pub blksize: u16,
+    pub windowsize: u16,
+    pub blocks: u64,
+    pub file_bytes: u64,
+    pub packets_to_client: u64,
+    pub packets_to_backend: u64,
+    pub dropped: u64,
+    pub elapsed: Duration,
+}
+
 /// Counts a finished session and writes its log line.
-pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &Report) {
+pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &SessionEnd) {
     let backend = r
         .backend
         .map(|b| b.to_string())
         .unwrap_or_else(|| "-".into());
-    let outcome = r.outcome.as_str();
+    let outcome = r.outcome;
     let labels = [
         ("pool", pool.to_string()),
         ("backend", backend.clone()),
@@ -49,8 +66,8 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &Report) {
         %client, file, pool, backend, outcome,
         bytes = r.file_bytes,
         blocks = r.blocks,
-        blksize = r.negotiated.blksize,
-        windowsize = r.negotiated.windowsize,
+        blksize = r.blksize,
+        windowsize = r.windowsize,
         ms = r.elapsed.as_millis() as u64,
         "session end"
     );
@@ -162,32 +179,33 @@ fn describe() {
     metrics::counter!(PACKETS_DROPPED).increment(0);
 }
 
-/// Makes the per-pool series exist from the start (a counter that is absent until its first
-/// event reads as "no data" on a dashboard, not as zero).
-pub fn register_pools(status: &crate::control::Status) {
-    for pool in &status.pools {
-        metrics::counter!(FAILOVERS, "pool" => pool.name.clone()).increment(0);
-        metrics::gauge!(SESSIONS_ACTIVE, "pool" => pool.name.clone()).increment(0.0);
-    }
+/// Makes a pool's series exist from the start (a counter that is absent until its first event
+/// reads as "no data" on a dashboard, not as zero).
+pub fn register_pool(pool: &str) {
+    metrics::counter!(FAILOVERS, "pool" => pool.to_string()).increment(0);
+    metrics::gauge!(SESSIONS_ACTIVE, "pool" => pool.to_string()).increment(0.0);
 }
 
-/// Sets the gauges that are cheaper to read at scrape time than to keep up to date.
-pub fn refresh_from_status(status: &crate::control::Status) {
-    metrics::counter!(RELOADS).absolute(status.reloads);
-    for pool in &status.pools {
-        for b in &pool.backends {
-            let labels = [
-                ("pool", pool.name.clone()),
-                ("backend", b.address.to_string()),
-            ];
-            metrics::gauge!(BACKEND_SESSIONS_ACTIVE, &labels).set(b.active_sessions as f64);
-            metrics::gauge!(BACKEND_ELIGIBLE, &labels).set(if b.eligible { 1.0 } else { 0.0 });
-            for state in ["enabled", "draining", "disabled"] {
-                let mut with_state = labels.to_vec();
-                with_state.push(("state", state.to_string()));
-                let on = if b.admin == state { 1.0 } else { 0.0 };
-                metrics::gauge!(BACKEND_ADMIN_STATE, &with_state).set(on);
-            }
-        }
+/// Reloads applied since start (set at scrape time).
+pub fn set_reloads(reloads: u64) {
+    metrics::counter!(RELOADS).absolute(reloads);
+}
+
+/// A backend's gauges that are cheaper to read at scrape time than to keep up to date.
+pub fn set_backend_gauges(
+    pool: &str,
+    backend: SocketAddr,
+    active_sessions: usize,
+    eligible: bool,
+    admin: &str,
+) {
+    let labels = [("pool", pool.to_string()), ("backend", backend.to_string())];
+    metrics::gauge!(BACKEND_SESSIONS_ACTIVE, &labels).set(active_sessions as f64);
+    metrics::gauge!(BACKEND_ELIGIBLE, &labels).set(if eligible { 1.0 } else { 0.0 });
+    for state in ["enabled", "draining", "disabled"] {
+        let mut with_state = labels.to_vec();
+        with_state.push(("state", state.to_string()));
+        let on = if admin == state { 1.0 } else { 0.0 };
+        metrics::gauge!(BACKEND_ADMIN_STATE, &with_state).set(on);
     }
 }

@@ -2,9 +2,9 @@
 //! makes `decode`, `peek` or admission panic.
 
 use proptest::prelude::*;
-use tftplb::tftp::listener::admit;
-use tftplb::tftp::options::Options;
-use tftplb::tftp::packet::{Mode, Packet, Request, peek};
+use tftplb::protocol::options::Options;
+use tftplb::protocol::packet::{Mode, Packet, Request, peek};
+use tftplb::tftp::admission::admit;
 
 /// Strings as the wire can carry them: no NUL.
 fn wire_string() -> impl Strategy<Value = String> {

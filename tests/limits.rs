@@ -8,9 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::{Backends, Tftplb, Tree};
+use tftplb::protocol::options::Options;
+use tftplb::protocol::packet::{Mode, Packet, Request};
 use tftplb::tftp::client::{self, ClientConfig, ClientError};
-use tftplb::tftp::options::Options;
-use tftplb::tftp::packet::{Mode, Packet, Request};
 use tokio::net::UdpSocket;
 
 fn from(ip: [u8; 4]) -> ClientConfig {

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::Tftplb;
-use tftplb::tftp::options::Options;
-use tftplb::tftp::packet::{Mode, Packet, Request, ack_datagram};
+use tftplb::protocol::options::Options;
+use tftplb::protocol::packet::{Mode, Packet, Request, ack_datagram};
 use tokio::net::UdpSocket;
 
 struct Counting;

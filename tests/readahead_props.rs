@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use proptest::prelude::*;
-use tftplb::tftp::packet::Packet;
+use tftplb::protocol::packet::Packet;
 use tftplb::tftp::readahead::{ReadAhead, Step};
 
 const BLKSIZE: usize = 8;

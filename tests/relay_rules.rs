@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Backends, Tftplb, Tree};
-use tftplb::tftp::options::Options;
-use tftplb::tftp::packet::{Mode, Packet, Request, ack_datagram};
+use tftplb::protocol::options::Options;
+use tftplb::protocol::packet::{Mode, Packet, Request, ack_datagram};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 

@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tftplb::tftp::listener::admit;
-use tftplb::tftp::packet::{peek, Packet};
+use tftplb::tftp::admission::admit;
+use tftplb::protocol::packet::{peek, Packet};
 use tftplb::tftp::session::Session;
 
 fuzz_target!(|data: &[u8]| {

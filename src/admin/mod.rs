@@ -100,7 +100,9 @@ impl AdminServer {
                 return;
             }
         };
-        crate::metrics::register_pools(&control.status());
+        for pool in &control.status().pools {
+            crate::metrics::register_pool(&pool.name);
+        }
         let admin = Arc::new(Admin {
             control,
             token: self.token,
@@ -243,7 +245,7 @@ impl Admin {
                 "no metrics recorder in this process (`tftplb run` and `tftplb demo` install one)",
             );
         };
-        crate::metrics::refresh_from_status(&self.control.status());
+        refresh_gauges(&self.control.status());
         Response::builder()
             .header(
                 header::CONTENT_TYPE,
@@ -397,6 +399,22 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sets the gauges that are read at scrape time from the status snapshot.
+fn refresh_gauges(status: &crate::control::Status) {
+    crate::metrics::set_reloads(status.reloads);
+    for pool in &status.pools {
+        for b in &pool.backends {
+            crate::metrics::set_backend_gauges(
+                &pool.name,
+                b.address,
+                b.active_sessions,
+                b.eligible,
+                b.admin,
+            );
+        }
+    }
 }
 
 #[cfg(test)]

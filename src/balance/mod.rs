@@ -12,8 +12,8 @@ mod weighted;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::config::{BackendConfig, Balance};
 use crate::health::BackendState;
+use crate::pool::config::{BackendConfig, Balance};
 
 pub use least_sessions::LeastSessions;
 pub use round_robin::RoundRobin;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Backend, Balancer, first_accepted};
-use crate::config::BackendConfig;
+use crate::pool::config::BackendConfig;
 
 #[derive(Debug)]
 pub struct Weighted {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::PoolConfig;
+use crate::pool::config::PoolConfig;
 
 /// A validated `[dns]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]

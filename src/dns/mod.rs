@@ -40,17 +40,15 @@ use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, TXT};
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::Runtime;
-use crate::tftp::listener::Frontend;
+use crate::tftp::runtime::Runtime;
 use config::{DnsConfig, RecordData};
 use select::{Outcome, Selection};
 
 /// How often the zone is rebuilt even if no health event was seen.
 const SAFETY_REBUILD: Duration = Duration::from_secs(30);
-/// How often the runtime pointer is compared (a reload swaps it).
-const RELOAD_CHECK: Duration = Duration::from_secs(1);
 /// The largest UDP answer we send to an EDNS client (DNS flag day 2020: no fragmentation).
 const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Answers a TCP connection may have queued.
@@ -500,9 +498,15 @@ impl DnsServer {
             .collect()
     }
 
-    /// Answers until `stop` is cancelled, following `frontend`'s health and configuration.
-    pub async fn serve(self, frontend: Arc<Frontend>, stop: CancellationToken) {
-        let runtime = frontend.runtime();
+    /// Answers until `stop` is cancelled, rebuilding the zone for every runtime `runtimes`
+    /// brings (a reload) and every change `health` counts.
+    pub async fn serve(
+        self,
+        mut runtimes: watch::Receiver<Arc<Runtime>>,
+        health: watch::Receiver<u64>,
+        stop: CancellationToken,
+    ) {
+        let runtime = runtimes.borrow_and_update().clone();
         let Some(cfg) = runtime.config.dns.clone() else {
             return;
         };
@@ -540,7 +544,7 @@ impl DnsServer {
                 Err(e) => tracing::error!(error = %e, "dns: tcp listener"),
             }
         }
-        maintain(&frontend, &zone, states, stop).await;
+        maintain(runtimes, health, &zone, states, stop).await;
         udp_stop.cancel();
         while udp_tasks.join_next().await.is_some() {}
         if let Err(e) = server.shutdown_gracefully().await {
@@ -571,28 +575,22 @@ fn serial() -> u32 {
 
 /// Rebuilds the zone on every health event, on reload, and every [`SAFETY_REBUILD`].
 async fn maintain(
-    frontend: &Frontend,
+    mut runtimes: watch::Receiver<Arc<Runtime>>,
+    mut events: watch::Receiver<u64>,
     zone: &ArcSwap<Zone>,
     mut states: Vec<NameState>,
     stop: CancellationToken,
 ) {
-    let mut events = frontend.health_events().subscribe();
     let now = tokio::time::Instant::now();
-    let mut reload_check = tokio::time::interval_at(now + RELOAD_CHECK, RELOAD_CHECK);
     let mut safety = tokio::time::interval_at(now + SAFETY_REBUILD, SAFETY_REBUILD);
-    let mut runtime = frontend.runtime();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             changed = events.changed() => if changed.is_err() { return },
+            changed = runtimes.changed() => if changed.is_err() { return },
             _ = safety.tick() => {}
-            _ = reload_check.tick() => {
-                if Arc::ptr_eq(&runtime, &frontend.runtime()) {
-                    continue;
-                }
-            }
         }
-        runtime = frontend.runtime();
+        let runtime = runtimes.borrow_and_update().clone();
         let Some(cfg) = runtime.config.dns.as_ref() else {
             continue;
         };

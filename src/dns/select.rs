@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use crate::dns::config::{DnsAllDown, DnsName, NameSource};
 use crate::health::{AdminState, Health};
-use crate::runtime::Runtime;
+use crate::tftp::runtime::Runtime;
 
 /// One backend address as the DNS sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,9 +19,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::state::ProbeRecord;
-use crate::config::{Expect, HealthConfig};
+use crate::health::config::{Expect, HealthConfig};
 use crate::pool::Pool;
-use crate::runtime::Runtime;
 use crate::tftp::client::{self, ClientConfig, ClientError};
 
 /// The probers of one runtime; stopped when dropped (a reload starts new ones).
@@ -37,10 +36,10 @@ impl Drop for Monitor {
 }
 
 impl Monitor {
-    /// Starts a prober for every pool of `runtime` that has a `[pool.health]` section.
-    pub fn start(runtime: &Runtime) -> Monitor {
+    /// Starts a prober for every pool that has a `[pool.health]` section.
+    pub fn start(pools: &[Arc<Pool>]) -> Monitor {
         let stop = CancellationToken::new();
-        for pool in &runtime.pools {
+        for pool in pools {
             if let Some(cfg) = pool.health.clone() {
                 tokio::spawn(watch_pool(pool.clone(), cfg, stop.clone()));
             }

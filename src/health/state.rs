@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+pub use super::config::AdminState;
+
 /// What the probes say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -19,18 +21,6 @@ pub enum Health {
     Unknown = 0,
     Up = 1,
     Down = 2,
-}
-
-/// What the operator says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-#[repr(u8)]
-pub enum AdminState {
-    Enabled = 0,
-    /// No new sessions; running ones finish.
-    Draining = 1,
-    /// No new sessions, not even when every backend is down.
-    Disabled = 2,
 }
 
 impl Health {
@@ -47,24 +37,6 @@ impl Health {
             Health::Unknown => "unknown",
             Health::Up => "up",
             Health::Down => "down",
-        }
-    }
-}
-
-impl AdminState {
-    fn from_u8(v: u8) -> AdminState {
-        match v {
-            1 => AdminState::Draining,
-            2 => AdminState::Disabled,
-            _ => AdminState::Enabled,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdminState::Enabled => "enabled",
-            AdminState::Draining => "draining",
-            AdminState::Disabled => "disabled",
         }
     }
 }

@@ -9,14 +9,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::packet::{self, Kind, Mode, Packet, Request, error_code};
 use crate::limits::Limited;
 use crate::pool::Pool;
-use crate::route::{Decision, Mac};
-use crate::runtime::Runtime;
-
-/// Longest filename accepted (bytes); longer requests are refused, never forwarded.
-pub const MAX_FILENAME: usize = 255;
+use crate::protocol::names::check_filename;
+use crate::protocol::packet::{self, Kind, Mode, Packet, Request, error_code};
+use crate::route::Decision;
+use crate::route::config::Mac;
+use crate::tftp::runtime::Runtime;
 
 /// A request worth looking at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,24 +109,6 @@ pub fn admit(datagram: &[u8]) -> Result<Asked, Refusal> {
     Ok(Asked { request, write })
 }
 
-/// Names that never reach a backend: empty, too long, with NUL, or with a `..` component
-/// (either slash). A leading `/` is fine: many configs ask for `/pxelinux.0`.
-pub fn check_filename(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("empty filename");
-    }
-    if name.len() > MAX_FILENAME {
-        return Err("filename longer than 255 bytes");
-    }
-    if name.contains('\0') {
-        return Err("filename contains NUL");
-    }
-    if name.split(['/', '\\']).any(|c| c == "..") {
-        return Err("filename must not contain '..'");
-    }
-    Ok(())
-}
-
 /// Decides from the running configuration: the pool that serves the request, or a refusal.
 /// `mac` is what is known of the client's MAC. The caller has checked the client's address
 /// and rate first, before keeping any state for it.
@@ -154,18 +135,6 @@ pub fn policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filenames_are_checked() {
-        assert!(check_filename("/pxelinux.0").is_ok());
-        assert!(check_filename("pxelinux.cfg/01-aa-bb").is_ok());
-        assert!(check_filename("a/../b").is_err());
-        assert!(check_filename("..\\x").is_err());
-        assert!(check_filename("..").is_err());
-        assert!(check_filename("a..b").is_ok(), "only whole components");
-        assert!(check_filename(&"x".repeat(256)).is_err());
-        assert!(check_filename("").is_err());
-    }
 
     #[test]
     fn write_requests_are_requests() {

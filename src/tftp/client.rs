@@ -14,9 +14,10 @@
 //!   timeout, acknowledge the last in-order block). The timer is one long-lived `Sleep` that is
 //!   re-armed lazily only when it fires, so a received packet costs a clock read, not a timer
 //!   registration.
-//! - [`Blocks`] maps 16-bit wire block numbers to a 64-bit count: in order, old (duplicate,
-//!   ignored: sorcerer's apprentice) or ahead (a gap: re-ACK the last in-order block, once per
-//!   gap). It decides at the first wrap whether the server rolls over to 0 or to 1.
+//! - [`Sequence`] (in `protocol::blocks`) maps 16-bit wire block numbers to a 64-bit count: in
+//!   order, old (duplicate, ignored: sorcerer's apprentice) or ahead (a gap: re-ACK the last
+//!   in-order block, once per gap). It decides at the first wrap whether the server rolls over
+//!   to 0 or to 1.
 //! - [`Receiver`] drives a download: OACK validation, windowed ACKs, end of transfer on a short
 //!   block, tsize check.
 //!
@@ -31,8 +32,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, Sleep};
 
-use super::options::{DEFAULT_BLKSIZE, Negotiated, Options};
-use super::packet::{self, Kind, Mode, Packet, Request, ack_datagram, error_code};
+use crate::protocol::blocks::{Seq, Sequence};
+use crate::protocol::options::{DEFAULT_BLKSIZE, Negotiated, Options};
+use crate::protocol::packet::{self, Kind, Mode, Packet, Request, ack_datagram, error_code};
 
 /// What the client asks for and how patient it is.
 #[derive(Debug, Clone)]
@@ -422,103 +424,6 @@ fn unspecified(server: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, 0)
 }
 
-/// How the server numbers the block after 65535.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wrap {
-    /// Not wrapped yet.
-    Undecided,
-    ToZero,
-    ToOne,
-}
-
-/// Where a received block stands relative to the next expected one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Seq {
-    InOrder,
-    /// Already received: ignore.
-    Old,
-    /// Beyond the next expected block: some were lost.
-    Ahead,
-}
-
-/// Block numbering: 16 bits on the wire, a 64-bit count here.
-#[derive(Debug)]
-struct Blocks {
-    /// Count (1-based) of the next expected block.
-    next: u64,
-    wrap: Wrap,
-    /// Times block 1 arrived where block 0 or 1 was due at the first wrap.
-    ones_at_wrap: u8,
-}
-
-impl Blocks {
-    fn new() -> Blocks {
-        Blocks {
-            next: 1,
-            wrap: Wrap::Undecided,
-            ones_at_wrap: 0,
-        }
-    }
-
-    /// The wire number of block count `n` (0 for "nothing yet", as ACK 0 after an OACK).
-    fn wire(&self, n: u64) -> u16 {
-        match self.wrap {
-            Wrap::ToOne if n > 0 => ((n - 1) % 65535 + 1) as u16,
-            _ => n as u16,
-        }
-    }
-
-    /// The wire number of the last in-order block (what an ACK carries).
-    fn last(&self) -> u16 {
-        self.wire(self.next - 1)
-    }
-
-    /// Classifies block `wire`; an in-order block advances the count.
-    fn classify(&mut self, wire: u16, windowsize: u16) -> Seq {
-        let seq = if self.next == 65536 && self.wrap == Wrap::Undecided {
-            self.classify_at_wrap(wire, windowsize)
-        } else {
-            self.classify_plain(wire)
-        };
-        if seq == Seq::InOrder {
-            self.next += 1;
-        }
-        seq
-    }
-
-    fn classify_plain(&self, wire: u16) -> Seq {
-        let (pos, due, modulus) = match self.wrap {
-            Wrap::ToOne if wire == 0 => return Seq::Old,
-            Wrap::ToOne => (u32::from(wire) - 1, (self.next - 1) % 65535, 65535),
-            _ => (u32::from(wire), self.next % 65536, 65536),
-        };
-        let ahead = (u64::from(pos) + modulus - due) % modulus;
-        match ahead {
-            0 => Seq::InOrder,
-            a if a < modulus / 2 => Seq::Ahead,
-            _ => Seq::Old,
-        }
-    }
-
-    /// The first block after 65535 is 0 on most servers, 1 on some. Block 0 settles it. Block 1
-    /// settles it in lock-step; with windows it could also mean block 0 was lost, so it counts
-    /// as a gap the first time (the re-ACK of 65535 makes the server resend from its next
-    /// block: 0 or 1 again).
-    fn classify_at_wrap(&mut self, wire: u16, windowsize: u16) -> Seq {
-        match wire {
-            0 => self.wrap = Wrap::ToZero,
-            1 if windowsize == 1 || self.ones_at_wrap > 0 => self.wrap = Wrap::ToOne,
-            1 => {
-                self.ones_at_wrap += 1;
-                return Seq::Ahead;
-            }
-            w if w < 32768 => return Seq::Ahead,
-            _ => return Seq::Old,
-        }
-        Seq::InOrder
-    }
-}
-
 /// Where the receive loop stands after one datagram.
 enum Step {
     More,
@@ -530,7 +435,7 @@ struct Receiver {
     conn: Conn,
     negotiated: Negotiated,
     oack: Option<Options>,
-    blocks: Blocks,
+    blocks: Sequence,
     bytes: u64,
     /// In-order blocks since our last ACK.
     unacked: u16,
@@ -563,7 +468,7 @@ impl Receiver {
             conn,
             negotiated,
             oack,
-            blocks: Blocks::new(),
+            blocks: Sequence::new(),
             bytes: 0,
             unacked: 0,
             gap_reported: false,
@@ -684,7 +589,7 @@ impl Receiver {
     fn into_transfer(self, elapsed: Duration) -> Transfer {
         Transfer {
             bytes: self.bytes,
-            blocks: self.blocks.next - 1,
+            blocks: self.blocks.received(),
             negotiated: self.negotiated,
             oack: self.oack,
             elapsed,
@@ -1206,35 +1111,6 @@ mod tests {
         };
         let err = fetch_in_time(addr, &cfg).await.unwrap_err();
         assert!(matches!(err, ClientError::Timeout), "{err:?}");
-    }
-
-    #[test]
-    fn blocks_classify_duplicates_gaps_and_wraps() {
-        let mut b = Blocks::new();
-        assert_eq!(b.classify(1, 1), Seq::InOrder);
-        assert_eq!(b.classify(1, 1), Seq::Old);
-        assert_eq!(b.classify(3, 1), Seq::Ahead);
-        assert_eq!(b.last(), 1);
-        b.next = 65536;
-        assert_eq!(b.classify(65535, 4), Seq::Old);
-        assert_eq!(b.classify(1, 4), Seq::Ahead, "block 0 may have been lost");
-        assert_eq!(
-            b.classify(1, 4),
-            Seq::InOrder,
-            "the server resent 1: it wraps to 1"
-        );
-        assert_eq!(
-            (b.wrap, b.last(), b.wire(65536 + 65535)),
-            (Wrap::ToOne, 1, 1)
-        );
-        let mut z = Blocks {
-            next: 65536,
-            ..Blocks::new()
-        };
-        assert_eq!(z.classify(0, 4), Seq::InOrder);
-        assert_eq!((z.wrap, z.last()), (Wrap::ToZero, 0));
-        assert_eq!(z.classify(65535, 4), Seq::Old);
-        assert_eq!(z.classify(1, 4), Seq::InOrder);
     }
 
     /// Serves `data` as `boot.img` from async-tftp and downloads it with `cfg`.

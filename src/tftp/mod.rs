@@ -3,9 +3,11 @@
 
 pub mod admission;
 pub mod client;
-pub mod listener;
-pub mod options;
-pub mod packet;
+pub mod config;
+pub mod frontend;
 pub mod readahead;
+pub mod reader;
 pub mod relay;
+pub mod runtime;
 pub mod session;
+pub mod table;

@@ -231,7 +231,7 @@ impl ReadAhead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tftp::packet::Packet;
+    use crate::protocol::packet::Packet;
 
     fn data(pos: u64, len: usize) -> Vec<u8> {
         Packet::Data {

@@ -25,45 +25,21 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_util::sync::CancellationToken;
 
-use super::options::Options;
-use super::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE, Negotiated};
-use super::packet::{self, Kind, Packet, ack_datagram, error_code};
+use super::config::RelaySettings;
 use super::readahead::{ReadAhead, Step};
 use super::session::{Action, Outcome, Session, Takeover};
+use super::table::SessionHandle;
 use crate::balance::SessionClaim;
 use crate::pool::{Choice, Pool};
-
-/// Timeouts a session runs with (from `[tftp]`).
-#[derive(Debug, Clone, Copy)]
-pub struct RelaySettings {
-    pub setup_timeout: Duration,
-    pub setup_attempts: u32,
-    pub idle_timeout: Duration,
-    pub stall_timeout: Duration,
-    /// Blocks of a read fetched ahead of the client (0: off).
-    pub read_ahead: u16,
-}
-
-/// What the listener shares with a running session: enough to tell a retransmitted request
-/// from a new one, and to end the session from outside.
-#[derive(Debug)]
-pub struct SessionHandle {
-    pub id: u64,
-    /// The request datagram as received, to recognise its retransmissions.
-    pub request: Box<[u8]>,
-    /// Set once the client has sent anything to the session's port: from then on an identical
-    /// request to port 69 is a new transfer (PXE ROMs reuse their port), not a retransmission.
-    pub client_seen: AtomicBool,
-    pub cancel: CancellationToken,
-    pub superseded: AtomicBool,
-}
+use crate::protocol::options::Options;
+use crate::protocol::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE, Negotiated};
+use crate::protocol::packet::{self, Kind, Packet, ack_datagram, error_code};
 
 /// One transfer to relay.
 #[derive(Debug)]
@@ -93,6 +69,24 @@ pub struct Report {
     pub dropped: u64,
     pub resumes: u32,
     pub elapsed: Duration,
+}
+
+impl Report {
+    /// The plain values the log line and the metrics record.
+    pub fn summary(&self) -> crate::metrics::SessionEnd {
+        crate::metrics::SessionEnd {
+            outcome: self.outcome.as_str(),
+            backend: self.backend,
+            blksize: self.negotiated.blksize,
+            windowsize: self.negotiated.windowsize,
+            blocks: self.blocks,
+            file_bytes: self.file_bytes,
+            packets_to_client: self.packets_to_client,
+            packets_to_backend: self.packets_to_backend,
+            dropped: self.dropped,
+            elapsed: self.elapsed,
+        }
+    }
 }
 
 /// A backend that answered: its socket, TID, and the session's claim on it.

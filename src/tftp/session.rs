@@ -16,8 +16,9 @@
 //! The session never asks for a retransmission toward the client: the endpoints do that
 //! (RFC 1123 §4.2.3.1, sorcerer's apprentice).
 
-use super::options::{DEFAULT_BLKSIZE, Negotiated};
-use super::packet::{self, Kind, Packet};
+use crate::protocol::blocks::Numbering;
+use crate::protocol::options::{DEFAULT_BLKSIZE, Negotiated};
+use crate::protocol::packet::{self, Kind, Packet};
 
 /// How a session ended; the same value feeds the log line and the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,33 +108,6 @@ pub enum Takeover {
     /// It answered with an ERROR or something that is not an answer.
     Refused,
 }
-
-/// How wire block numbers map to file positions: 1, 2, … 65535, then 0 (or 1), 1, …
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Numbering {
-    pub wrap_to_one: bool,
-}
-
-impl Numbering {
-    /// The wire block number of file position `pos` (0 is the OACK's ACK).
-    pub fn wire(self, pos: u64) -> u16 {
-        if self.wrap_to_one && pos >= 65536 {
-            ((pos - 65536) % 65535 + 1) as u16
-        } else {
-            pos as u16
-        }
-    }
-
-    /// The latest position at or before `near` whose wire number is `wire`, looking back at most
-    /// `LOOK_BACK` blocks (ACKs and retransmissions concern the last window or so).
-    pub fn position(self, wire: u16, near: u64) -> Option<u64> {
-        (0..=LOOK_BACK.min(near))
-            .map(|d| near - d)
-            .find(|&p| self.wire(p) == wire)
-    }
-}
-
-const LOOK_BACK: u64 = 4096;
 
 /// Where a transfer stands.
 #[derive(Debug, Clone)]
@@ -543,8 +517,8 @@ fn set_block(datagram: &mut [u8], block: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tftp::options::Options;
-    use crate::tftp::packet::ack_datagram;
+    use crate::protocol::options::Options;
+    use crate::protocol::packet::ack_datagram;
 
     fn data(block: u16, len: usize) -> Vec<u8> {
         Packet::Data {
@@ -681,20 +655,6 @@ mod tests {
             s.on_backend(&mut oack(&[("blksize", "1024")])),
             Action::Drop
         );
-    }
-
-    #[test]
-    fn numbering_maps_both_ways() {
-        let one = Numbering { wrap_to_one: true };
-        assert_eq!(
-            (one.wire(65535), one.wire(65536), one.wire(65537)),
-            (65535, 1, 2)
-        );
-        assert_eq!(one.position(1, 65540), Some(65536));
-        let zero = Numbering::default();
-        assert_eq!((zero.wire(65535), zero.wire(65536)), (65535, 0));
-        assert_eq!(zero.position(0, 65538), Some(65536));
-        assert_eq!(zero.position(0, 3), Some(0));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use tftplb::app::Bound;
 use tftplb::config::Config;
 use tftplb::demo::{EmbeddedServer, pseudo_random_bytes};
-use tftplb::tftp::listener::Frontend;
+use tftplb::tftp::frontend::Frontend;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -6,105 +6,16 @@
 //! Memory stays bounded under a flood: the rate limiter forgets idle clients on every
 //! housekeeping tick, and the per-client session counts only hold clients with live sessions.
 
+pub mod config;
+
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use config::LimitsConfig;
 use dashmap::DashMap;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use ipnet::IpNet;
-use serde::Deserialize;
-
-/// `[limits]` as written in the file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLimits {
-    #[serde(default = "default_rate")]
-    rate_per_client: u32,
-    #[serde(default = "default_burst")]
-    burst_per_client: u32,
-    #[serde(default = "default_per_client")]
-    max_sessions_per_client: usize,
-    #[serde(default)]
-    allow: Vec<String>,
-    #[serde(default)]
-    deny: Vec<String>,
-    #[serde(default)]
-    silent: bool,
-}
-
-impl Default for RawLimits {
-    fn default() -> Self {
-        RawLimits {
-            rate_per_client: default_rate(),
-            burst_per_client: default_burst(),
-            max_sessions_per_client: default_per_client(),
-            allow: Vec::new(),
-            deny: Vec::new(),
-            silent: false,
-        }
-    }
-}
-
-/// A boot needs a handful of files in a few seconds; a storm of retries is what this stops.
-fn default_rate() -> u32 {
-    20
-}
-fn default_burst() -> u32 {
-    40
-}
-/// One client IP rarely runs more than a few transfers at once (NAT'd labs may need more).
-fn default_per_client() -> usize {
-    16
-}
-
-/// Validated `[limits]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LimitsConfig {
-    /// New sessions per second per client IP; 0 turns the limit off.
-    pub rate_per_client: u32,
-    pub burst_per_client: u32,
-    /// Concurrent sessions per client IP; 0 = unlimited.
-    pub max_sessions_per_client: usize,
-    pub allow: Vec<IpNet>,
-    pub deny: Vec<IpNet>,
-    pub silent: bool,
-}
-
-impl RawLimits {
-    pub fn validate(self, problems: &mut Vec<String>) -> LimitsConfig {
-        if self.rate_per_client > 0 && self.burst_per_client == 0 {
-            problems.push(
-                "limits.burst_per_client: must be at least 1 when rate_per_client is set".into(),
-            );
-        }
-        LimitsConfig {
-            rate_per_client: self.rate_per_client,
-            burst_per_client: self.burst_per_client,
-            max_sessions_per_client: self.max_sessions_per_client,
-            allow: parse_nets("limits.allow", &self.allow, problems),
-            deny: parse_nets("limits.deny", &self.deny, problems),
-            silent: self.silent,
-        }
-    }
-}
-
-/// Parses CIDRs (a bare address is a /32 or /128), naming each bad entry by its key path.
-pub fn parse_nets(key: &str, items: &[String], problems: &mut Vec<String>) -> Vec<IpNet> {
-    items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            let parsed = s
-                .parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from));
-            parsed
-                .map_err(|_| problems.push(format!("{key}[{i}]: invalid CIDR {s:?}")))
-                .ok()
-        })
-        .collect()
-}
 
 /// Why a request was refused by a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +168,7 @@ impl Drop for ClientSlot {
 
 #[cfg(test)]
 mod tests {
+    use super::config::RawLimits;
     use super::*;
 
     fn limiter(raw: RawLimits) -> Limiter {

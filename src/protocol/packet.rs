@@ -8,7 +8,7 @@
 //!
 //! Parse errors are a small `Copy` enum: the hot path never boxes or formats an error.
 
-use super::options::Options;
+use crate::protocol::options::Options;
 
 /// Opcodes of RFC 1350 and RFC 2347.
 pub mod opcode {

@@ -7,6 +7,8 @@
 //! every enabled backend. A reloaded pool keeps the `Backend` of every address it still lists,
 //! so health, counters and admin state survive a reload.
 
+pub mod config;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +16,9 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::balance::{self, Backend, Balancer};
-use crate::config::{Affinity, AllDown, HealthConfig, PoolConfig};
+use crate::health::config::HealthConfig;
 use crate::health::{AdminState, BackendState, HealthEvents};
+use crate::pool::config::{Affinity, AllDown, PoolConfig};
 
 #[derive(Debug)]
 pub struct Pool {
@@ -207,8 +210,8 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BackendConfig, Balance};
     use crate::health::{Health, ProbeRecord, health_events};
+    use crate::pool::config::{BackendConfig, Balance};
 
     fn pool_cfg(affinity: Affinity, probed: bool, when_all_down: AllDown) -> PoolConfig {
         PoolConfig {
@@ -227,7 +230,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 rise: 2,
                 fall: 3,
-                expect: crate::config::Expect::Download,
+                expect: crate::health::config::Expect::Download,
                 sha256: None,
                 consistency: false,
             }),

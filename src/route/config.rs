@@ -1,0 +1,200 @@
+//! `[[route]]` as the file gives it: conditions (client CIDRs, MAC patterns and MAC list files,
+//! file globs) and a target; plus the warnings `tftplb check` prints for rules that can never
+//! match and pools no rule reaches.
+
+use std::path::Path;
+
+use globset::Glob;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::config::keys::parse_nets;
+
+/// A MAC address.
+pub type Mac = [u8; 6];
+
+/// `[[route]]` as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    name: Option<String>,
+    #[serde(default)]
+    clients: Vec<String>,
+    #[serde(default)]
+    macs: Vec<String>,
+    #[serde(default)]
+    files: Vec<String>,
+    pool: Option<String>,
+    action: Option<RouteAction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteAction {
+    /// ERROR 2: this network is not served.
+    Refuse,
+    /// No answer at all: another PXE server may answer.
+    Ignore,
+}
+
+/// What a rule does with a request it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Pool(String),
+    Refuse,
+    Ignore,
+}
+
+/// A validated rule.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub clients: Vec<IpNet>,
+    pub macs: Vec<MacPattern>,
+    /// The `macs` entries as written (for shadowing checks and the status page).
+    pub mac_sources: Vec<String>,
+    pub files: Vec<String>,
+    pub target: Target,
+}
+
+/// A MAC pattern: six octets, each fixed or `*`; a trailing `*` covers the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacPattern([Option<u8>; 6]);
+
+impl MacPattern {
+    pub fn parse(s: &str) -> Option<MacPattern> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        let mut octets = [None; 6];
+        for (i, p) in parts.iter().enumerate() {
+            match *p {
+                "*" if i == parts.len() - 1 => return (i < 6).then_some(MacPattern(octets)),
+                "*" => {}
+                hex if hex.len() == 2 => {
+                    *octets.get_mut(i)? = Some(u8::from_str_radix(hex, 16).ok()?)
+                }
+                _ => return None,
+            }
+        }
+        (parts.len() == 6).then_some(MacPattern(octets))
+    }
+
+    pub fn matches(&self, mac: &Mac) -> bool {
+        self.0
+            .iter()
+            .zip(mac)
+            .all(|(p, m)| p.is_none_or(|p| p == *m))
+    }
+}
+
+impl RawRoute {
+    /// Validates rule `i`; `pools` are the pool names; MAC list files are read now (and on
+    /// every reload).
+    pub fn validate(
+        self,
+        i: usize,
+        pools: &[String],
+        problems: &mut Vec<String>,
+    ) -> Option<RouteConfig> {
+        let key = format!("route[{i}]");
+        let target = match (self.pool, self.action) {
+            (Some(p), None) if pools.contains(&p) => Target::Pool(p),
+            (Some(p), None) => {
+                problems.push(format!("{key}.pool: no pool named {p:?}"));
+                return None;
+            }
+            (None, Some(RouteAction::Refuse)) => Target::Refuse,
+            (None, Some(RouteAction::Ignore)) => Target::Ignore,
+            _ => {
+                problems.push(format!("{key}: give exactly one of pool or action"));
+                return None;
+            }
+        };
+        for (j, g) in self.files.iter().enumerate() {
+            if let Err(e) = Glob::new(g) {
+                problems.push(format!(
+                    "{key}.files[{j}]: invalid glob {g:?}: {}",
+                    e.kind()
+                ));
+            }
+        }
+        Some(RouteConfig {
+            name: self.name.unwrap_or_else(|| key.clone()),
+            clients: parse_nets(&format!("{key}.clients"), &self.clients, problems),
+            macs: parse_macs(&key, &self.macs, problems),
+            mac_sources: self.macs,
+            files: self.files,
+            target,
+        })
+    }
+}
+
+fn parse_macs(key: &str, items: &[String], problems: &mut Vec<String>) -> Vec<MacPattern> {
+    let mut out = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        match item.strip_prefix("file:") {
+            Some(path) => match read_mac_file(Path::new(path)) {
+                Ok(list) => out.extend(list),
+                Err(e) => problems.push(format!("{key}.macs[{j}]: {e}")),
+            },
+            None => match MacPattern::parse(item) {
+                Some(p) => out.push(p),
+                None => problems.push(format!("{key}.macs[{j}]: invalid MAC pattern {item:?}")),
+            },
+        }
+    }
+    out
+}
+
+/// One MAC pattern a line; `#` starts a comment; blank lines are skipped.
+fn read_mac_file(path: &Path) -> Result<Vec<MacPattern>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter_map(|(n, line)| {
+            let entry = line.split('#').next().unwrap_or("").trim();
+            (!entry.is_empty()).then(|| {
+                MacPattern::parse(entry)
+                    .ok_or_else(|| format!("{}:{}: invalid MAC {entry:?}", path.display(), n + 1))
+            })
+        })
+        .collect()
+}
+
+/// Warnings for `tftplb check`: rules shadowed by an earlier broader one, pools never reached.
+pub fn warnings(routes: &[RouteConfig], pools: &[String], default_pool: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, later) in routes.iter().enumerate() {
+        if let Some(j) = (0..i).find(|&j| covers(&routes[j], later)) {
+            out.push(format!(
+                "route[{i}] ({}) can never match: route[{j}] ({}) matches everything it does",
+                later.name, routes[j].name
+            ));
+        }
+    }
+    for p in pools {
+        let reached =
+            p == default_pool || routes.iter().any(|r| r.target == Target::Pool(p.clone()));
+        if !reached {
+            out.push(format!(
+                "pool {p:?} is reached by no route and is not the default pool"
+            ));
+        }
+    }
+    out
+}
+
+/// Whether rule `a` matches every request rule `b` matches (a conservative, syntactic check).
+fn covers(a: &RouteConfig, b: &RouteConfig) -> bool {
+    let clients = a.clients.is_empty()
+        || (!b.clients.is_empty()
+            && b.clients
+                .iter()
+                .all(|n| a.clients.iter().any(|m| m.contains(n))));
+    let files = a.files.is_empty()
+        || a.files.iter().any(|g| g == "*" || g == "**")
+        || (!b.files.is_empty() && b.files.iter().all(|g| a.files.contains(g)));
+    let macs = a.mac_sources.is_empty()
+        || (!b.mac_sources.is_empty() && b.mac_sources.iter().all(|m| a.mac_sources.contains(m)));
+    clients && files && macs
+}

@@ -1,0 +1,293 @@
+//! The front end: what port 69 does with each datagram. It admits or refuses requests, asks
+//! the session table (`table`) whether a request is a retransmission or replaces a session,
+//! and starts a [`Relay`] task for each new one; it reads the runtime (`runtime::Current`) and
+//! the sockets (`reader`) it is given.
+//!
+//! It parses only enough to decide. Anything but a request gets a clear TFTP ERROR or is
+//! counted and dropped, and nothing here can disturb a running transfer.
+//!
+//! Each port-69 socket is read by its own OS thread (a one-thread runtime), not by a task among
+//! the sessions' tasks: in a boot storm thousands of relay tasks are ready at once, and a
+//! listener task waiting its turn behind them admitted ~500 requests a second while 10,000
+//! clients waited (their requests queued for seconds, then overflowed the socket). A thread of
+//! its own gets its share of the CPU from the kernel whatever the number of sessions. Sessions
+//! still run on the main runtime.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use super::admission::{Asked, Refusal, admit, policy};
+use super::reader::{Listener, Receiving};
+use super::relay::Relay;
+use super::runtime::{Current, Runtime};
+use super::table::{Key, SessionTable};
+use crate::limits::{ClientCounts, ClientSlot};
+use crate::metrics as m;
+use crate::pool::Pool;
+use crate::protocol::packet;
+
+/// Counters of what port 69 saw, readable by tests and (later) the status page.
+#[derive(Debug, Default)]
+pub struct FrontendStats {
+    pub sessions_started: AtomicU64,
+    pub retransmitted_requests: AtomicU64,
+    pub superseded: AtomicU64,
+    pub malformed: AtomicU64,
+    pub refused: AtomicU64,
+    pub over_limit: AtomicU64,
+}
+
+impl FrontendStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// What all listeners share: the running configuration, the live sessions, the counters.
+#[derive(Debug)]
+pub struct Frontend {
+    pub stats: FrontendStats,
+    current: Arc<Current>,
+    sessions: SessionTable,
+    clients: Arc<ClientCounts>,
+    macs: crate::route::MacMemory,
+}
+
+impl Frontend {
+    pub fn new(current: Arc<Current>) -> Frontend {
+        Frontend {
+            current,
+            stats: FrontendStats::default(),
+            sessions: SessionTable::default(),
+            clients: Arc::new(ClientCounts::default()),
+            macs: Default::default(),
+        }
+    }
+
+    /// The configuration new sessions start with.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.current.load()
+    }
+
+    /// The holder of the running configuration (to install a new one, or to follow swaps).
+    pub fn current(&self) -> &Arc<Current> {
+        &self.current
+    }
+
+    /// Client IPs with live sessions (bounded by the live sessions).
+    pub fn tracked_clients(&self) -> usize {
+        self.clients.clients()
+    }
+
+    /// Sessions now in the table.
+    pub fn live_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Receives on `listener` until `stop` is cancelled (or this future is dropped), on a
+    /// thread of its own; sessions are spawned on the runtime that runs this future.
+    pub async fn serve(self: Arc<Self>, listener: Listener, stop: CancellationToken) {
+        let stop = stop.child_token();
+        let _stop_when_dropped = stop.clone().drop_guard();
+        let sessions = tokio::runtime::Handle::current();
+        let address = listener.local_addr();
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("tftp-listener".into())
+            .spawn(move || {
+                let _done = done;
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(async {
+                            let receiving = Receiving::new(listener, sessions)?;
+                            self.receive(receiving, stop).await;
+                            Ok(())
+                        })
+                    });
+                if let Err(e) = served {
+                    tracing::error!(%address, error = %e, "tftp listener stopped");
+                }
+            });
+        match thread {
+            Ok(_) => {
+                let _ = finished.await;
+            }
+            Err(e) => tracing::error!(%address, error = %e, "cannot start the tftp listener"),
+        }
+    }
+
+    /// The receiving thread's loop.
+    async fn receive(self: Arc<Self>, listener: Receiving, stop: CancellationToken) {
+        let mut buf = vec![0u8; packet::MAX_DATAGRAM];
+        loop {
+            let got = tokio::select! {
+                _ = stop.cancelled() => return,
+                got = listener.recv(&mut buf) => got,
+            };
+            match got {
+                Ok((n, from, local_ip)) => self.handle(&listener, &buf[..n], from, local_ip).await,
+                Err(e) => tracing::warn!(listener = %listener.local, error = %e, "receive failed"),
+            }
+        }
+    }
+
+    async fn handle(
+        self: &Arc<Self>,
+        listener: &Receiving,
+        datagram: &[u8],
+        from: SocketAddr,
+        local_ip: IpAddr,
+    ) {
+        let key = (from, SocketAddr::new(local_ip, listener.local.port()));
+        let runtime = self.current.load();
+        let admitted = admit(datagram).and_then(|asked| {
+            if self.is_retransmission(&key, datagram) {
+                return Ok(None);
+            }
+            // Who may ask, and how fast, before any state is kept for the client.
+            runtime
+                .limiter
+                .check_address(from.ip())
+                .map_err(Refusal::Limited)?;
+            runtime
+                .limiter
+                .check_rate(from.ip())
+                .map_err(Refusal::Limited)?;
+            let mac = self.client_mac(&runtime, from.ip(), &asked.request.filename);
+            let pool = policy(&runtime, &asked, from.ip(), mac)?;
+            let slot = runtime
+                .limiter
+                .claim_client(&self.clients, from.ip())
+                .map_err(Refusal::Limited)?;
+            Ok(Some((asked, pool, slot)))
+        });
+        match admitted {
+            Ok(Some(admitted)) => self.start(listener, &runtime, admitted, datagram, key),
+            Ok(None) => {}
+            Err(refusal) => {
+                self.refuse(listener, &runtime, refusal, from, local_ip)
+                    .await
+            }
+        }
+    }
+
+    /// The client's MAC as far as its requests told it (only kept when a route asks for MACs).
+    fn client_mac(
+        &self,
+        runtime: &Runtime,
+        ip: IpAddr,
+        filename: &str,
+    ) -> Option<crate::route::config::Mac> {
+        if !runtime.router.has_mac_rules() {
+            return None;
+        }
+        self.macs
+            .observe(ip, filename, runtime.config.tftp.mac_memory)
+    }
+
+    /// Forgets expired client state (housekeeping).
+    pub fn expire(&self, now: std::time::Instant) {
+        self.macs.expire(now);
+    }
+
+    /// An identical request while the client has not yet talked to its session: absorbed.
+    fn is_retransmission(&self, key: &Key, datagram: &[u8]) -> bool {
+        let retransmitted = self.sessions.is_retransmission(key, datagram);
+        if retransmitted {
+            self.stats
+                .retransmitted_requests
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::REQUESTS_RETRANSMITTED).increment(1);
+        }
+        retransmitted
+    }
+
+    /// Counts, logs (rate-limited) and answers a refusal, unless it is silent by nature or config.
+    async fn refuse(
+        &self,
+        listener: &Receiving,
+        runtime: &Runtime,
+        refusal: Refusal,
+        from: SocketAddr,
+        local_ip: IpAddr,
+    ) {
+        let counter = match refusal {
+            Refusal::Malformed => &self.stats.malformed,
+            _ => &self.stats.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::REQUESTS_REFUSED, "reason" => refusal.as_str()).increment(1);
+        let limited = matches!(refusal, Refusal::Limited(_));
+        if limited && runtime.limiter.may_log() {
+            tracing::info!(client = %from, reason = refusal.as_str(), "request refused");
+        } else {
+            tracing::debug!(client = %from, reason = refusal.as_str(), "request refused");
+        }
+        if limited && runtime.limiter.silent() {
+            return;
+        }
+        if let Some((code, msg)) = refusal.answer() {
+            let _ = listener
+                .reply(&packet::error_datagram(code, msg), from, local_ip)
+                .await;
+        }
+    }
+
+    /// Starts a session, replacing a stale one from the same client address (port reuse).
+    fn start(
+        self: &Arc<Self>,
+        listener: &Receiving,
+        runtime: &Arc<Runtime>,
+        (asked, pool, slot): (Asked, Arc<Pool>, ClientSlot),
+        datagram: &[u8],
+        key: Key,
+    ) {
+        if self.sessions.supersede(&key) {
+            self.stats.superseded.fetch_add(1, Ordering::Relaxed);
+        }
+        let client = key.0;
+        if self.sessions.len() >= runtime.max_sessions() {
+            self.stats.over_limit.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::REQUESTS_REFUSED, "reason" => "max-sessions").increment(1);
+            tracing::debug!(%client, "session limit reached: request left unanswered");
+            return;
+        }
+        let handle = self.sessions.open(key, datagram);
+        self.stats.sessions_started.fetch_add(1, Ordering::Relaxed);
+        let relay = Relay {
+            client,
+            local_ip: key.1.ip(),
+            pool: pool.clone(),
+            settings: runtime.settings,
+            handle: handle.clone(),
+            requested: asked.request.options.clone(),
+            write: asked.write,
+        };
+        let filename = asked.request.filename;
+        let frontend = self.clone();
+        let run = async move {
+            let active = metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.name.clone());
+            active.increment(1.0);
+            let report = relay.run().await;
+            active.decrement(1.0);
+            drop(slot);
+            frontend.sessions.close(&key, handle.id);
+            if let Some(b) = report.backend.and_then(|a| pool.index_of(a)) {
+                pool.backends[b].add_bytes(report.file_bytes);
+            }
+            m::record_session(&pool.name, &filename, client, &report.summary());
+        };
+        self.sessions.spawn_on(run, &listener.sessions);
+    }
+
+    /// Stops admitting (the caller has stopped the listeners), lets running transfers finish
+    /// for up to `grace`, then ends the rest.
+    pub async fn drain(&self, grace: std::time::Duration) {
+        self.sessions.drain(grace).await;
+    }
+}
