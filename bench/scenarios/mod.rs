@@ -83,7 +83,7 @@ impl Ctx {
         };
         if !tftplb.exists() {
             return Err(format!(
-                "{}: no tftplb binary (build it: cargo build --release, or pass --tftplb)",
+                "{}: no tftplb binary (build it: cargo build --release --features bench, or pass --tftplb)",
                 tftplb.display()
             ));
         }
