@@ -186,7 +186,11 @@ fn imports(module: &str, text: &str) -> Vec<String> {
             }
         }
         for (i, _) in line.match_indices("super::") {
-            if line[..i].chars().last().is_some_and(|c| is_ident(c) || c == ':') {
+            if line[..i]
+                .chars()
+                .last()
+                .is_some_and(|c| is_ident(c) || c == ':')
+            {
                 continue; // the second `super` of a chain, or part of a longer name
             }
             let mut base: Vec<&str> = module.split("::").collect();
@@ -301,9 +305,15 @@ fn the_checker_catches_upward_imports_in_every_spelling() {
     let bad = [
         file("protocol/packet.rs", "use crate::control::Control;\n"),
         file("pool/config.rs", "use crate::{config::keys, pool::Pool};\n"),
-        file("tftp/relay/setup.rs", "use super::super::super::dns::Zone;\n"),
+        file(
+            "tftp/relay/setup.rs",
+            "use super::super::super::dns::Zone;\n",
+        ),
         file("health/mod.rs", "mod probe;\npub use probe::Monitor;\n"),
-        file("balance/mod.rs", "fn f() { crate::tftp::client::download(); }\n"),
+        file(
+            "balance/mod.rs",
+            "fn f() { crate::tftp::client::download(); }\n",
+        ),
         file("metrics.rs", "use crate::config::Config;\n"),
         file("widget.rs", "use crate::protocol::packet;\n"),
     ];
@@ -312,14 +322,23 @@ fn the_checker_catches_upward_imports_in_every_spelling() {
         assert_eq!(found.len(), 1, "{}: {found:?}", path.display());
     }
     let good = [
-        file("tftp/relay/mod.rs", "use super::session::Session;\nuse crate::pool::Pool;\n"),
+        file(
+            "tftp/relay/mod.rs",
+            "use super::session::Session;\nuse crate::pool::Pool;\n",
+        ),
         file("pool/config.rs", "use crate::health::config::AdminState;\n"),
-        file("admin/mod.rs", "//! Goes through [`crate::app::Bound`].\nuse crate::control::Control;\n"),
+        file(
+            "admin/mod.rs",
+            "//! Goes through [`crate::app::Bound`].\nuse crate::control::Control;\n",
+        ),
         file(
             "protocol/names.rs",
             "fn f() {}\n#[cfg(test)]\nmod tests {\n    use super::*;\n}\n",
         ),
-        file("health/mod.rs", "pub mod config;\nmod state;\npub use state::Health;\n"),
+        file(
+            "health/mod.rs",
+            "pub mod config;\nmod state;\npub use state::Health;\n",
+        ),
     ];
     for (path, text) in &good {
         let found = violations(std::slice::from_ref(&(path.clone(), text.clone())));

@@ -1,5 +1,7 @@
-//! TFTP: the codec and option negotiation (no I/O), the async client, and the relay's parts
-//! (listener, pure session state machine, the task that owns a session's sockets).
+//! The TFTP service: the async client (probes, `tftplb get`, tests, bench), and the relay's
+//! parts from port 69 to the backend: the socket reader, the front end that admits requests,
+//! the session table, the runtime holder, and per transfer a relay task around pure machines
+//! (the session, the read-ahead, the timers). The wire format is in `protocol`.
 
 pub mod admission;
 pub mod client;
