@@ -59,6 +59,28 @@ impl Options {
     pub fn timeout(&self) -> Option<u8> {
         self.get_num::<u8>("timeout").filter(|t| *t >= 1)
     }
+
+    /// Whether a request's options can be negotiated unambiguously: each option once, and
+    /// blksize and windowsize, when given, numbers in their RFC ranges. A request that fails
+    /// this would make a good server's OACK look like no answer to it (which value did it
+    /// take?), so it is refused before it reaches one; the reason goes into the ERROR 8.
+    pub fn check_request(&self) -> Result<(), &'static str> {
+        for (i, (name, _)) in self.entries.iter().enumerate() {
+            let again = self.entries[..i]
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(name));
+            if again {
+                return Err("an option is given twice");
+            }
+        }
+        if self.get("blksize").is_some() && self.blksize().is_none() {
+            return Err("blksize must be a number from 8 to 65464");
+        }
+        if self.get("windowsize").is_some() && self.windowsize().is_none() {
+            return Err("windowsize must be a number from 1 to 65535");
+        }
+        Ok(())
+    }
 }
 
 /// The parameters a transfer runs with, once the server has answered.
@@ -120,6 +142,26 @@ mod tests {
         assert_eq!(opts(&[("windowsize", "0")]).windowsize(), None);
         assert_eq!(opts(&[("timeout", "0")]).timeout(), None);
         assert_eq!(opts(&[("blksize", "abc")]).blksize(), None);
+    }
+
+    #[test]
+    fn requests_with_ambiguous_options_are_refused() {
+        assert_eq!(
+            opts(&[("blksize", "1468"), ("tsize", "0")]).check_request(),
+            Ok(())
+        );
+        assert_eq!(opts(&[("msftwindow", "31416")]).check_request(), Ok(()));
+        for bad in [
+            opts(&[("blksize", "1468"), ("blksize", "1468")]),
+            opts(&[("blksize", "512"), ("BLKSIZE", "1468")]),
+            opts(&[("blksize", "7")]),
+            opts(&[("blksize", "65465")]),
+            opts(&[("blksize", "big")]),
+            opts(&[("windowsize", "0")]),
+            opts(&[("windowsize", "65536")]),
+        ] {
+            assert!(bad.check_request().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum Refusal {
     WriteRequest,
     BadFilename(&'static str),
     BadMode,
+    /// Options no server can answer unambiguously (given twice, blksize or windowsize out of
+    /// range): ERROR 8 before any backend sees them.
+    BadOptions(&'static str),
     /// DATA/ACK/OACK sent to port 69 instead of a session's TID.
     NotARequest,
     /// An ERROR sent to port 69: dropped (an error never answers an error).
@@ -55,6 +58,7 @@ impl Refusal {
             Refusal::WriteRequest => "write-request",
             Refusal::BadFilename(_) => "bad-filename",
             Refusal::BadMode => "bad-mode",
+            Refusal::BadOptions(_) => "bad-options",
             Refusal::NotARequest => "not-a-request",
             Refusal::StrayError => "stray-error",
             Refusal::FileNotServed => "file-not-served",
@@ -78,6 +82,7 @@ impl Refusal {
             )),
             Refusal::BadFilename(why) => Some((error_code::ACCESS_VIOLATION, why)),
             Refusal::BadMode => Some((error_code::ILLEGAL_OPERATION, "unsupported transfer mode")),
+            Refusal::BadOptions(why) => Some((error_code::OPTION_REFUSED, why)),
             Refusal::NotARequest => Some((error_code::UNKNOWN_TID, "unknown transfer ID")),
             Refusal::FileNotServed => Some((error_code::ACCESS_VIOLATION, "file not served here")),
             Refusal::Limited(Limited::Denied) => {
@@ -106,6 +111,10 @@ pub fn admit(datagram: &[u8]) -> Result<Asked, Refusal> {
     if matches!(request.mode, Mode::Other(_) | Mode::Mail) {
         return Err(Refusal::BadMode);
     }
+    request
+        .options
+        .check_request()
+        .map_err(Refusal::BadOptions)?;
     Ok(Asked { request, write })
 }
 
