@@ -120,3 +120,66 @@ async fn malformed_option_lists_get_error_8_and_leave_backends_up() {
     assert_eq!(data, content());
     lb.stop().await;
 }
+
+/// One HTTP/1.1 request with the given `Host` and extra headers; the status code.
+async fn http_status(addr: SocketAddr, method: &str, path: &str, host: &str, extra: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("admin answered in time")
+        .unwrap();
+    String::from_utf8_lossy(&raw)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Finding 8: DNS rebinding. A page at http://evil.example:9069 whose name now resolves to
+/// 127.0.0.1 is same-origin with the admin listener, so `Origin` matches `Host`; before, its
+/// POST drained a backend. Now a `Host` that is not an IP address, localhost or a configured
+/// name gets 403, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_host_name_cannot_use_the_admin_api() {
+    let a = backend().await;
+    let pool = format!(
+        "[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{}\"\n",
+        a.address
+    );
+    let lb = Tftplb::start("", &pool).await;
+    let admin = lb.admin.expect("admin listener");
+    let drain = format!("/api/pools/p/backends/{}/drain", a.address);
+    let evil = "evil.example:9069";
+    let origin = format!("Origin: http://{evil}\r\n");
+    assert_eq!(http_status(admin, "POST", &drain, evil, &origin).await, 403);
+    assert_eq!(
+        http_status(admin, "GET", "/api/status", evil, "").await,
+        403
+    );
+    let backend = &lb.frontend.runtime().pools[0].backends[0];
+    assert_eq!(backend.state.admin().as_str(), "enabled");
+    // The listener's own address and localhost still work.
+    let own = admin.to_string();
+    assert_eq!(
+        http_status(admin, "GET", "/api/status", &own, "").await,
+        200
+    );
+    let local = format!("localhost:{}", admin.port());
+    assert_eq!(
+        http_status(admin, "GET", "/api/status", &local, "").await,
+        200
+    );
+    let own_origin = format!("Origin: http://{own}\r\n");
+    assert_eq!(
+        http_status(admin, "POST", &drain, &own, &own_origin).await,
+        200
+    );
+    assert_eq!(backend.state.admin().as_str(), "draining");
+    lb.stop().await;
+}

@@ -25,6 +25,10 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
     /// The token read from `token_file` (trimmed).
     pub token: Option<Token>,
+    /// Host names the listener answers to besides IP addresses and `localhost` (lowercase,
+    /// without a trailing dot): a request naming any other host is refused, so a web page
+    /// whose name was rebound to this address cannot use the operator's browser against it.
+    pub hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -35,6 +39,7 @@ impl Default for AdminConfig {
             listen_explicit: false,
             token_file: None,
             token: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -74,6 +79,8 @@ pub struct RawAdmin {
     enabled: bool,
     listen: Option<String>,
     token_file: Option<PathBuf>,
+    #[serde(default)]
+    hosts: Vec<String>,
 }
 
 impl Default for RawAdmin {
@@ -82,6 +89,7 @@ impl Default for RawAdmin {
             enabled: default_enabled(),
             listen: None,
             token_file: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -117,7 +125,29 @@ pub fn validate_admin(raw: RawAdmin, problems: &mut Vec<String>) -> AdminConfig 
         listen_explicit,
         token_file: raw.token_file,
         token,
+        hosts: validate_hosts(&raw.hosts, problems),
     }
+}
+
+/// `[admin] hosts`: plain DNS names (no port, no scheme), kept lowercase without a final dot.
+fn validate_hosts(hosts: &[String], problems: &mut Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let name = h.trim_end_matches('.').to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if valid {
+            out.push(name);
+        } else {
+            problems.push(format!(
+                "admin.hosts[{i}]: {h:?} is not a host name (no port or scheme)"
+            ));
+        }
+    }
+    out
 }
 
 fn read_token(path: &Path, problems: &mut Vec<String>) -> Option<Token> {
@@ -191,6 +221,15 @@ mod tests {
         assert!(check(&text).unwrap_err()[0].contains("is empty"));
         let missing = "token_file = \"/nonexistent/tftplb-token\"";
         assert!(check(missing).unwrap_err()[0].contains("cannot read"));
+    }
+
+    #[test]
+    fn hosts_are_plain_names() {
+        let c = check("hosts = [\"TFTPLB.corp.example.\"]").unwrap();
+        assert_eq!(c.hosts, vec!["tftplb.corp.example".to_string()]);
+        let p = check("hosts = [\"tftplb:9069\", \"http://x\"]").unwrap_err();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("admin.hosts[0]"), "{p:?}");
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! browser prompts for it). Without a token the listener must be on loopback (validation
 //! enforces it), and POSTs that a browser marks as coming from another site (`Origin` not this
 //! host, `Sec-Fetch-Site: cross-site`) are refused, so a web page cannot drain a backend through
-//! the operator's browser.
+//! the operator's browser. Against DNS rebinding (a page whose own name now points here is
+//! same-origin with it), every request must name this listener in `Host` by an IP address,
+//! `localhost` or one of `[admin] hosts`.
 
 pub mod config;
 mod page;
@@ -51,6 +53,7 @@ pub struct AdminServer {
     listener: std::net::TcpListener,
     local: SocketAddr,
     token: Option<Token>,
+    hosts: Vec<String>,
 }
 
 impl AdminServer {
@@ -83,6 +86,7 @@ impl AdminServer {
             listener,
             local,
             token: config.token.clone(),
+            hosts: config.hosts.clone(),
         }))
     }
 
@@ -106,6 +110,7 @@ impl AdminServer {
         let admin = Arc::new(Admin {
             control,
             token: self.token,
+            hosts: self.hosts,
         });
         loop {
             let accepted = tokio::select! {
@@ -147,10 +152,17 @@ async fn connection(admin: Arc<Admin>, stream: tokio::net::TcpStream, stop: Canc
 struct Admin {
     control: Arc<Control>,
     token: Option<Token>,
+    hosts: Vec<String>,
 }
 
 impl Admin {
     fn handle(&self, req: Request<Incoming>) -> Reply {
+        if !self.known_host(&req) {
+            return error_reply(
+                StatusCode::FORBIDDEN,
+                "unknown Host: this listener answers to IP addresses, localhost and [admin] hosts",
+            );
+        }
         if !self.authorized(&req) {
             return unauthorized();
         }
@@ -174,6 +186,31 @@ impl Admin {
             }
             _ => error_reply(StatusCode::NOT_FOUND, "no such page"),
         }
+    }
+
+    /// Whether the request names this listener by an IP address, `localhost` or one of
+    /// `[admin] hosts` (or names no host: only browsers must, and they always do). A DNS
+    /// rebinding attack reaches this address under the attacker's own name, which is none of
+    /// these, and a page of that name is same-origin with it, so `Origin` cannot tell.
+    fn known_host(&self, req: &Request<Incoming>) -> bool {
+        let Some(host) = req.headers().get(header::HOST) else {
+            return true;
+        };
+        let Ok(host) = host.to_str() else {
+            return false;
+        };
+        let name = match host.strip_prefix('[') {
+            Some(v6) => {
+                return v6
+                    .split_once(']')
+                    .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+            }
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || self.hosts.contains(&name)
     }
 
     /// Whether the request carries the token (always, when none is configured).

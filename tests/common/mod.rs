@@ -29,6 +29,8 @@ pub fn sha256(data: &[u8]) -> String {
 /// A tftplb running in this process.
 pub struct Tftplb {
     pub addr: SocketAddr,
+    /// The admin listener (127.0.0.1:0 with [`Tftplb::start`]), when there is one.
+    pub admin: Option<SocketAddr>,
     pub frontend: Arc<Frontend>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -47,6 +49,7 @@ impl Tftplb {
         let config = Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let bound = Bound::new(&config).expect("bind tftplb");
         let addr = bound.tftp_addrs()[0];
+        let admin = bound.admin_addr();
         let frontend = bound.frontend();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(bound.serve(async {
@@ -54,6 +57,7 @@ impl Tftplb {
         }));
         Tftplb {
             addr,
+            admin,
             frontend,
             stop: Some(stop),
             task: Some(task),
@@ -76,12 +80,14 @@ impl Tftplb {
         let bound = Bound::with_file(&config, Some(path.to_path_buf())).expect("bind tftplb");
         let dns = bound.dns_addrs().first().copied();
         let (addr, frontend, control) = (bound.tftp_addrs()[0], bound.frontend(), bound.control());
+        let admin = bound.admin_addr();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(bound.serve(async {
             let _ = stopped.await;
         }));
         let lb = Tftplb {
             addr,
+            admin,
             frontend,
             stop: Some(stop),
             task: Some(task),
@@ -108,12 +114,14 @@ impl Tftplb {
         let addr = bound.tftp_addrs()[0];
         let dns_addr = bound.dns_addrs()[0];
         let frontend = bound.frontend();
+        let admin = bound.admin_addr();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(bound.serve(async {
             let _ = stopped.await;
         }));
         let t = Tftplb {
             addr,
+            admin,
             frontend,
             stop: Some(stop),
             task: Some(task),
