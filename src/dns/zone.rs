@@ -347,3 +347,290 @@ fn balanced_set(owner: &Name, addrs: &[(IpAddr, u32)], ttl: u32, max: usize) -> 
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::health::health_events;
+
+    /// Three backends that start Up (no `[pool.health]`), one pool whose only backend has not
+    /// been probed yet, and a zone with one static record of each kind.
+    const CONFIG: &str = r#"
+[[pool]]
+name = "pvs"
+[[pool.backend]]
+address = "10.0.0.11:69"
+[[pool.backend]]
+address = "10.0.0.12:69"
+[[pool.backend]]
+address = "10.0.0.13:69"
+
+[[pool]]
+name = "unprobed"
+[pool.health]
+file = "probe.bin"
+[[pool.backend]]
+address = "10.0.1.11:69"
+
+[dns]
+zone = "Boot.Test."
+ttl = "10s"
+negative_ttl = "4s"
+nameservers = ["ns", "ns.elsewhere.example."]
+[[dns.name]]
+name = "pvs"
+pool = "pvs"
+[[dns.name]]
+name = "dark"
+pool = "unprobed"
+[[dns.record]]
+name = "ns"
+type = "A"
+value = "192.0.2.1"
+[[dns.record]]
+name = "www"
+type = "CNAME"
+value = "pvs"
+[[dns.record]]
+name = "old"
+type = "CNAME"
+value = "www"
+[[dns.record]]
+name = "info"
+type = "TXT"
+value = "tftplb test zone"
+[[dns.record]]
+name = "v6.deep"
+type = "AAAA"
+value = "2001:db8::1"
+"#;
+
+    const SERIAL: u32 = 7;
+
+    /// The zone of [`CONFIG`] with a fresh runtime, and what its balanced names answer.
+    fn build() -> (Zone, Vec<NameState>) {
+        let config = Config::parse(CONFIG).expect("test config parses");
+        let runtime = Runtime::new(config, None, &health_events());
+        let dns = runtime.config.dns.as_ref().expect("[dns] section");
+        Zone::build(dns, &runtime, SERIAL).expect("zone builds")
+    }
+
+    fn zone() -> Zone {
+        build().0
+    }
+
+    fn ask<'z>(zone: &'z Zone, name: &str, qtype: RecordType) -> Answer<'z> {
+        ask_class(zone, name, qtype, DNSClass::IN)
+    }
+
+    fn ask_class<'z>(zone: &'z Zone, name: &str, qtype: RecordType, class: DNSClass) -> Answer<'z> {
+        let qname = LowerName::new(&Name::from_ascii(name).expect("valid name"));
+        zone.answer(&qname, qtype, class)
+    }
+
+    /// The records of a section as `TYPE data`, in order.
+    fn texts(records: &[&Record]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| format!("{} {}", r.record_type(), r.data))
+            .collect()
+    }
+
+    fn answered(answer: &Answer<'_>) -> Vec<String> {
+        texts(&answer.answers)
+    }
+
+    /// A negative answer: no records, the SOA in authority with the negative TTL.
+    fn assert_negative(a: &Answer<'_>, rcode: ResponseCode) {
+        assert_eq!(a.rcode, rcode);
+        assert!(a.authoritative);
+        assert!(a.answers.is_empty(), "{:?}", a.answers);
+        assert_eq!(a.authority.len(), 1);
+        assert_eq!(a.authority[0].record_type(), RecordType::SOA);
+        assert_eq!(a.authority[0].ttl, 4, "min(SOA TTL, SOA minimum)");
+    }
+
+    #[test]
+    fn the_apex_answers_soa_and_ns_authoritatively() {
+        let z = zone();
+        let soa = ask(&z, "boot.test.", RecordType::SOA);
+        assert_eq!(soa.rcode, ResponseCode::NoError);
+        assert!(soa.authoritative);
+        assert_eq!(soa.answers.len(), 1);
+        let RData::SOA(data) = &soa.answers[0].data else {
+            panic!("not an SOA: {:?}", soa.answers[0]);
+        };
+        assert_eq!(data.serial, SERIAL);
+        assert_eq!(data.mname.to_ascii(), "ns.boot.test.");
+        assert_eq!(data.rname.to_ascii(), "hostmaster.boot.test.");
+        assert_eq!(soa.answers[0].ttl, 10);
+        assert!(soa.authority.is_empty());
+
+        let ns = ask(&z, "boot.test.", RecordType::NS);
+        assert_eq!(ns.rcode, ResponseCode::NoError);
+        assert!(ns.authoritative);
+        assert_eq!(
+            answered(&ns),
+            ["NS ns.boot.test.", "NS ns.elsewhere.example."]
+        );
+    }
+
+    #[test]
+    fn in_zone_name_servers_come_with_glue() {
+        let z = zone();
+        let ns = ask(&z, "boot.test.", RecordType::NS);
+        // ns.elsewhere.example. is outside the zone: no address of ours to add.
+        assert_eq!(texts(&ns.additional), ["A 192.0.2.1"]);
+        let soa = ask(&z, "boot.test.", RecordType::SOA);
+        assert!(soa.additional.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_name_is_nxdomain_with_the_soa() {
+        let z = zone();
+        let a = ask(&z, "nope.boot.test.", RecordType::A);
+        assert_negative(&a, ResponseCode::NXDomain);
+        assert_eq!(&*a.label, "nxdomain");
+        // Below an existing name, still nothing.
+        assert_negative(
+            &ask(&z, "x.pvs.boot.test.", RecordType::A),
+            ResponseCode::NXDomain,
+        );
+    }
+
+    #[test]
+    fn another_type_and_an_empty_non_terminal_are_nodata() {
+        let z = zone();
+        let txt = ask(&z, "info.boot.test.", RecordType::A);
+        assert_negative(&txt, ResponseCode::NoError);
+        assert_eq!(&*txt.label, "info.boot.test.");
+        assert_negative(
+            &ask(&z, "pvs.boot.test.", RecordType::TXT),
+            ResponseCode::NoError,
+        );
+        // deep.boot.test. has no records of its own, but v6.deep.boot.test. does (RFC 8020).
+        assert_negative(
+            &ask(&z, "deep.boot.test.", RecordType::A),
+            ResponseCode::NoError,
+        );
+        assert_negative(
+            &ask(&z, "deep.boot.test.", RecordType::AAAA),
+            ResponseCode::NoError,
+        );
+        assert_eq!(
+            answered(&ask(&z, "v6.deep.boot.test.", RecordType::AAAA)),
+            ["AAAA 2001:db8::1"]
+        );
+    }
+
+    #[test]
+    fn outside_the_zone_transfers_and_other_classes_are_refused() {
+        let z = zone();
+        for (name, qtype, class, label) in [
+            ("example.com.", RecordType::A, DNSClass::IN, "outside"),
+            ("test.", RecordType::SOA, DNSClass::IN, "outside"),
+            ("boot.test.", RecordType::AXFR, DNSClass::IN, "refused"),
+            ("boot.test.", RecordType::IXFR, DNSClass::IN, "refused"),
+            ("pvs.boot.test.", RecordType::A, DNSClass::CH, "refused"),
+        ] {
+            let a = ask_class(&z, name, qtype, class);
+            assert_eq!(a.rcode, ResponseCode::Refused, "{name} {qtype} {class}");
+            assert!(!a.authoritative, "{name} {qtype} {class}");
+            assert!(a.answers.is_empty() && a.authority.is_empty());
+            assert_eq!(&*a.label, label);
+        }
+        // Class ANY is answered like IN.
+        let any = ask_class(&z, "ns.boot.test.", RecordType::A, DNSClass::ANY);
+        assert_eq!(any.rcode, ResponseCode::NoError);
+        assert_eq!(answered(&any), ["A 192.0.2.1"]);
+    }
+
+    #[test]
+    fn names_are_looked_up_without_regard_to_case() {
+        let z = zone();
+        let upper = ask(&z, "NS.Boot.TEST.", RecordType::A);
+        assert_eq!(upper.rcode, ResponseCode::NoError);
+        assert!(upper.authoritative);
+        assert_eq!(answered(&upper), ["A 192.0.2.1"]);
+        assert_eq!(&*upper.label, "ns.boot.test.");
+        assert_eq!(
+            ask(&z, "PvS.bOOt.test.", RecordType::A).answers.len(),
+            3,
+            "a balanced name too"
+        );
+    }
+
+    #[test]
+    fn a_balanced_name_rotates_by_one_per_query() {
+        let z = zone();
+        let firsts: Vec<String> = (0..4)
+            .map(|_| {
+                let a = ask(&z, "pvs.boot.test.", RecordType::A);
+                assert_eq!(a.rcode, ResponseCode::NoError);
+                assert!(a.authoritative);
+                assert_eq!(a.answers.len(), 3, "every healthy backend");
+                assert!(a.answers.iter().all(|r| r.ttl == 10));
+                a.answers[0].data.to_string()
+            })
+            .collect();
+        assert_eq!(firsts, ["10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.11"]);
+        let a = ask(&z, "pvs.boot.test.", RecordType::A);
+        assert_eq!(
+            answered(&a),
+            ["A 10.0.0.12", "A 10.0.0.13", "A 10.0.0.11"],
+            "the whole order turns, not only the first place"
+        );
+    }
+
+    #[test]
+    fn a_balanced_name_with_nothing_to_answer_is_servfail() {
+        let (z, states) = build();
+        let dark = states
+            .iter()
+            .find(|s| s.name == "dark.boot.test.")
+            .expect("state of dark");
+        assert_eq!(dark.selection.outcome, Outcome::ServFail);
+        for qtype in [RecordType::A, RecordType::AAAA, RecordType::ANY] {
+            let a = ask(&z, "dark.boot.test.", qtype);
+            assert_eq!(a.rcode, ResponseCode::ServFail, "{qtype}");
+            assert!(a.answers.is_empty() && a.authority.is_empty());
+            assert_eq!(&*a.label, "dark.boot.test.");
+        }
+        // Only the addresses are missing: the name exists, other types are NODATA.
+        assert_negative(
+            &ask(&z, "dark.boot.test.", RecordType::TXT),
+            ResponseCode::NoError,
+        );
+    }
+
+    #[test]
+    fn a_cname_is_chased_one_step_inside_the_zone() {
+        let z = zone();
+        let www = ask(&z, "www.boot.test.", RecordType::A);
+        assert_eq!(www.rcode, ResponseCode::NoError);
+        assert!(www.authoritative);
+        let got = answered(&www);
+        assert_eq!(got[0], "CNAME pvs.boot.test.");
+        assert_eq!(got.len(), 4, "the CNAME and the three addresses: {got:?}");
+        assert!(got[1..].iter().all(|r| r.starts_with("A 10.0.0.1")));
+        // Asked for the CNAME itself: only the CNAME.
+        assert_eq!(
+            answered(&ask(&z, "www.boot.test.", RecordType::CNAME)),
+            ["CNAME pvs.boot.test."]
+        );
+        // One step only: old -> www is given, www -> pvs is left to the resolver.
+        for qtype in [RecordType::A, RecordType::ANY] {
+            assert_eq!(
+                answered(&ask(&z, "old.boot.test.", qtype)),
+                ["CNAME www.boot.test."],
+                "{qtype}"
+            );
+        }
+        // The target has no record of the asked type: the CNAME alone.
+        assert_eq!(
+            answered(&ask(&z, "www.boot.test.", RecordType::TXT)),
+            ["CNAME pvs.boot.test."]
+        );
+    }
+}
