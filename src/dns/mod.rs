@@ -22,6 +22,7 @@
 //! undecodable query with FORMERR.
 
 pub mod config;
+mod handler;
 pub mod select;
 mod udp;
 mod zone;
@@ -35,105 +36,17 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_server::Server;
-use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::RecordType;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::tftp::runtime::Runtime;
 use config::DnsConfig;
+use handler::Handler;
 
 /// How often the zone is rebuilt even if no health event was seen.
 const SAFETY_REBUILD: Duration = Duration::from_secs(30);
-/// The largest UDP answer we send to an EDNS client (DNS flag day 2020: no fragmentation).
-const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Answers a TCP connection may have queued.
 const TCP_RESPONSE_BUFFER: usize = 32;
-
-/// The hickory request handler: answers from the current [`Zone`].
-struct Handler {
-    zone: Arc<ArcSwap<Zone>>,
-}
-
-fn rcode_label(rcode: ResponseCode) -> &'static str {
-    match rcode {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::BADVERS => "BADVERS",
-        _ => "OTHER",
-    }
-}
-
-fn type_label(t: RecordType) -> &'static str {
-    match t {
-        RecordType::Unknown(_) => "OTHER",
-        t => t.into(),
-    }
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let zone = self.zone.load_full();
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        let edns = request.edns.as_ref().map(|req| {
-            let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-            e.set_version(0);
-            e
-        });
-        let queries = request.queries.queries();
-        let answer = if request.metadata.op_code != OpCode::Query {
-            Answer::new(ResponseCode::NotImp, false, "-".into())
-        } else if queries.len() != 1 {
-            Answer::new(ResponseCode::FormErr, false, "-".into())
-        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            Answer::new(ResponseCode::BADVERS, false, "-".into())
-        } else {
-            let q = &queries[0];
-            zone.answer(q.name(), q.query_type(), q.query_class())
-        };
-        let qtype = queries.first().map_or("-", |q| type_label(q.query_type()));
-        metrics::counter!(
-            crate::metrics::DNS_QUERIES,
-            "name" => answer.label.clone(),
-            "type" => qtype,
-            "rcode" => rcode_label(answer.rcode),
-        )
-        .increment(1);
-        metadata.authoritative = answer.authoritative;
-        metadata.response_code = answer.rcode;
-        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
-            metadata,
-            answer.answers.iter().copied(),
-            answer.authority.iter().copied(),
-            std::iter::empty(),
-            answer.additional.iter().copied(),
-        );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::debug!(error = %e, "dns: cannot send answer");
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                })
-            }
-        }
-    }
-}
 
 /// The DNS sockets, bound at startup so a failure is reported then and port 0 works.
 #[derive(Debug)]
@@ -193,7 +106,7 @@ impl DnsServer {
                 return;
             }
         };
-        let handler = Arc::new(Handler { zone: zone.clone() });
+        let handler = Arc::new(Handler::new(zone.clone()));
         let udp_stop = stop.child_token();
         let mut udp_tasks = tokio::task::JoinSet::new();
         for s in self.udp {
@@ -207,7 +120,7 @@ impl DnsServer {
                 Err(e) => tracing::error!(error = %e, "dns: udp socket"),
             }
         }
-        let mut server = Server::new(Handler { zone: zone.clone() });
+        let mut server = Server::new(Handler::new(zone.clone()));
         for l in self.tcp {
             match l
                 .set_nonblocking(true)
