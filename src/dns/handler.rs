@@ -126,3 +126,112 @@ impl RequestHandler for Handler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::health::health_events;
+    use crate::tftp::runtime::Runtime;
+    use hickory_server::net::xfer::Protocol;
+    use hickory_server::proto::op::{Message, MessageType, Query};
+    use hickory_server::proto::rr::Name;
+
+    const CONFIG: &str = r#"
+[[pool]]
+name = "pvs"
+[[pool.backend]]
+address = "10.0.0.11:69"
+[dns]
+zone = "boot.test."
+[[dns.record]]
+name = "ns"
+type = "A"
+value = "192.0.2.1"
+"#;
+
+    fn zone() -> Zone {
+        let config = Config::parse(CONFIG).expect("test config parses");
+        let runtime = Runtime::new(config, None, &health_events());
+        let dns = runtime.config.dns.as_ref().expect("[dns] section");
+        Zone::build(dns, &runtime, 1).expect("zone builds").0
+    }
+
+    /// A request as the wire brings it: `op` with one A question per name, and EDNS if given
+    /// as (version, payload size).
+    fn request(op: OpCode, names: &[&str], edns: Option<(u8, u16)>) -> Request {
+        let mut m = Message::new(7, MessageType::Query, op);
+        for n in names {
+            m.add_query(Query::query(Name::from_ascii(n).unwrap(), RecordType::A));
+        }
+        if let Some((version, size)) = edns {
+            let mut e = Edns::new();
+            e.set_version(version);
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        let bytes = m.to_vec().expect("encodes");
+        Request::from_bytes(bytes, "127.0.0.1:5353".parse().unwrap(), Protocol::Udp)
+            .expect("decodes")
+    }
+
+    #[test]
+    fn one_plain_query_is_answered_from_the_zone() {
+        let z = zone();
+        let a = answer_for(&z, &request(OpCode::Query, &["ns.boot.test."], None));
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.authoritative);
+        assert_eq!(a.answers.len(), 1);
+        let a = answer_for(
+            &z,
+            &request(OpCode::Query, &["ns.boot.test."], Some((0, 1232))),
+        );
+        assert_eq!(a.rcode, ResponseCode::NoError, "EDNS version 0 is fine");
+    }
+
+    #[test]
+    fn what_is_not_one_plain_query_is_turned_away() {
+        let z = zone();
+        for (req, rcode) in [
+            (
+                request(OpCode::Status, &["ns.boot.test."], None),
+                ResponseCode::NotImp,
+            ),
+            (request(OpCode::Query, &[], None), ResponseCode::FormErr),
+            (
+                request(OpCode::Query, &["ns.boot.test.", "boot.test."], None),
+                ResponseCode::FormErr,
+            ),
+            (
+                request(OpCode::Query, &["ns.boot.test."], Some((1, 1232))),
+                ResponseCode::BADVERS,
+            ),
+        ] {
+            let a = answer_for(&z, &req);
+            assert_eq!(a.rcode, rcode);
+            assert!(!a.authoritative, "{rcode}");
+            assert!(a.answers.is_empty() && a.authority.is_empty());
+            assert_eq!(&*a.label, "-");
+        }
+    }
+
+    #[test]
+    fn the_answer_edns_is_version_0_within_512_to_1232_bytes() {
+        let q = |edns| response_edns(&request(OpCode::Query, &["boot.test."], edns));
+        assert!(q(None).is_none(), "no EDNS asked, none given");
+        for (asked, given) in [(4096, 1232), (1232, 1232), (1000, 1000), (256, 512)] {
+            let e = q(Some((0, asked))).expect("EDNS answered with EDNS");
+            assert_eq!(e.max_payload(), given, "asked {asked}");
+            assert_eq!(e.version(), 0);
+        }
+    }
+
+    #[test]
+    fn metric_labels() {
+        assert_eq!(rcode_label(ResponseCode::NXDomain), "NXDOMAIN");
+        assert_eq!(rcode_label(ResponseCode::BADVERS), "BADVERS");
+        assert_eq!(rcode_label(ResponseCode::YXDomain), "OTHER");
+        assert_eq!(type_label(RecordType::AAAA), "AAAA");
+        assert_eq!(type_label(RecordType::Unknown(65000)), "OTHER");
+    }
+}
