@@ -2,17 +2,27 @@
 //!
 //! Many sites put a host name in DHCP option 66 and rely on DNS round robin, which keeps handing
 //! out a dead boot server. tftplb answers that name itself with the backends whose TFTP probes
-//! pass, rotating, with a short TTL while a backend is down (see [`select`] for the policy).
+//! pass, rotating, with a short TTL while a backend is down.
 //!
-//! This is the only module that imports hickory. hickory-server's `Server` owns the TCP
-//! sockets; UDP queries are read, decoded with hickory's `Request` and answered by one task per
-//! socket (see `udp`: hickory's UDP loop costs a task and a channel per query), with EDNS and
-//! truncation (TC when an answer does not fit the client's size: 512 bytes without EDNS, as
-//! iPXE asks). hickory has no rotation, so instead of its `Catalog` a small
-//! [`RequestHandler`] answers from a [`Zone`]: every record prebuilt, held in an `ArcSwap` and
-//! rebuilt whenever the health-event counter moves, the runtime is swapped (reload) or, as a
-//! safety net, every 30 s. A query takes no lock: it loads the current zone, looks the name up
-//! in a hash map, and for a balanced name bumps one atomic to pick the prebuilt rotation order.
+//! This is the only module that imports hickory. It is split by what each part may touch, so
+//! that everything that decides an answer is tested without a socket:
+//! - [`config`]: the `[dns]` section, validated; plain strings, no hickory.
+//! - [`select`]: which addresses a balanced name answers with, and in what rotating order; pure
+//!   functions of the pool's health.
+//! - `zone.rs`: the [`Zone`], every record prebuilt from the configuration and the runtime, and
+//!   [`Zone::answer`] for one question. hickory has no rotation, so it stands in for hickory's
+//!   `Catalog`. Pure: no sockets, no tasks.
+//! - `handler.rs`: the hickory `RequestHandler` both transports share: turns away what is not
+//!   one plain query, asks the current zone, counts the answer.
+//! - `udp.rs`: one task per UDP socket reads, decodes and answers its queries (hickory's UDP
+//!   loop costs a task and a channel per query), with EDNS and truncation (TC when an answer
+//!   does not fit the client's size: 512 bytes without EDNS, as iPXE asks).
+//! - this file, the server: [`DnsServer`] binds UDP and TCP at startup (hickory-server's
+//!   `Server` owns the TCP side), and a rebuild loop keeps the zone current. The zone sits in an
+//!   `ArcSwap` and is rebuilt whenever the health-event counter moves or the runtime is swapped
+//!   (a reload), both learnt through `watch` channels, and, as a safety net, every 30 s. A query
+//!   takes no lock: it loads the current zone, looks the name up in a hash map, and for a
+//!   balanced name bumps one atomic to pick the prebuilt rotation order.
 //!
 //! Authoritative behaviour: AA on every answer from the zone, SOA and NS at the apex, NXDOMAIN
 //! with the SOA for unknown names, NODATA (NOERROR, SOA) for other types and for empty
@@ -37,6 +47,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hickory_server::Server;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::tftp::runtime::Runtime;
@@ -106,30 +117,9 @@ impl DnsServer {
                 return;
             }
         };
-        let handler = Arc::new(Handler::new(zone.clone()));
         let udp_stop = stop.child_token();
-        let mut udp_tasks = tokio::task::JoinSet::new();
-        for s in self.udp {
-            match s
-                .set_nonblocking(true)
-                .and_then(|_| tokio::net::UdpSocket::from_std(s))
-            {
-                Ok(s) => {
-                    udp_tasks.spawn(udp::serve(s, handler.clone(), udp_stop.clone()));
-                }
-                Err(e) => tracing::error!(error = %e, "dns: udp socket"),
-            }
-        }
-        let mut server = Server::new(Handler::new(zone.clone()));
-        for l in self.tcp {
-            match l
-                .set_nonblocking(true)
-                .and_then(|_| tokio::net::TcpListener::from_std(l))
-            {
-                Ok(l) => server.register_listener(l, self.tcp_timeout, TCP_RESPONSE_BUFFER),
-                Err(e) => tracing::error!(error = %e, "dns: tcp listener"),
-            }
-        }
+        let mut udp_tasks = spawn_udp(self.udp, Arc::new(Handler::new(zone.clone())), &udp_stop);
+        let mut server = tcp_server(self.tcp, self.tcp_timeout, Handler::new(zone.clone()));
         maintain(runtimes, health, &zone, states, stop).await;
         udp_stop.cancel();
         while udp_tasks.join_next().await.is_some() {}
@@ -137,6 +127,46 @@ impl DnsServer {
             tracing::warn!(error = %e, "dns: server stopped with an error");
         }
     }
+}
+
+/// One task per UDP socket, answering with `handler` until `stop` is cancelled.
+fn spawn_udp(
+    sockets: Vec<std::net::UdpSocket>,
+    handler: Arc<Handler>,
+    stop: &CancellationToken,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    for s in sockets {
+        match s
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::UdpSocket::from_std(s))
+        {
+            Ok(s) => {
+                tasks.spawn(udp::serve(s, handler.clone(), stop.clone()));
+            }
+            Err(e) => tracing::error!(error = %e, "dns: udp socket"),
+        }
+    }
+    tasks
+}
+
+/// hickory-server's `Server` on the TCP listeners, answering with `handler`.
+fn tcp_server(
+    listeners: Vec<std::net::TcpListener>,
+    timeout: Duration,
+    handler: Handler,
+) -> Server<Handler> {
+    let mut server = Server::new(handler);
+    for l in listeners {
+        match l
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(l))
+        {
+            Ok(l) => server.register_listener(l, timeout, TCP_RESPONSE_BUFFER),
+            Err(e) => tracing::error!(error = %e, "dns: tcp listener"),
+        }
+    }
+    server
 }
 
 /// Binds UDP then TCP on the same address; port 0 retries until both get one port.
