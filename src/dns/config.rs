@@ -2,7 +2,7 @@
 //!
 //! Kept apart from `src/config.rs` so that file only gains one field and one call, and free of
 //! hickory: names are checked and normalised here as plain lowercase strings ending in a dot
-//! (`pvs.boot.example.internal.`), and `src/dns/mod.rs` turns them into hickory names. A name
+//! (`pvs.boot.example.internal.`), and `src/dns/zone.rs` turns them into hickory names. A name
 //! written without a trailing dot is relative to the zone (`"pvs"`), `"@"` is the apex.
 
 use std::collections::{HashMap, HashSet};

@@ -2,17 +2,27 @@
 //!
 //! Many sites put a host name in DHCP option 66 and rely on DNS round robin, which keeps handing
 //! out a dead boot server. tftplb answers that name itself with the backends whose TFTP probes
-//! pass, rotating, with a short TTL while a backend is down (see [`select`] for the policy).
+//! pass, rotating, with a short TTL while a backend is down.
 //!
-//! This is the only module that imports hickory. hickory-server's `Server` owns the TCP
-//! sockets; UDP queries are read, decoded with hickory's `Request` and answered by one task per
-//! socket (see `udp`: hickory's UDP loop costs a task and a channel per query), with EDNS and
-//! truncation (TC when an answer does not fit the client's size: 512 bytes without EDNS, as
-//! iPXE asks). hickory has no rotation, so instead of its `Catalog` a small
-//! [`RequestHandler`] answers from a [`Zone`]: every record prebuilt, held in an `ArcSwap` and
-//! rebuilt whenever the health-event counter moves, the runtime is swapped (reload) or, as a
-//! safety net, every 30 s. A query takes no lock: it loads the current zone, looks the name up
-//! in a hash map, and for a balanced name bumps one atomic to pick the prebuilt rotation order.
+//! This is the only module that imports hickory. It is split by what each part may touch, so
+//! that everything that decides an answer is tested without a socket:
+//! - [`config`]: the `[dns]` section, validated; plain strings, no hickory.
+//! - [`select`]: which addresses a balanced name answers with, and in what rotating order; pure
+//!   functions of the pool's health.
+//! - `zone.rs`: the [`Zone`], every record prebuilt from the configuration and the runtime, and
+//!   [`Zone::answer`] for one question. hickory has no rotation, so it stands in for hickory's
+//!   `Catalog`. Pure: no sockets, no tasks.
+//! - `handler.rs`: the hickory `RequestHandler` both transports share: turns away what is not
+//!   one plain query, asks the current zone, counts the answer.
+//! - `udp.rs`: one task per UDP socket reads, decodes and answers its queries (hickory's UDP
+//!   loop costs a task and a channel per query), with EDNS and truncation (TC when an answer
+//!   does not fit the client's size: 512 bytes without EDNS, as iPXE asks).
+//! - this file, the server: [`DnsServer`] binds UDP and TCP at startup (hickory-server's
+//!   `Server` owns the TCP side), and a rebuild loop keeps the zone current. The zone sits in an
+//!   `ArcSwap` and is rebuilt whenever the health-event counter moves or the runtime is swapped
+//!   (a reload), both learnt through `watch` channels, and, as a safety net, every 30 s. A query
+//!   takes no lock: it loads the current zone, looks the name up in a hash map, and for a
+//!   balanced name bumps one atomic to pick the prebuilt rotation order.
 //!
 //! Authoritative behaviour: AA on every answer from the zone, SOA and NS at the apex, NXDOMAIN
 //! with the SOA for unknown names, NODATA (NOERROR, SOA) for other types and for empty
@@ -22,445 +32,32 @@
 //! undecodable query with FORMERR.
 
 pub mod config;
+mod handler;
 pub mod select;
 mod udp;
+mod zone;
 
-use std::collections::HashMap;
+pub use zone::{Answer, NameState, Zone};
+
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_server::Server;
-use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, TXT};
-use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::tftp::runtime::Runtime;
-use config::{DnsConfig, RecordData};
-use select::{Outcome, Selection};
+use config::DnsConfig;
+use handler::Handler;
 
 /// How often the zone is rebuilt even if no health event was seen.
 const SAFETY_REBUILD: Duration = Duration::from_secs(30);
-/// The largest UDP answer we send to an EDNS client (DNS flag day 2020: no fragmentation).
-const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Answers a TCP connection may have queued.
 const TCP_RESPONSE_BUFFER: usize = 32;
-
-// ---- the zone ----
-
-/// A prebuilt snapshot of the zone: every answer a query can get, ready to send.
-#[derive(Debug)]
-pub struct Zone {
-    origin: LowerName,
-    /// The SOA with the negative TTL, for NXDOMAIN and NODATA answers.
-    soa_negative: Record,
-    nodes: HashMap<LowerName, Node>,
-}
-
-#[derive(Debug, Default)]
-struct Node {
-    /// The configured name, as the metrics label.
-    label: Arc<str>,
-    sets: Vec<RrSet>,
-    /// A balanced name with nothing to answer (`when_all_down = "servfail"`, or nothing probed).
-    servfail: bool,
-}
-
-#[derive(Debug)]
-struct RrSet {
-    rtype: RecordType,
-    records: Vec<Record>,
-    rotation: Option<Rotation>,
-}
-
-/// Prebuilt answer orders of a balanced RRset and the atomic that picks the next one.
-#[derive(Debug)]
-struct Rotation {
-    orders: Vec<Box<[u16]>>,
-    next: AtomicUsize,
-}
-
-impl RrSet {
-    fn fixed(rtype: RecordType, records: Vec<Record>) -> RrSet {
-        RrSet {
-            rtype,
-            records,
-            rotation: None,
-        }
-    }
-
-    /// The records of this answer: the next rotation for a balanced set, all for a static one.
-    fn push_answer<'z>(&'z self, out: &mut Vec<&'z Record>) {
-        match &self.rotation {
-            Some(r) if !r.orders.is_empty() => {
-                let k = r.next.fetch_add(1, Ordering::Relaxed) % r.orders.len();
-                out.extend(r.orders[k].iter().map(|&i| &self.records[usize::from(i)]));
-            }
-            _ => out.extend(self.records.iter()),
-        }
-    }
-}
-
-/// What the zone says to one question.
-#[derive(Debug)]
-pub struct Answer<'z> {
-    pub rcode: ResponseCode,
-    pub authoritative: bool,
-    pub answers: Vec<&'z Record>,
-    pub authority: Vec<&'z Record>,
-    pub additional: Vec<&'z Record>,
-    /// The metrics label: the configured name, or `nxdomain` / `outside`.
-    pub label: Arc<str>,
-}
-
-impl<'z> Answer<'z> {
-    fn new(rcode: ResponseCode, authoritative: bool, label: Arc<str>) -> Answer<'z> {
-        Answer {
-            rcode,
-            authoritative,
-            answers: Vec::new(),
-            authority: Vec::new(),
-            additional: Vec::new(),
-            label,
-        }
-    }
-}
-
-/// What a balanced name answers right now, for the change log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameState {
-    pub name: String,
-    pub selection: Selection,
-}
-
-fn name(text: &str) -> io::Result<Name> {
-    Name::from_ascii(text).map_err(|e| io::Error::other(format!("{text}: {e}")))
-}
-
-fn secs(d: Duration) -> u32 {
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
-}
-
-impl Zone {
-    /// Builds the zone of `cfg` with the balanced names answered from `runtime`'s health.
-    pub fn build(
-        cfg: &DnsConfig,
-        runtime: &Runtime,
-        serial: u32,
-    ) -> io::Result<(Zone, Vec<NameState>)> {
-        let origin = name(&cfg.zone)?;
-        let ttl = secs(cfg.ttl);
-        let negative = secs(cfg.negative_ttl);
-        let first_ns = name(&cfg.nameservers[0])?;
-        let soa_data = SOA::new(
-            first_ns,
-            name(&cfg.hostmaster)?,
-            serial,
-            3600,
-            600,
-            86400,
-            negative,
-        );
-        let soa = Record::from_rdata(origin.clone(), ttl, RData::SOA(soa_data.clone()));
-        // RFC 2308 §3: the SOA of a negative answer carries min(SOA TTL, SOA minimum).
-        let soa_negative =
-            Record::from_rdata(origin.clone(), ttl.min(negative), RData::SOA(soa_data));
-        let ns = cfg
-            .nameservers
-            .iter()
-            .map(|n| {
-                Ok(Record::from_rdata(
-                    origin.clone(),
-                    ttl,
-                    RData::NS(NS(name(n)?)),
-                ))
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        let mut zone = Zone {
-            origin: LowerName::new(&origin),
-            soa_negative,
-            nodes: HashMap::new(),
-        };
-        let apex = zone.node(&origin);
-        apex.sets.push(RrSet::fixed(RecordType::SOA, vec![soa]));
-        apex.sets.push(RrSet::fixed(RecordType::NS, ns));
-        zone.add_static(cfg)?;
-        let states = zone.add_balanced(cfg, runtime)?;
-        zone.add_empty_non_terminals();
-        Ok((zone, states))
-    }
-
-    fn node(&mut self, owner: &Name) -> &mut Node {
-        self.nodes
-            .entry(LowerName::new(owner))
-            .or_insert_with(|| Node {
-                label: owner.to_lowercase().to_ascii().into(),
-                ..Node::default()
-            })
-    }
-
-    fn add_static(&mut self, cfg: &DnsConfig) -> io::Result<()> {
-        for r in &cfg.records {
-            let owner = name(&r.name)?;
-            let data = match &r.data {
-                RecordData::A(ip) => RData::A(A(*ip)),
-                RecordData::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
-                RecordData::Cname(target) => RData::CNAME(CNAME(name(target)?)),
-                RecordData::Txt(text) => RData::TXT(TXT::new(vec![text.clone()])),
-            };
-            let record = Record::from_rdata(owner.clone(), secs(r.ttl), data);
-            let rtype = record.record_type();
-            let node = self.node(&owner);
-            match node.sets.iter_mut().find(|s| s.rtype == rtype) {
-                Some(set) => set.records.push(record),
-                None => node.sets.push(RrSet::fixed(rtype, vec![record])),
-            }
-        }
-        Ok(())
-    }
-
-    fn add_balanced(&mut self, cfg: &DnsConfig, runtime: &Runtime) -> io::Result<Vec<NameState>> {
-        let mut states = Vec::with_capacity(cfg.names.len());
-        for n in &cfg.names {
-            let owner = name(&n.name)?;
-            let members = select::members(n, runtime);
-            let selection = select::select(&members, n.when_all_down, &n.fallback);
-            let ttl = secs(if selection.degraded {
-                cfg.degraded_ttl
-            } else {
-                cfg.ttl
-            });
-            let node = self.node(&owner);
-            node.servfail = selection.outcome == Outcome::ServFail;
-            for v6 in [false, true] {
-                let family: Vec<(IpAddr, u32)> = selection
-                    .addrs
-                    .iter()
-                    .copied()
-                    .filter(|(ip, _)| ip.is_ipv6() == v6)
-                    .collect();
-                if !family.is_empty() {
-                    node.sets
-                        .push(balanced_set(&owner, &family, ttl, cfg.max_answers));
-                }
-            }
-            states.push(NameState {
-                name: n.name.clone(),
-                selection,
-            });
-        }
-        Ok(states)
-    }
-
-    /// Names between the apex and an owner exist (NODATA, not NXDOMAIN: RFC 8020).
-    fn add_empty_non_terminals(&mut self) {
-        let owners: Vec<LowerName> = self.nodes.keys().cloned().collect();
-        for owner in owners {
-            let mut n = owner.base_name();
-            while self.origin.zone_of(&n) && n != self.origin {
-                let label: Arc<str> = n.to_string().into();
-                self.nodes.entry(n.clone()).or_insert_with(|| Node {
-                    label,
-                    ..Node::default()
-                });
-                n = n.base_name();
-            }
-        }
-    }
-
-    /// Answers one question.
-    pub fn answer(&self, qname: &LowerName, qtype: RecordType, qclass: DNSClass) -> Answer<'_> {
-        if !self.origin.zone_of(qname) {
-            return Answer::new(ResponseCode::Refused, false, "outside".into());
-        }
-        if !matches!(qclass, DNSClass::IN | DNSClass::ANY)
-            || matches!(qtype, RecordType::AXFR | RecordType::IXFR)
-        {
-            return Answer::new(ResponseCode::Refused, false, "refused".into());
-        }
-        let Some(node) = self.nodes.get(qname) else {
-            let mut a = Answer::new(ResponseCode::NXDomain, true, "nxdomain".into());
-            a.authority.push(&self.soa_negative);
-            return a;
-        };
-        let mut a = Answer::new(ResponseCode::NoError, true, node.label.clone());
-        let address = matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY);
-        if node.servfail && address {
-            a.rcode = ResponseCode::ServFail;
-            return a;
-        }
-        let cname = node.sets.iter().find(|s| s.rtype == RecordType::CNAME);
-        match cname {
-            Some(set) if qtype != RecordType::CNAME => {
-                set.push_answer(&mut a.answers);
-                self.chase(&set.records[0], qtype, &mut a.answers);
-            }
-            _ => node
-                .sets
-                .iter()
-                .filter(|s| qtype == RecordType::ANY || s.rtype == qtype)
-                .for_each(|s| s.push_answer(&mut a.answers)),
-        }
-        if a.answers.is_empty() {
-            a.authority.push(&self.soa_negative);
-        } else if qtype == RecordType::NS {
-            self.glue(&a.answers.clone(), &mut a.additional);
-        }
-        a
-    }
-
-    /// Follows a CNAME one step inside the zone.
-    fn chase<'z>(&'z self, cname: &Record, qtype: RecordType, out: &mut Vec<&'z Record>) {
-        let RData::CNAME(target) = &cname.data else {
-            return;
-        };
-        if let Some(node) = self.nodes.get(&LowerName::new(&target.0)) {
-            node.sets
-                .iter()
-                .filter(|s| s.rtype != RecordType::CNAME)
-                .filter(|s| qtype == RecordType::ANY || s.rtype == qtype)
-                .for_each(|s| s.push_answer(out));
-        }
-    }
-
-    /// Addresses of in-zone name servers, for the additional section.
-    fn glue<'z>(&'z self, ns: &[&'z Record], out: &mut Vec<&'z Record>) {
-        for r in ns {
-            if let RData::NS(NS(target)) = &r.data
-                && let Some(node) = self.nodes.get(&LowerName::new(target))
-            {
-                node.sets
-                    .iter()
-                    .filter(|s| matches!(s.rtype, RecordType::A | RecordType::AAAA))
-                    .for_each(|s| out.extend(s.records.iter()));
-            }
-        }
-    }
-}
-
-/// A rotating RRset: records in configuration order, and one prebuilt order per start position.
-fn balanced_set(owner: &Name, addrs: &[(IpAddr, u32)], ttl: u32, max: usize) -> RrSet {
-    let records: Vec<Record> = addrs
-        .iter()
-        .map(|(ip, _)| {
-            let data = match ip {
-                IpAddr::V4(v4) => RData::A(A(*v4)),
-                IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
-            };
-            Record::from_rdata(owner.clone(), ttl, data)
-        })
-        .collect();
-    let weights: Vec<u32> = addrs.iter().map(|(_, w)| *w).collect();
-    let sequence = select::rotation(&weights);
-    let orders = (0..sequence.len())
-        .map(|start| {
-            select::answer_order(&sequence, records.len(), start, max)
-                .into_iter()
-                .map(|i| i as u16)
-                .collect()
-        })
-        .collect();
-    RrSet {
-        rtype: records[0].record_type(),
-        records,
-        rotation: Some(Rotation {
-            orders,
-            next: AtomicUsize::new(0),
-        }),
-    }
-}
-
-// ---- serving ----
-
-/// The hickory request handler: answers from the current [`Zone`].
-struct Handler {
-    zone: Arc<ArcSwap<Zone>>,
-}
-
-fn rcode_label(rcode: ResponseCode) -> &'static str {
-    match rcode {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::BADVERS => "BADVERS",
-        _ => "OTHER",
-    }
-}
-
-fn type_label(t: RecordType) -> &'static str {
-    match t {
-        RecordType::Unknown(_) => "OTHER",
-        t => t.into(),
-    }
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let zone = self.zone.load_full();
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        let edns = request.edns.as_ref().map(|req| {
-            let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-            e.set_version(0);
-            e
-        });
-        let queries = request.queries.queries();
-        let answer = if request.metadata.op_code != OpCode::Query {
-            Answer::new(ResponseCode::NotImp, false, "-".into())
-        } else if queries.len() != 1 {
-            Answer::new(ResponseCode::FormErr, false, "-".into())
-        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            Answer::new(ResponseCode::BADVERS, false, "-".into())
-        } else {
-            let q = &queries[0];
-            zone.answer(q.name(), q.query_type(), q.query_class())
-        };
-        let qtype = queries.first().map_or("-", |q| type_label(q.query_type()));
-        metrics::counter!(
-            crate::metrics::DNS_QUERIES,
-            "name" => answer.label.clone(),
-            "type" => qtype,
-            "rcode" => rcode_label(answer.rcode),
-        )
-        .increment(1);
-        metadata.authoritative = answer.authoritative;
-        metadata.response_code = answer.rcode;
-        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
-            metadata,
-            answer.answers.iter().copied(),
-            answer.authority.iter().copied(),
-            std::iter::empty(),
-            answer.additional.iter().copied(),
-        );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::debug!(error = %e, "dns: cannot send answer");
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                })
-            }
-        }
-    }
-}
 
 /// The DNS sockets, bound at startup so a failure is reported then and port 0 works.
 #[derive(Debug)]
@@ -520,30 +117,9 @@ impl DnsServer {
                 return;
             }
         };
-        let handler = Arc::new(Handler { zone: zone.clone() });
         let udp_stop = stop.child_token();
-        let mut udp_tasks = tokio::task::JoinSet::new();
-        for s in self.udp {
-            match s
-                .set_nonblocking(true)
-                .and_then(|_| tokio::net::UdpSocket::from_std(s))
-            {
-                Ok(s) => {
-                    udp_tasks.spawn(udp::serve(s, handler.clone(), udp_stop.clone()));
-                }
-                Err(e) => tracing::error!(error = %e, "dns: udp socket"),
-            }
-        }
-        let mut server = Server::new(Handler { zone: zone.clone() });
-        for l in self.tcp {
-            match l
-                .set_nonblocking(true)
-                .and_then(|_| tokio::net::TcpListener::from_std(l))
-            {
-                Ok(l) => server.register_listener(l, self.tcp_timeout, TCP_RESPONSE_BUFFER),
-                Err(e) => tracing::error!(error = %e, "dns: tcp listener"),
-            }
-        }
+        let mut udp_tasks = spawn_udp(self.udp, Arc::new(Handler::new(zone.clone())), &udp_stop);
+        let mut server = tcp_server(self.tcp, self.tcp_timeout, Handler::new(zone.clone()));
         maintain(runtimes, health, &zone, states, stop).await;
         udp_stop.cancel();
         while udp_tasks.join_next().await.is_some() {}
@@ -551,6 +127,46 @@ impl DnsServer {
             tracing::warn!(error = %e, "dns: server stopped with an error");
         }
     }
+}
+
+/// One task per UDP socket, answering with `handler` until `stop` is cancelled.
+fn spawn_udp(
+    sockets: Vec<std::net::UdpSocket>,
+    handler: Arc<Handler>,
+    stop: &CancellationToken,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    for s in sockets {
+        match s
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::UdpSocket::from_std(s))
+        {
+            Ok(s) => {
+                tasks.spawn(udp::serve(s, handler.clone(), stop.clone()));
+            }
+            Err(e) => tracing::error!(error = %e, "dns: udp socket"),
+        }
+    }
+    tasks
+}
+
+/// hickory-server's `Server` on the TCP listeners, answering with `handler`.
+fn tcp_server(
+    listeners: Vec<std::net::TcpListener>,
+    timeout: Duration,
+    handler: Handler,
+) -> Server<Handler> {
+    let mut server = Server::new(handler);
+    for l in listeners {
+        match l
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(l))
+        {
+            Ok(l) => server.register_listener(l, timeout, TCP_RESPONSE_BUFFER),
+            Err(e) => tracing::error!(error = %e, "dns: tcp listener"),
+        }
+    }
+    server
 }
 
 /// Binds UDP then TCP on the same address; port 0 retries until both get one port.

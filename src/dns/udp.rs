@@ -28,7 +28,7 @@ use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::Handler;
+use super::handler::Handler;
 
 /// Largest query accepted; anything longer is not a query for this zone.
 const MAX_QUERY: usize = 4096;
