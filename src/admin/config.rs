@@ -1,6 +1,6 @@
 //! The `[admin]` section: raw serde struct, validation, and the typed [`AdminConfig`].
 //!
-//! Kept apart from `src/config.rs` so that file only gains one field and one call. The admin
+//! Kept apart from `src/config/mod.rs` so that file only gains one field and one call. The admin
 //! listener is on by default, on loopback (`127.0.0.1:9069`): the status page and `/metrics`
 //! are what an operator reaches for first, and loopback exposes them to nobody else. Anywhere
 //! else it needs a bearer token (`token_file`), and validation refuses the file without one, so

@@ -1,6 +1,6 @@
 //! The `[dns]` section: raw serde structs, their validation, and the typed [`DnsConfig`].
 //!
-//! Kept apart from `src/config.rs` so that file only gains one field and one call, and free of
+//! Kept apart from `src/config/mod.rs` so that file only gains one field and one call, and free of
 //! hickory: names are checked and normalised here as plain lowercase strings ending in a dot
 //! (`pvs.boot.example.internal.`), and `src/dns/zone.rs` turns them into hickory names. A name
 //! written without a trailing dot is relative to the zone (`"pvs"`), `"@"` is the apex.
