@@ -22,6 +22,9 @@ pub const BACKEND_INCONSISTENT: &str = "tftplb_backend_inconsistent";
 pub const PROBE_DURATION: &str = "tftplb_probe_duration_seconds";
 pub const FAILOVERS: &str = "tftplb_failovers_total";
 pub const ROUTE_HITS: &str = "tftplb_route_hits_total";
+/// Client IPs whose MAC is remembered now, and how many were forgotten to stay under the cap.
+pub const MAC_MEMORY_CLIENTS: &str = "tftplb_mac_memory_clients";
+pub const MAC_MEMORY_EVICTIONS: &str = "tftplb_mac_memory_evictions_total";
 /// DNS queries answered, by `name` (the configured name, or `nxdomain` / `outside`), `type` and
 /// `rcode`.
 pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
@@ -71,6 +74,12 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &SessionEnd
         ms = r.elapsed.as_millis() as u64,
         "session end"
     );
+}
+
+/// The MAC memory's size now, and clients it just forgot to stay under its cap.
+pub fn mac_memory(clients: usize, evicted: u64) {
+    metrics::gauge!(MAC_MEMORY_CLIENTS).set(clients as f64);
+    metrics::counter!(MAC_MEMORY_EVICTIONS).increment(evicted);
 }
 
 // ---- the exporter (admin listener's `/metrics`) ----
@@ -175,6 +184,11 @@ fn describe() {
     );
     describe_gauge!(BACKEND_ELIGIBLE, "1 when a backend may get new transfers.");
     describe_counter!(RELOADS, "Configuration reloads applied since start.");
+    describe_gauge!(MAC_MEMORY_CLIENTS, "Client IPs whose MAC is remembered.");
+    describe_counter!(
+        MAC_MEMORY_EVICTIONS,
+        "Clients forgotten by the MAC memory to stay under mac_memory_max."
+    );
     metrics::counter!(REQUESTS_RETRANSMITTED).increment(0);
     metrics::counter!(PACKETS_DROPPED).increment(0);
 }

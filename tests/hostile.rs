@@ -183,3 +183,30 @@ async fn a_rebound_host_name_cannot_use_the_admin_api() {
     assert_eq!(backend.state.admin().as_str(), "draining");
     lb.stop().await;
 }
+
+/// Finding 5: the MAC memory is filled by names any source can send. 100 sources each
+/// claiming a MAC leave it at its cap (16 here); before, it held one entry per source, with
+/// no cap, for 10 minutes each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_claimed_macs_leaves_the_mac_memory_at_its_cap() {
+    let a = backend().await;
+    let pools = format!(
+        "[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{0}\"\n\
+         [[pool]]\nname = \"thin\"\n[[pool.backend]]\naddress = \"{0}\"\n\
+         [[route]]\nmacs = [\"aa:bb:cc:*\"]\npool = \"thin\"\n",
+        a.address
+    );
+    let lb = Tftplb::start("mac_memory_max = 16", &pools).await;
+    for i in 1..=100u8 {
+        // Every 127.0.0.0/8 address is this host's: a hundred sources on loopback.
+        let source = UdpSocket::bind(format!("127.0.1.{i}:0")).await.unwrap();
+        let name = format!("pxelinux.cfg/01-aa-bb-cc-00-00-{i:02x}");
+        source.send_to(&rrq(&name, &[]), lb.addr).await.unwrap();
+        // Its answer (ERROR 1 from the backend) shows the request was admitted and routed.
+        recv_within(&source, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("no answer to source {i}"));
+    }
+    assert_eq!(lb.frontend.remembered_macs(), 16);
+    lb.stop().await;
+}

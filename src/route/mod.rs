@@ -12,11 +12,12 @@
 pub mod config;
 
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use lru::LruCache;
 
 pub use config::{Mac, MacPattern, RouteConfig, Target};
 
@@ -75,9 +76,10 @@ impl Router {
         let mut mac = mac;
         let mut looked_up = false;
         for (i, rule) in self.rules.iter().enumerate() {
-            if !rule.cfg.macs.is_empty() && mac.is_none() && !looked_up && self.neighbour_lookup {
+            // The neighbour table, where it knows the client, beats what its names claim.
+            if !rule.cfg.macs.is_empty() && !looked_up && self.neighbour_lookup {
                 looked_up = true;
-                mac = neighbour_mac(client);
+                mac = neighbour_mac(client).or(mac);
             }
             if rule.matches(client, name, mac.as_ref()) {
                 rule.hits.fetch_add(1, Ordering::Relaxed);
@@ -176,26 +178,76 @@ pub fn neighbour_mac(client: IpAddr) -> Option<Mac> {
     })
 }
 
-/// MACs learned from requests, per client IP, for `mac_memory`.
-#[derive(Debug, Default)]
+/// MACs learned from requests, per client IP, for `mac_memory`. Names are the client's word
+/// (any source may claim any MAC in a name), so a name's MAC is remembered only once the route
+/// decision admitted the request, and the table holds at most `mac_memory_max` clients: the
+/// least recently used are forgotten first, and each one forgotten is counted.
+#[derive(Debug)]
 pub struct MacMemory {
-    seen: DashMap<IpAddr, (Mac, Instant)>,
+    seen: Mutex<LruCache<IpAddr, (Mac, Instant)>>,
+}
+
+impl Default for MacMemory {
+    fn default() -> Self {
+        MacMemory {
+            seen: Mutex::new(LruCache::unbounded()),
+        }
+    }
 }
 
 impl MacMemory {
-    /// Learns from `filename` if it reveals a MAC; returns what is known of the client now.
-    pub fn observe(&self, client: IpAddr, filename: &str, ttl: Duration) -> Option<Mac> {
-        let now = Instant::now();
+    /// What is known of the client's MAC: the one `filename` reveals, else the one remembered
+    /// (unexpired). Remembers nothing.
+    pub fn recall(&self, client: IpAddr, filename: &str) -> Option<Mac> {
         if let Some(mac) = mac_in_filename(filename) {
-            self.seen.insert(client, (mac, now + ttl));
             return Some(mac);
         }
-        let known = self.seen.get(&client).map(|e| *e.value())?;
-        (known.1 > now).then_some(known.0)
+        let now = Instant::now();
+        let mut seen = self.lock();
+        let (mac, until) = *seen.get(&client)?;
+        (until > now).then_some(mac)
+    }
+
+    /// Remembers the MAC `filename` reveals for `ttl` (call it once the request is admitted),
+    /// forgetting the least recently used clients beyond `max`.
+    pub fn remember(&self, client: IpAddr, filename: &str, ttl: Duration, max: usize) {
+        let Some(mac) = mac_in_filename(filename) else {
+            return;
+        };
+        let mut seen = self.lock();
+        seen.put(client, (mac, Instant::now() + ttl));
+        let mut evicted = 0;
+        while seen.len() > max.max(1) {
+            seen.pop_lru();
+            evicted += 1;
+        }
+        crate::metrics::mac_memory(seen.len(), evicted);
+    }
+
+    /// Clients remembered now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn expire(&self, now: Instant) {
-        self.seen.retain(|_, (_, until)| *until > now);
+        let mut seen = self.lock();
+        let stale: Vec<IpAddr> = seen
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in stale {
+            seen.pop(&ip);
+        }
+        crate::metrics::mac_memory(seen.len(), 0);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<IpAddr, (Mac, Instant)>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

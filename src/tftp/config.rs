@@ -21,6 +21,8 @@ pub struct TftpConfig {
     pub default_pool: String,
     /// How long a MAC learned from a request stays attached to the client IP.
     pub mac_memory: Duration,
+    /// Client IPs whose learned MAC is remembered at most (least recently used forgotten).
+    pub mac_memory_max: usize,
     /// Read the kernel's neighbour table for on-link clients' MACs.
     pub neighbour_lookup: bool,
     /// Blocks of a read fetched ahead of the client (0: relay packet for packet).
@@ -47,6 +49,8 @@ pub struct RawTftp {
     default_pool: Option<String>,
     #[serde(default = "default_mac_memory", with = "humantime_serde")]
     mac_memory: Duration,
+    #[serde(default = "default_mac_memory_max")]
+    mac_memory_max: usize,
     #[serde(default)]
     neighbour_lookup: bool,
     #[serde(default = "default_read_ahead")]
@@ -65,6 +69,7 @@ impl Default for RawTftp {
             shutdown_grace: default_shutdown_grace(),
             default_pool: None,
             mac_memory: default_mac_memory(),
+            mac_memory_max: default_mac_memory_max(),
             neighbour_lookup: false,
             read_ahead: default_read_ahead(),
         }
@@ -111,6 +116,10 @@ fn default_shutdown_grace() -> Duration {
 }
 
 /// A boot (NBP, config, kernel, initrd) takes minutes at most.
+/// One entry is ~40 bytes: 65,536 clients cost a few MiB at most, more than any boot network has.
+fn default_mac_memory_max() -> usize {
+    65_536
+}
 fn default_mac_memory() -> Duration {
     Duration::from_secs(600)
 }
@@ -135,6 +144,9 @@ pub fn validate_tftp(raw: RawTftp, problems: &mut Vec<String>) -> TftpConfig {
     if raw.idle_timeout < raw.setup_timeout {
         problems.push("tftp.idle_timeout: must not be shorter than tftp.setup_timeout".into());
     }
+    if raw.mac_memory_max == 0 {
+        problems.push("tftp.mac_memory_max: must be at least 1".into());
+    }
     if raw.max_sessions == 0 {
         problems.push("tftp.max_sessions: must be at least 1".into());
     }
@@ -157,6 +169,7 @@ pub fn validate_tftp(raw: RawTftp, problems: &mut Vec<String>) -> TftpConfig {
         shutdown_grace: raw.shutdown_grace,
         default_pool: raw.default_pool.unwrap_or_default(),
         mac_memory: raw.mac_memory,
+        mac_memory_max: raw.mac_memory_max,
         neighbour_lookup: raw.neighbour_lookup,
         read_ahead: raw.read_ahead,
     }

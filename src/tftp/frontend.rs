@@ -160,6 +160,7 @@ impl Frontend {
                 .map_err(Refusal::Limited)?;
             let mac = self.client_mac(&runtime, from.ip(), &asked.request.filename);
             let pool = policy(&runtime, &asked, from.ip(), mac)?;
+            self.remember_mac(&runtime, from.ip(), &asked.request.filename);
             let slot = runtime
                 .limiter
                 .claim_client(&self.clients, from.ip())
@@ -186,8 +187,21 @@ impl Frontend {
         if !runtime.router.has_mac_rules() {
             return None;
         }
-        self.macs
-            .observe(ip, filename, runtime.config.tftp.mac_memory)
+        self.macs.recall(ip, filename)
+    }
+
+    /// Once a request is admitted, the MAC its name reveals is remembered for the client.
+    fn remember_mac(&self, runtime: &Runtime, ip: IpAddr, filename: &str) {
+        if runtime.router.has_mac_rules() {
+            let tftp = &runtime.config.tftp;
+            self.macs
+                .remember(ip, filename, tftp.mac_memory, tftp.mac_memory_max);
+        }
+    }
+
+    /// Client IPs whose MAC is remembered now.
+    pub fn remembered_macs(&self) -> usize {
+        self.macs.len()
     }
 
     /// Forgets expired client state (housekeeping).
