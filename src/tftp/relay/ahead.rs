@@ -105,7 +105,7 @@ impl Relay {
         let ack = ack_datagram(t.session.leg_wire(pos));
         t.leg.socket.send_to(&ack, t.leg.tid).await?;
         t.counts.to_backend += 1;
-        t.last_data = Instant::now();
+        t.timers.acked_backend(Instant::now());
         Ok(())
     }
 
@@ -127,7 +127,7 @@ impl Relay {
                 .await?;
             t.counts.to_client += 1;
         }
-        t.sent_at = Instant::now();
+        t.timers.served_client(Instant::now());
         Ok(())
     }
 }

@@ -94,12 +94,12 @@ impl Relay {
         }
     }
 
+    /// The new leg carries the transfer from now on; the old one is told to stop.
     fn switch(&self, t: &mut Transfer<'_>, leg: Leg) -> Option<Outcome> {
         tracing::info!(client = %self.client, from = %t.leg.address(), to = %leg.address(), "transfer taken over");
         let old = std::mem::replace(&mut t.leg, leg);
         tokio::spawn(release(old, true));
-        t.last_data = Instant::now();
-        t.catch_up_retries = 0;
+        t.timers.heard_backend(Instant::now());
         None
     }
 

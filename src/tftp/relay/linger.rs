@@ -13,20 +13,18 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::Leg;
+use super::timers::QUARANTINE;
 use crate::protocol::packet::{self, ack_datagram, error_code};
 
-/// Sends at most one ERROR 5 per interval to strangers, so a flood cannot turn us into an
-/// amplifier.
-pub(super) struct StrangerReply {
-    next: Instant,
-}
+/// How often one socket may answer a stranger.
+const STRANGER_REPLY_INTERVAL: Duration = Duration::from_millis(100);
 
-impl Default for StrangerReply {
-    fn default() -> Self {
-        StrangerReply {
-            next: Instant::now(),
-        }
-    }
+/// Sends at most one ERROR 5 per [`STRANGER_REPLY_INTERVAL`] to strangers, so a flood cannot
+/// turn us into an amplifier.
+#[derive(Debug, Default)]
+pub(super) struct StrangerReply {
+    /// The earliest moment of the next reply (none yet: at once).
+    next: Option<Instant>,
 }
 
 /// One limiter per socket: a flood on one side cannot silence the other.
@@ -36,24 +34,24 @@ pub(super) struct Strangers {
     pub(super) backend: StrangerReply,
 }
 
-const STRANGER_REPLY_INTERVAL: Duration = Duration::from_millis(100);
-
 impl StrangerReply {
     pub(super) async fn answer(&mut self, socket: &UdpSocket, to: SocketAddr) {
-        let now = Instant::now();
-        if now < self.next {
+        if !self.permits(Instant::now()) {
             return;
         }
-        self.next = now + STRANGER_REPLY_INTERVAL;
         let error = packet::error_datagram(error_code::UNKNOWN_TID, "unknown transfer ID");
         let _ = socket.send_to(&error, to).await;
     }
-}
 
-/// How long a socket a session let go of stays bound. Longer than backends keep retransmitting
-/// (async-tftp 5 × 1 s, tftpd-hpa about as long), so a late packet of an abandoned transfer
-/// can never reach another session that got the same port from the kernel.
-const QUARANTINE: Duration = Duration::from_secs(15);
+    /// Whether a reply may go out at `now`; if so, the next one waits an interval.
+    fn permits(&mut self, now: Instant) -> bool {
+        if self.next.is_some_and(|next| now < next) {
+            return false;
+        }
+        self.next = Some(now + STRANGER_REPLY_INTERVAL);
+        true
+    }
+}
 
 /// Answers sent from one quarantined socket at most.
 const QUARANTINE_REPLIES: u32 = 8;
@@ -130,4 +128,20 @@ where
 
 fn error_code_bytes() -> [u8; 2] {
     packet::opcode::ERROR.to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strangers_get_at_most_one_reply_per_interval() {
+        let t0 = Instant::now();
+        let mut limit = StrangerReply::default();
+        assert!(limit.permits(t0), "the first at once");
+        assert!(!limit.permits(t0));
+        assert!(!limit.permits(t0 + STRANGER_REPLY_INTERVAL - Duration::from_millis(1)));
+        assert!(limit.permits(t0 + STRANGER_REPLY_INTERVAL));
+        assert!(!limit.permits(t0 + STRANGER_REPLY_INTERVAL));
+    }
 }

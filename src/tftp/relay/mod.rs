@@ -25,12 +25,15 @@
 //! The files beside this one, by concern: `setup` finds a backend that answers the request,
 //! `transfer` is the loop that relays between the two sides, `ahead` glues the read-ahead ring
 //! into it, `failover` moves a transfer to another backend, and `linger` lets go of sockets
-//! without letting a late packet reach another session.
+//! without letting a late packet reach another session. Every decision with a clock (idle end,
+//! stall, resends, catch-up, dally) is made by the pure `timers`; the loop only asks it and
+//! does what it says.
 
 mod ahead;
 mod failover;
 mod linger;
 mod setup;
+mod timers;
 mod transfer;
 
 use std::io;
@@ -50,6 +53,7 @@ use crate::balance::SessionClaim;
 use crate::pool::Pool;
 use crate::protocol::options::{Negotiated, Options};
 use linger::{answer_final_data, release};
+use timers::{Ahead, Facts, Timers};
 
 /// One transfer to relay.
 #[derive(Debug)]
@@ -130,18 +134,31 @@ struct Transfer<'a> {
     buf: &'a mut [u8],
     session: Session,
     counts: Counts,
-    last_client: Instant,
-    last_data: Instant,
-    /// Our own ACK re-sent to a backend catching up, since its last block.
-    catch_up_retries: u32,
+    /// Every decision with a clock: idle end, stall, resends to the client, catch-up.
+    timers: Timers,
     /// The read-ahead, from the first DATA on (when configured and the ring fits).
     ahead: Option<ReadAhead>,
     /// Whether the first DATA has decided on `ahead` (once per session, not once per block).
     ahead_decided: bool,
-    /// When the last new block went to the client (read-ahead: its retransmission timer).
-    sent_at: Instant,
-    /// Read-ahead retransmissions to the client since it last sent anything.
-    resends: u32,
+}
+
+impl Transfer<'_> {
+    /// When the timer must wake the loop next.
+    fn next_deadline(&self) -> Instant {
+        self.timers.next_deadline(Instant::now(), &self.facts())
+    }
+
+    /// What the timers need to know of the transfer now.
+    fn facts(&self) -> Facts {
+        Facts {
+            catch_up: self.session.catch_up_ack(),
+            negotiated_timeout: self.session.negotiated().timeout,
+            ahead: self.ahead.as_ref().map(|ahead| Ahead {
+                unacked: !ahead.unacked().is_empty(),
+                waiting_on_backend: ahead.waiting_on_backend(),
+            }),
+        }
+    }
 }
 
 impl Relay {
@@ -198,7 +215,6 @@ impl Relay {
             Ok(leg) => leg,
             Err(why) => return Ok((self.no_backend(&client_sock, why).await?, None)),
         };
-        let now = Instant::now();
         let mut t = Transfer {
             client_sock,
             leg,
@@ -206,20 +222,15 @@ impl Relay {
             buf,
             session: std::mem::take(session),
             counts: Counts::default(),
-            last_client: now,
-            last_data: now,
-            catch_up_retries: 0,
+            timers: Timers::new(&self.settings, self.pool.resume, Instant::now()),
             ahead: None,
             ahead_decided: false,
-            sent_at: now,
-            resends: 0,
         };
         let outcome = self.transfer(&mut t).await;
         *session = std::mem::take(&mut t.session);
         *counts = t.counts;
         if let (Ok(Outcome::Completed), Some(block)) = (&outcome, session.final_write_block()) {
-            let timeout = session.negotiated().timeout.unwrap_or(3);
-            let dally = Duration::from_secs(u64::from(timeout) * 2);
+            let dally = timers::dally(session.negotiated().timeout);
             answer_final_data(t.client_sock, self.client, block, dally);
         }
         let backend = t.leg.address();

@@ -9,12 +9,12 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
 
 use super::linger::Strangers;
+use super::timers::TimerAction;
 use super::{Relay, Transfer};
 use crate::protocol::packet::ack_datagram;
 use crate::tftp::readahead::ReadAhead;
@@ -22,14 +22,6 @@ use crate::tftp::session::{Action, Outcome};
 
 /// Datagrams handled per wake-up of a socket before the other side gets its turn.
 const BATCH: usize = 16;
-
-/// Retransmissions of our own ACK to a backend taking over, before trying yet another.
-const CATCH_UP_RETRIES: u32 = 3;
-
-/// Read-ahead: retransmissions to a client that sends nothing at all, before the session ends
-/// (a client that is alive re-sends its ACK on its own timer, which starts the count again).
-/// The backends of the demo and bench (async-tftp) are set to give up after as many.
-const MAX_RESENDS: u32 = 5;
 
 impl Relay {
     /// Relays between the client and the backend's TID until the session ends.
@@ -39,9 +31,9 @@ impl Relay {
         if let Some(end) = self.apply_backend(t, action, first).await? {
             return Ok(end);
         }
-        t.last_data = Instant::now();
+        t.timers.heard_backend(Instant::now());
         let mut strangers = Strangers::default();
-        let timer = sleep_until(self.next_deadline(t));
+        let timer = sleep_until(t.next_deadline());
         let cancelled = self.handle.cancel.cancelled();
         tokio::pin!(timer, cancelled);
         loop {
@@ -49,7 +41,7 @@ impl Relay {
                 _ = &mut cancelled => Some(self.cancel_outcome()),
                 _ = &mut timer => {
                     let end = self.on_timer(t).await?;
-                    timer.as_mut().reset(self.next_deadline(t));
+                    timer.as_mut().reset(t.next_deadline());
                     end
                 }
                 ready = t.leg.socket.readable() => {
@@ -65,7 +57,7 @@ impl Relay {
                 return Ok(end);
             }
             // The read-ahead's retransmission timer may now be due before the timer fires.
-            if let Some(due) = self.resend_due(t)
+            if let Some(due) = t.timers.resend_due(&t.facts())
                 && due < timer.deadline()
             {
                 timer.as_mut().reset(due);
@@ -104,8 +96,7 @@ impl Relay {
                     | Action::AckBackend(_)
                     | Action::Consume
             ) {
-                t.last_data = Instant::now();
-                t.catch_up_retries = 0;
+                t.timers.heard_backend(Instant::now());
             }
             if let Some(end) = self.apply_backend(t, action, n).await? {
                 return Ok(Some(end));
@@ -129,8 +120,7 @@ impl Relay {
                 t.counts.dropped += 1;
                 continue;
             }
-            t.last_client = Instant::now();
-            t.resends = 0;
+            t.timers.heard_client(Instant::now());
             self.handle.client_seen.store(true, Ordering::Relaxed);
             let action = t.session.on_client(&mut t.buf[..n]);
             if let Some(end) = self.apply_client(t, action, n).await? {
@@ -140,113 +130,25 @@ impl Relay {
         Ok(None)
     }
 
-    /// The timer fired: end an idle session, re-send to the client (read-ahead), re-ACK during
-    /// catch-up, or replace a stalled backend.
+    /// The timer fired: asks the timers what is due, and does it.
     async fn on_timer(&self, t: &mut Transfer<'_>) -> io::Result<Option<Outcome>> {
-        let now = Instant::now();
-        if now >= t.last_client.min(t.last_data) + self.settings.idle_timeout {
-            return Ok(Some(Outcome::IdleTimeout));
-        }
-        if self.resend_due(t).is_some_and(|due| now >= due) {
-            // A client silent through all of them has gone (rebooted, given up): stop, so a
-            // new client that gets its port is not sent stale blocks for long.
-            if t.resends >= MAX_RESENDS {
-                return Ok(Some(Outcome::IdleTimeout));
-            }
-            t.resends += 1;
+        let due = t.timers.on_timer(Instant::now(), &t.facts());
+        if due.resend_to_client {
             self.resend_to_client(t).await?;
         }
-        let stalled = now >= t.last_data + self.stall_after(t);
-        if !self.pool.resume || !stalled {
-            return Ok(None);
-        }
-        // While catching up the relay itself drives the new backend.
-        if t.session.catching_up() {
-            return self.retry_catch_up(t).await;
-        }
-        // Otherwise a stall only counts while the backend owes us something: a client that
-        // went away is not the backend's fault.
-        if !self.backend_owes(t) {
-            return Ok(None);
-        }
-        self.passive_failure(t.leg.index, "stopped sending mid-transfer");
-        self.fail_over(t, "stalled").await
-    }
-
-    /// Re-sends our last ACK to a backend that went quiet while catching up, a few times.
-    async fn retry_catch_up(&self, t: &mut Transfer<'_>) -> io::Result<Option<Outcome>> {
-        match t.session.catch_up_ack() {
-            Some(block) if t.catch_up_retries < CATCH_UP_RETRIES => {
-                t.catch_up_retries += 1;
-                t.leg
-                    .socket
-                    .send_to(&ack_datagram(block), t.leg.tid)
-                    .await?;
-                t.last_data = Instant::now();
+        match due.then {
+            TimerAction::Nothing => Ok(None),
+            TimerAction::End(outcome) => Ok(Some(outcome)),
+            TimerAction::ReAckBackend(block) => {
+                let ack = ack_datagram(block);
+                t.leg.socket.send_to(&ack, t.leg.tid).await?;
                 Ok(None)
             }
-            _ => {
-                self.passive_failure(t.leg.index, "stopped sending while catching up");
-                self.fail_over(t, "stalled while catching up").await
+            TimerAction::FailOver(stall) => {
+                self.passive_failure(t.leg.index, stall.passive_failure());
+                self.fail_over(t, stall.why()).await
             }
         }
-    }
-
-    /// The next moment something may be due: idle end, stall, a catch-up retransmission, or
-    /// the read-ahead's retransmission to the client.
-    fn next_deadline(&self, t: &Transfer<'_>) -> Instant {
-        let idle = t.last_client.min(t.last_data) + self.settings.idle_timeout;
-        let next = self.resend_due(t).map_or(idle, |due| due.min(idle));
-        if !self.pool.resume {
-            return next;
-        }
-        let stall = t.last_data + self.stall_after(t);
-        // While the backend owes nothing there is no stall to judge: look again one stall
-        // period from now (never at a deadline already past, which would spin the loop).
-        if t.session.catching_up() || self.backend_owes(t) {
-            next.min(stall)
-        } else {
-            next.min(stall.max(Instant::now() + self.stall_after(t)))
-        }
-    }
-
-    /// Whether a silence of the backend now is its fault: with read-ahead, when we acknowledged
-    /// everything it sent; otherwise, when the client is still asking.
-    fn backend_owes(&self, t: &Transfer<'_>) -> bool {
-        match &t.ahead {
-            Some(ahead) => ahead.waiting_on_backend(),
-            None => t.last_client > t.last_data,
-        }
-    }
-
-    /// When the block the client has not acknowledged goes out again (read-ahead only).
-    fn resend_due(&self, t: &Transfer<'_>) -> Option<Instant> {
-        let ahead = t.ahead.as_ref()?;
-        (!ahead.unacked().is_empty()).then(|| t.sent_at + self.client_timeout(t))
-    }
-
-    /// The retransmission timeout toward the client: the `timeout` it negotiated, else 1 s
-    /// (what tftpd-hpa and most servers start with).
-    fn client_timeout(&self, t: &Transfer<'_>) -> Duration {
-        let secs = t.session.negotiated().timeout.unwrap_or(1);
-        Duration::from_secs(u64::from(secs))
-    }
-
-    /// How long the backend may be silent: `setup_timeout` while catching up; otherwise
-    /// `stall_timeout`, but never less than 1.5 times the retransmission timeout the transfer
-    /// negotiated (the backend rightly waits that long after a lost block).
-    fn stall_after(&self, t: &Transfer<'_>) -> Duration {
-        if t.session.catching_up() {
-            return self.settings.setup_timeout;
-        }
-        let negotiated = t
-            .session
-            .negotiated()
-            .timeout
-            .map(|s| Duration::from_secs(u64::from(s)) * 3 / 2);
-        self.settings
-            .stall_timeout
-            .max(negotiated.unwrap_or_default())
     }
 
     /// Applies what the session decided about a backend datagram in `t.buf[..n]`.
