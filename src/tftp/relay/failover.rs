@@ -41,6 +41,12 @@ impl Relay {
         };
         tracing::info!(client = %self.client, backend = %failed, why, from_block = from, "resuming transfer on another backend");
         metrics::counter!(crate::metrics::FAILOVERS, "pool" => self.pool.name.clone()).increment(1);
+        self.take_over(t).await
+    }
+
+    /// Asks one untried backend after another for the same request until one can continue
+    /// the transfer where it stands.
+    async fn take_over(&self, t: &mut Transfer<'_>) -> io::Result<Option<Outcome>> {
         loop {
             let Some(index) = self.untried_backend(&t.tried) else {
                 return self
