@@ -1,0 +1,147 @@
+//! Letting go of sockets safely, and answering strangers sparingly.
+//!
+//! Why: a UDP port the kernel hands out again may still receive the packets of a transfer we
+//! abandoned. A socket a backend may still be sending to stays bound for a while (quarantine)
+//! and tells it to stop; a completed write keeps answering its final DATA (the client may have
+//! lost our last ACK). Packets from unknown sources get an ERROR 5 at a bounded rate, so that
+//! no socket of ours can be turned into an amplifier.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::Leg;
+use super::timers::QUARANTINE;
+use crate::protocol::packet::{self, ack_datagram, error_code};
+
+/// How often one socket may answer a stranger.
+const STRANGER_REPLY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Sends at most one ERROR 5 per [`STRANGER_REPLY_INTERVAL`] to strangers, so a flood cannot
+/// turn us into an amplifier.
+#[derive(Debug, Default)]
+pub(super) struct StrangerReply {
+    /// The earliest moment of the next reply (none yet: at once).
+    next: Option<Instant>,
+}
+
+/// One limiter per socket: a flood on one side cannot silence the other.
+#[derive(Default)]
+pub(super) struct Strangers {
+    pub(super) client: StrangerReply,
+    pub(super) backend: StrangerReply,
+}
+
+impl StrangerReply {
+    pub(super) async fn answer(&mut self, socket: &UdpSocket, to: SocketAddr) {
+        if !self.permits(Instant::now()) {
+            return;
+        }
+        let error = packet::error_datagram(error_code::UNKNOWN_TID, "unknown transfer ID");
+        let _ = socket.send_to(&error, to).await;
+    }
+
+    /// Whether a reply may go out at `now`; if so, the next one waits an interval.
+    fn permits(&mut self, now: Instant) -> bool {
+        if self.next.is_some_and(|next| now < next) {
+            return false;
+        }
+        self.next = Some(now + STRANGER_REPLY_INTERVAL);
+        true
+    }
+}
+
+/// Answers sent from one quarantined socket at most.
+const QUARANTINE_REPLIES: u32 = 8;
+
+/// Lets go of a backend leg. A transfer that is over (completed, or ended by an ERROR) just
+/// closes. One the backend may still be sending is told to stop, and its socket quarantined,
+/// so the port cannot carry its late packets to another session.
+pub(super) async fn release(leg: Leg, unfinished: bool) {
+    drop(leg.claim);
+    if unfinished {
+        let _ = leg.socket.send_to(&cancelled_datagram(), leg.tid).await;
+        quarantine(leg.socket);
+    }
+}
+
+fn cancelled_datagram() -> Vec<u8> {
+    packet::error_datagram(error_code::NOT_DEFINED, "transfer cancelled")
+}
+
+/// Keeps a socket bound for [`QUARANTINE`], answering whatever still arrives (but ERRORs) with
+/// ERROR 0 so the transfer behind it stops, then closes it.
+pub(super) fn quarantine(socket: UdpSocket) {
+    linger(socket, QUARANTINE, |head, _| {
+        let is_error = head.get(..2) == Some(&error_code_bytes()[..]);
+        (!is_error).then(cancelled_datagram)
+    });
+}
+
+/// Answers a finished write's final DATA, repeated because its ACK was lost, with that ACK again
+/// for `dally` (RFC 1350: the side that sends the last ACK waits in case it is lost).
+pub(super) fn answer_final_data(
+    socket: UdpSocket,
+    client: SocketAddr,
+    block: u16,
+    dally: Duration,
+) {
+    let ack = ack_datagram(block);
+    let mut repeated = [0u8; 4];
+    repeated[..2].copy_from_slice(&packet::opcode::DATA.to_be_bytes());
+    repeated[2..].copy_from_slice(&block.to_be_bytes());
+    linger(socket, dally, move |head, from| {
+        (from == client && head == repeated).then(|| ack.to_vec())
+    });
+}
+
+/// Keeps `socket` bound for `hold`, then closes it; meanwhile answers a datagram (its first
+/// four bytes and its sender) with what `reply` makes of it, at most [`QUARANTINE_REPLIES`]
+/// times, so a flood cannot turn the socket into an amplifier.
+fn linger<F>(socket: UdpSocket, hold: Duration, reply: F)
+where
+    F: Fn(&[u8], SocketAddr) -> Option<Vec<u8>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(hold);
+        tokio::pin!(deadline);
+        let mut head = [0u8; 4];
+        let mut replies = 0;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                got = socket.recv_from(&mut head) => {
+                    let Ok((n, from)) = got else { continue };
+                    if replies < QUARANTINE_REPLIES
+                        && let Some(answer) = reply(&head[..n], from)
+                    {
+                        replies += 1;
+                        let _ = socket.send_to(&answer, from).await;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn error_code_bytes() -> [u8; 2] {
+    packet::opcode::ERROR.to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strangers_get_at_most_one_reply_per_interval() {
+        let t0 = Instant::now();
+        let mut limit = StrangerReply::default();
+        assert!(limit.permits(t0), "the first at once");
+        assert!(!limit.permits(t0));
+        assert!(!limit.permits(t0 + STRANGER_REPLY_INTERVAL - Duration::from_millis(1)));
+        assert!(limit.permits(t0 + STRANGER_REPLY_INTERVAL));
+        assert!(!limit.permits(t0 + STRANGER_REPLY_INTERVAL));
+    }
+}

@@ -1,0 +1,252 @@
+//! The task that owns one transfer's sockets and relays it, packet for packet.
+//!
+//! - Toward the client it sends from a socket bound to the exact local address the request was
+//!   sent to (port 0: a fresh TID), because clients compare the whole source address.
+//! - Toward the backend it sends the client's request unchanged to the backend's port, learns
+//!   the backend's TID from its first reply, and from then on talks only to that TID.
+//! - If the chosen backend does not answer within `setup_timeout`, the request goes to the next
+//!   eligible backend (a fresh socket, so a late answer of the first cannot slip in), and the
+//!   silence counts against the backend's health.
+//! - If the backend stops sending mid-transfer (no DATA for `stall_timeout` while the client is
+//!   still asking) or gives up with an ERROR, another backend takes over: the same request,
+//!   its blocks consumed up to the client's last ACK, the rest forwarded (see `session`).
+//! - Reads are read ahead (`[tftp] read_ahead` blocks, see `readahead`): the relay
+//!   acknowledges the backend's DATA itself and serves the client from a small ring as a sender
+//!   of its own, with its own retransmission timer (never a resend on a duplicate ACK). A
+//!   takeover then resumes after the last block received, and the client is still served from
+//!   the ring while the new backend catches up.
+//! - Everything else (writes, the OACK exchange, reads whose windows do not fit the ring, all
+//!   of it with `read_ahead = 0`) is relayed packet for packet; there the relay never
+//!   retransmits on its own.
+//! - Packets from any other source get a rate-limited ERROR 5 and change nothing.
+//! - One receive buffer, sized once from the request, serves the whole transfer, and the
+//!   read-ahead ring is allocated once: nothing is allocated per relayed packet.
+//!
+//! The files beside this one, by concern: `setup` finds a backend that answers the request,
+//! `transfer` is the loop that relays between the two sides, `ahead` glues the read-ahead ring
+//! into it, `failover` moves a transfer to another backend, and `linger` lets go of sockets
+//! without letting a late packet reach another session. Every decision with a clock (idle end,
+//! stall, resends, catch-up, dally) is made by the pure `timers`; the loop only asks it and
+//! does what it says.
+
+mod ahead;
+mod failover;
+mod linger;
+mod setup;
+mod timers;
+mod transfer;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::config::RelaySettings;
+use super::readahead::ReadAhead;
+use super::session::{Outcome, Session};
+use super::table::SessionHandle;
+use crate::balance::SessionClaim;
+use crate::pool::Pool;
+use crate::protocol::options::{Negotiated, Options};
+use linger::{answer_final_data, release};
+use timers::{Ahead, Facts, Timers};
+
+/// One transfer to relay.
+#[derive(Debug)]
+pub struct Relay {
+    pub client: SocketAddr,
+    /// The local address the client sent its request to.
+    pub local_ip: IpAddr,
+    pub pool: Arc<Pool>,
+    pub settings: RelaySettings,
+    pub handle: Arc<SessionHandle>,
+    /// The options of the client's request, to recognise a genuine answer to it.
+    pub requested: Options,
+    /// A write request (the pool allows writes): relayed, never resumed.
+    pub write: bool,
+}
+
+/// What a finished session reports (log line and metrics).
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub backend: Option<SocketAddr>,
+    pub negotiated: Negotiated,
+    pub blocks: u64,
+    pub file_bytes: u64,
+    pub packets_to_client: u64,
+    pub packets_to_backend: u64,
+    pub dropped: u64,
+    pub resumes: u32,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// The plain values the log line and the metrics record.
+    pub fn summary(&self) -> crate::metrics::SessionEnd {
+        crate::metrics::SessionEnd {
+            outcome: self.outcome.as_str(),
+            backend: self.backend,
+            blksize: self.negotiated.blksize,
+            windowsize: self.negotiated.windowsize,
+            blocks: self.blocks,
+            file_bytes: self.file_bytes,
+            packets_to_client: self.packets_to_client,
+            packets_to_backend: self.packets_to_backend,
+            dropped: self.dropped,
+            elapsed: self.elapsed,
+        }
+    }
+}
+
+/// A backend that answered: its socket, TID, and the session's claim on it.
+struct Leg {
+    index: usize,
+    socket: UdpSocket,
+    tid: SocketAddr,
+    claim: SessionClaim,
+    first_len: usize,
+}
+
+impl Leg {
+    fn address(&self) -> SocketAddr {
+        self.claim.backend().address
+    }
+}
+
+/// Counters of one session, kept locally and reported once at the end.
+#[derive(Debug, Default)]
+struct Counts {
+    to_client: u64,
+    to_backend: u64,
+    dropped: u64,
+}
+
+/// Everything the transfer loop works on.
+struct Transfer<'a> {
+    client_sock: UdpSocket,
+    leg: Leg,
+    tried: Vec<usize>,
+    buf: &'a mut [u8],
+    session: Session,
+    counts: Counts,
+    /// Every decision with a clock: idle end, stall, resends to the client, catch-up.
+    timers: Timers,
+    /// The read-ahead, from the first DATA on (when configured and the ring fits).
+    ahead: Option<ReadAhead>,
+    /// Whether the first DATA has decided on `ahead` (once per session, not once per block).
+    ahead_decided: bool,
+}
+
+impl Transfer<'_> {
+    /// When the timer must wake the loop next.
+    fn next_deadline(&self) -> Instant {
+        self.timers.next_deadline(Instant::now(), &self.facts())
+    }
+
+    /// What the timers need to know of the transfer now.
+    fn facts(&self) -> Facts {
+        Facts {
+            catch_up: self.session.catch_up_ack(),
+            negotiated_timeout: self.session.negotiated().timeout,
+            ahead: self.ahead.as_ref().map(|ahead| Ahead {
+                unacked: !ahead.unacked().is_empty(),
+                waiting_on_backend: ahead.waiting_on_backend(),
+            }),
+        }
+    }
+}
+
+impl Relay {
+    /// Runs the transfer to its end and reports how it went.
+    pub async fn run(self) -> Report {
+        let started = Instant::now();
+        let mut buf = vec![0u8; self.buffer_len()];
+        let mut session = if self.write {
+            Session::new_write()
+        } else {
+            Session::new()
+        };
+        let mut counts = Counts::default();
+        let (outcome, backend) = match self.relay(&mut buf, &mut session, &mut counts).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(client = %self.client, error = %e, "session socket error");
+                (Outcome::Failed, None)
+            }
+        };
+        let (blocks, file_bytes) = session.progress();
+        Report {
+            outcome,
+            backend,
+            negotiated: session.negotiated(),
+            blocks,
+            file_bytes,
+            packets_to_client: counts.to_client,
+            packets_to_backend: counts.to_backend,
+            dropped: counts.dropped,
+            resumes: session.resumes(),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Room for the largest DATA the backend may send (it cannot raise the requested blksize),
+    /// one byte more to detect an oversized datagram, and at least the request's size for OACKs.
+    fn buffer_len(&self) -> usize {
+        let blksize = usize::from(self.blksize_bound());
+        (4 + blksize + 1)
+            .max(self.handle.request.len() + 64)
+            .max(1024)
+    }
+
+    async fn relay(
+        &self,
+        buf: &mut [u8],
+        session: &mut Session,
+        counts: &mut Counts,
+    ) -> io::Result<(Outcome, Option<SocketAddr>)> {
+        let client_sock = UdpSocket::bind(SocketAddr::new(self.local_ip, 0)).await?;
+        let mut tried = Vec::new();
+        let leg = match self.connect(&mut tried, buf).await? {
+            Ok(leg) => leg,
+            Err(why) => return Ok((self.no_backend(&client_sock, why).await?, None)),
+        };
+        let mut t = Transfer {
+            client_sock,
+            leg,
+            tried,
+            buf,
+            session: std::mem::take(session),
+            counts: Counts::default(),
+            timers: Timers::new(&self.settings, self.pool.resume, Instant::now()),
+            ahead: None,
+            ahead_decided: false,
+        };
+        let outcome = self.transfer(&mut t).await;
+        *session = std::mem::take(&mut t.session);
+        *counts = t.counts;
+        if let (Ok(Outcome::Completed), Some(block)) = (&outcome, session.final_write_block()) {
+            let dally = timers::dally(session.negotiated().timeout);
+            answer_final_data(t.client_sock, self.client, block, dally);
+        }
+        let backend = t.leg.address();
+        let finished = matches!(
+            outcome,
+            Ok(Outcome::Completed | Outcome::BackendError | Outcome::ClientAborted)
+        ) || t.ahead.as_ref().is_some_and(ReadAhead::backend_done);
+        release(t.leg, !finished).await;
+        Ok((outcome?, Some(backend)))
+    }
+
+    fn cancel_outcome(&self) -> Outcome {
+        if self.handle.superseded.load(Ordering::Relaxed) {
+            Outcome::Superseded
+        } else {
+            Outcome::Shutdown
+        }
+    }
+}
