@@ -210,3 +210,76 @@ async fn a_flood_of_claimed_macs_leaves_the_mac_memory_at_its_cap() {
     assert_eq!(lb.frontend.remembered_macs(), 16);
     lb.stop().await;
 }
+
+/// Reads `file` from `server` in lock-step without options, as a PXE ROM does, from `socket`;
+/// `meddle` runs once after block `at` was acknowledged. Strangers' datagrams are ignored.
+async fn download_meddled(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    file: &str,
+    at: u16,
+    meddle: impl AsyncFnOnce(),
+) -> Vec<u8> {
+    socket.send_to(&rrq(file, &[]), server).await.unwrap();
+    let (mut data, mut tid, mut next, mut meddle) = (Vec::new(), None, 1u16, Some(meddle));
+    loop {
+        let (reply, from) = recv_within(socket, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("stalled at block {next}"));
+        if tid.is_some_and(|t| t != from) {
+            continue;
+        }
+        let Ok(Packet::Data {
+            block,
+            data: payload,
+        }) = Packet::decode(&reply)
+        else {
+            panic!("at block {next}: {:?}", Packet::decode(&reply));
+        };
+        tid = Some(from);
+        if block != next {
+            continue;
+        }
+        data.extend_from_slice(&payload);
+        socket
+            .send_to(&tftplb::protocol::packet::ack_datagram(block), from)
+            .await
+            .unwrap();
+        if block == at
+            && let Some(m) = meddle.take()
+        {
+            m().await;
+        }
+        if payload.len() < 512 {
+            return data;
+        }
+        next = next.wrapping_add(1);
+    }
+}
+
+/// Finding 1: one RRQ from a client's own address and port, identical to its request, while
+/// its transfer runs (a spoofed or stray copy). Before, it superseded the live session: the
+/// client's blocks stopped and a new transfer from another port began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_request_does_not_end_a_live_transfer() {
+    let big = pseudo_random_bytes(300 * 512 + 99, 3);
+    let a = FaultyHandler::new(&[("big.img", big.clone())], Fault::None)
+        .start()
+        .await;
+    let pool = format!(
+        "[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{}\"\n",
+        a.address
+    );
+    let lb = Tftplb::start("", &pool).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let copy = async || {
+        client.send_to(&rrq("big.img", &[]), lb.addr).await.unwrap();
+    };
+    let data = download_meddled(&client, lb.addr, "big.img", 100, copy).await;
+    assert_eq!(common::sha256(&data), common::sha256(&big));
+    assert_eq!(
+        tftplb::tftp::frontend::FrontendStats::get(&lb.frontend.stats.superseded),
+        0
+    );
+    lb.stop().await;
+}

@@ -299,6 +299,12 @@ async fn a_reused_client_port_starts_a_new_session() {
     assert!(matches!(p, Packet::Data { block: 1, .. }));
     client.send_to(&ack_datagram(1), tid).await.unwrap();
     let _ = recv(&client).await.unwrap(); // DATA 2; the client "reboots" here
+    // A reboot takes seconds; the same request while the client still talks to its session
+    // would be a stray copy (tests/hostile.rs). What the old session re-sent meanwhile reached
+    // the ROM before its network stack was up again: gone.
+    tokio::time::sleep(tftplb::tftp::table::REUSE_AFTER_SILENCE + Duration::from_millis(100)).await;
+    let mut stale = [0u8; 1500];
+    while client.try_recv_from(&mut stale).is_ok() {}
     let (data, _) = fetch_raw(&client, lb.addr, "b.bin").await;
     assert_eq!(common::sha256(&data), tree.sha256_of("b.bin"));
     assert!(lb.frontend.stats.superseded.load(Ordering::Relaxed) >= 1);

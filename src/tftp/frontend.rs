@@ -23,7 +23,7 @@ use super::admission::{Asked, Refusal, admit, policy};
 use super::reader::{Listener, Receiving};
 use super::relay::Relay;
 use super::runtime::{Current, Runtime};
-use super::table::{Key, SessionTable};
+use super::table::{Key, Repeat, SessionTable};
 use crate::limits::{ClientCounts, ClientSlot};
 use crate::metrics as m;
 use crate::pool::Pool;
@@ -35,6 +35,8 @@ pub struct FrontendStats {
     pub sessions_started: AtomicU64,
     pub retransmitted_requests: AtomicU64,
     pub superseded: AtomicU64,
+    /// Requests repeated while their transfer runs and its client talks to it: dropped.
+    pub duplicates: AtomicU64,
     pub malformed: AtomicU64,
     pub refused: AtomicU64,
     pub over_limit: AtomicU64,
@@ -45,6 +47,10 @@ impl FrontendStats {
         counter.load(Ordering::Relaxed)
     }
 }
+
+/// An admitted request: what it asks, its pool, its client's slot, and whether it replaces the
+/// live session of its address.
+type Admitted = (Asked, Arc<Pool>, ClientSlot, bool);
 
 /// What all listeners share: the running configuration, the live sessions, the counters.
 #[derive(Debug)]
@@ -146,9 +152,11 @@ impl Frontend {
         let key = (from, SocketAddr::new(local_ip, listener.local.port()));
         let runtime = self.current.load();
         let admitted = admit(datagram).and_then(|asked| {
-            if self.is_retransmission(&key, datagram) {
-                return Ok(None);
-            }
+            let replaces = match self.repeat(&key, datagram) {
+                Some(Repeat::Retransmission | Repeat::Duplicate) => return Ok(None),
+                Some(Repeat::Replaces) => true,
+                None => false,
+            };
             // Who may ask, and how fast, before any state is kept for the client.
             runtime
                 .limiter
@@ -165,7 +173,7 @@ impl Frontend {
                 .limiter
                 .claim_client(&self.clients, from.ip())
                 .map_err(Refusal::Limited)?;
-            Ok(Some((asked, pool, slot)))
+            Ok(Some((asked, pool, slot, replaces)))
         });
         match admitted {
             Ok(Some(admitted)) => self.start(listener, &runtime, admitted, datagram, key),
@@ -209,16 +217,27 @@ impl Frontend {
         self.macs.expire(now);
     }
 
-    /// An identical request while the client has not yet talked to its session: absorbed.
-    fn is_retransmission(&self, key: &Key, datagram: &[u8]) -> bool {
-        let retransmitted = self.sessions.is_retransmission(key, datagram);
-        if retransmitted {
-            self.stats
-                .retransmitted_requests
-                .fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(m::REQUESTS_RETRANSMITTED).increment(1);
+    /// What a request from the address of a live session is (counting the ones absorbed).
+    fn repeat(&self, key: &Key, datagram: &[u8]) -> Option<Repeat> {
+        let repeat = self
+            .sessions
+            .judge(key, datagram, std::time::Instant::now());
+        match repeat {
+            Some(Repeat::Retransmission) => {
+                self.stats
+                    .retransmitted_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::REQUESTS_RETRANSMITTED).increment(1);
+            }
+            Some(Repeat::Duplicate) => {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::REQUESTS_REFUSED, "reason" => "duplicate-of-live-session")
+                    .increment(1);
+                tracing::debug!(client = %key.0, "request repeated while its transfer runs: dropped");
+            }
+            _ => {}
         }
-        retransmitted
+        repeat
     }
 
     /// Counts, logs (rate-limited) and answers a refusal, unless it is silent by nature or config.
@@ -252,24 +271,24 @@ impl Frontend {
         }
     }
 
-    /// Starts a session, replacing a stale one from the same client address (port reuse).
+    /// Starts a session; one it replaces (port reuse) is ended only once this one is admitted.
     fn start(
         self: &Arc<Self>,
         listener: &Receiving,
         runtime: &Arc<Runtime>,
-        (asked, pool, slot): (Asked, Arc<Pool>, ClientSlot),
+        (asked, pool, slot, replaces): Admitted,
         datagram: &[u8],
         key: Key,
     ) {
-        if self.sessions.supersede(&key) {
-            self.stats.superseded.fetch_add(1, Ordering::Relaxed);
-        }
         let client = key.0;
-        if self.sessions.len() >= runtime.max_sessions() {
+        if self.sessions.len().saturating_sub(usize::from(replaces)) >= runtime.max_sessions() {
             self.stats.over_limit.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::REQUESTS_REFUSED, "reason" => "max-sessions").increment(1);
             tracing::debug!(%client, "session limit reached: request left unanswered");
             return;
+        }
+        if replaces && self.sessions.supersede(&key) {
+            self.stats.superseded.fetch_add(1, Ordering::Relaxed);
         }
         let handle = self.sessions.open(key, datagram);
         self.stats.sessions_started.fetch_add(1, Ordering::Relaxed);

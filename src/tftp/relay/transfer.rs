@@ -8,7 +8,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
@@ -121,7 +120,8 @@ impl Relay {
                 continue;
             }
             t.timers.heard_client(Instant::now());
-            self.handle.client_seen.store(true, Ordering::Relaxed);
+            // The session table's clock is the wall clock (it judges requests on port 69).
+            self.handle.heard_client(std::time::Instant::now());
             let action = t.session.on_client(&mut t.buf[..n]);
             if let Some(end) = self.apply_client(t, action, n).await? {
                 return Ok(Some(end));
