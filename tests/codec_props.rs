@@ -33,7 +33,7 @@ fn options() -> impl Strategy<Value = Options> {
 
 fn request() -> impl Strategy<Value = Request> {
     (wire_string(), mode(), options()).prop_map(|(filename, mode, options)| Request {
-        filename,
+        filename: filename.into(),
         mode,
         options,
     })
@@ -70,7 +70,7 @@ proptest! {
     #[test]
     fn requests_with_dotdot_are_always_refused(prefix in "[a-z/]{0,10}", suffix in "[a-z/]{0,10}") {
         let name = format!("{prefix}/../{suffix}");
-        let p = Packet::Rrq(Request { filename: name, mode: Mode::Octet, options: Options::default() });
+        let p = Packet::Rrq(Request { filename: name.into(), mode: Mode::Octet, options: Options::default() });
         prop_assert!(admit(&p.encode()).is_err());
     }
 }

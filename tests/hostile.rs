@@ -283,3 +283,121 @@ async fn a_repeated_request_does_not_end_a_live_transfer() {
     );
     lb.stop().await;
 }
+
+/// The code of the ERROR `socket` receives within 3 s, or what it got instead.
+async fn error_code_of(socket: &UdpSocket) -> Result<u16, String> {
+    match recv_within(socket, Duration::from_secs(3)).await {
+        Some((reply, _)) => match Packet::decode(&reply) {
+            Ok(Packet::Error { code, .. }) => Ok(code),
+            other => Err(format!("{other:?}")),
+        },
+        None => Err("no answer".into()),
+    }
+}
+
+/// A request datagram for a name given as bytes, with `tail` (options) as it is.
+fn raw_rrq(name: &[u8], tail: &[u8]) -> Vec<u8> {
+    let mut d = vec![0, 1];
+    d.extend_from_slice(name);
+    d.extend_from_slice(b"\0octet\0");
+    d.extend_from_slice(tail);
+    d
+}
+
+/// Finding 4: a refuse rule on `thin/*` must catch every spelling a Windows boot server reads
+/// as that file, and the Windows-only escapes are refused outright. Before, `THIN/x`,
+/// `thin\x`, `./thin/x`, `thin//x` (and the escapes) reached the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refuse_rule_cannot_be_walked_around_by_spelling() {
+    let a = backend().await;
+    let pools = format!(
+        "[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{}\"\n\
+         [[route]]\nfiles = [\"thin/*\"]\naction = \"refuse\"\n",
+        a.address
+    );
+    let lb = Tftplb::start("", &pools).await;
+    let names: &[&[u8]] = &[
+        b"thin/x",
+        b"/thin/x",
+        b"./thin/x",
+        b"thin//x",
+        b"thin\\x",
+        b"\\thin\\x",
+        b"thin/./x",
+        b"THIN/x",
+        b"Thin/X",
+        b"thin. /x",
+        b".\\THIN\\\\x",
+        b"C:\\thin\\x",
+        b"\\\\host\\share\\thin\\x",
+        b"other/.. /thin/x",
+        b"thin/x:stream",
+    ];
+    for name in names {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(&raw_rrq(name, b""), lb.addr).await.unwrap();
+        assert_eq!(
+            error_code_of(&client).await,
+            Ok(error_code::ACCESS_VIOLATION),
+            "{}",
+            name.escape_ascii()
+        );
+    }
+    // Other files are still served.
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client
+        .send_to(&raw_rrq(FILE.as_bytes(), b""), lb.addr)
+        .await
+        .unwrap();
+    let (reply, _) = recv_within(&client, Duration::from_secs(3))
+        .await
+        .expect("an answer");
+    assert!(matches!(
+        Packet::decode(&reply),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+    lb.stop().await;
+}
+
+/// Finding 12: requests a backend would serve must not meet silence. A name that is not UTF-8
+/// is relayed as the bytes it is (tftpd-hpa serves it); a trailing option without a value gets
+/// ERROR 8. Before, both were dropped as malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_bytes_and_odd_options_get_an_answer() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let name: &[u8] = b"boot\xff\xfe.img";
+    let data = pseudo_random_bytes(3000, 9);
+    std::fs::write(dir.path().join(std::ffi::OsStr::from_bytes(name)), &data).unwrap();
+    let server = common::TftpdHpa::start(dir.path());
+    let pool = format!(
+        "[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{}\"\n",
+        server.address
+    );
+    let lb = Tftplb::start("", &pool).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.send_to(&raw_rrq(name, b""), lb.addr).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        let (reply, from) = recv_within(&client, Duration::from_secs(5))
+            .await
+            .expect("blocks of the file with a non-UTF-8 name");
+        let Ok(Packet::Data { block, data: d }) = Packet::decode(&reply) else {
+            panic!("{:?}", Packet::decode(&reply));
+        };
+        got.extend_from_slice(&d);
+        client
+            .send_to(&tftplb::protocol::packet::ack_datagram(block), from)
+            .await
+            .unwrap();
+        if d.len() < 512 {
+            break;
+        }
+    }
+    assert_eq!(common::sha256(&got), common::sha256(&data));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let valueless = raw_rrq(FILE.as_bytes(), b"blksize\x001428\x00timeout\x00");
+    client.send_to(&valueless, lb.addr).await.unwrap();
+    assert_eq!(error_code_of(&client).await, Ok(error_code::OPTION_REFUSED));
+    lb.stop().await;
+}

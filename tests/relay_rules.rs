@@ -135,7 +135,7 @@ async fn replies_come_from_the_contacted_address_and_the_backend_tid_is_learned(
     let fetch = fetch_raw(&client, lb.addr, "/boot/file");
     let serve = async {
         let (req, peer, tid) = backend.accept().await;
-        assert_eq!(req.filename, "/boot/file", "a leading / passes through");
+        assert_eq!(req.filename, b"/boot/file", "a leading / passes through");
         serve_lock_step(&tid, peer, &[5u8; 1000]).await;
     };
     let ((data, session_tid), ()) = tokio::join!(fetch, serve);
@@ -349,7 +349,7 @@ async fn a_tsize_probe_abort_reaches_the_backend_and_the_download_follows_to_it(
         .await
         .unwrap();
     let (req, _, _) = backends[first].accept().await;
-    assert_eq!(req.filename, "ARDBP32.BIN");
+    assert_eq!(req.filename, b"ARDBP32.BIN");
     assert!(
         !backends[1 - first]
             .another_request_within(Duration::from_millis(200))
@@ -468,8 +468,8 @@ async fn malformed_datagrams_are_counted_dropped_and_harm_no_transfer() {
         vec![0],
         vec![0, 1],
         b"\x00\x01no-terminator".to_vec(),
-        b"\x00\x01file\x00octet\x00blksize\x00".to_vec(),
-        b"\x00\x01\xff\xfe\x00octet\x00".to_vec(),
+        // (A valueless option and a name that is not UTF-8 are not junk: they get an answer,
+        // see tests/hostile.rs.)
         b"\x00\x05\x00\x01stray error\x00".to_vec(),
     ];
     let noisy = client_socket().await;
@@ -493,7 +493,7 @@ async fn malformed_datagrams_are_counted_dropped_and_harm_no_transfer() {
         "junk got an answer"
     );
     assert!(lb.wait_idle().await);
-    assert_eq!(lb.frontend.stats.malformed.load(Ordering::Relaxed), 6 * 20);
+    assert_eq!(lb.frontend.stats.malformed.load(Ordering::Relaxed), 4 * 20);
     // The stray ERROR is refused silently but counted as refused.
     assert_eq!(lb.frontend.stats.refused.load(Ordering::Relaxed), 20);
 }

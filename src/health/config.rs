@@ -99,7 +99,7 @@ fn default_expect() -> Expect {
 }
 
 pub fn validate_health(key: &str, raw: RawHealth, problems: &mut Vec<String>) -> HealthConfig {
-    if let Err(why) = check_filename(&raw.file) {
+    if let Err(why) = check_filename(raw.file.as_bytes()) {
         problems.push(format!("{key}.file: {why}"));
     }
     if raw.interval.is_zero() || raw.timeout.is_zero() {

@@ -24,6 +24,9 @@ pub struct PoolConfig {
     pub named: Vec<NamedBackend>,
     /// Filename globs this pool serves; empty serves every name.
     pub files: Vec<String>,
+    /// The backends ignore case in names (Windows: WDS, PVS): `files` globs, and routes to
+    /// this pool unless they say otherwise, match names in any case.
+    pub ignore_case: bool,
     /// Whether write requests are relayed to this pool's backends.
     pub allow_write: bool,
     pub backends: Vec<BackendConfig>,
@@ -85,6 +88,8 @@ pub struct RawPool {
     health: Option<RawHealth>,
     #[serde(default)]
     files: Vec<String>,
+    #[serde(default)]
+    ignore_case: bool,
     #[serde(default)]
     allow_write: bool,
     #[serde(default)]
@@ -204,6 +209,7 @@ fn validate_pool(i: usize, raw: RawPool, problems: &mut Vec<String>) -> PoolConf
         health,
         named,
         files: raw.files,
+        ignore_case: raw.ignore_case,
         allow_write: raw.allow_write,
         backends,
     }

@@ -19,6 +19,7 @@ use crate::balance::{self, Backend, Balancer};
 use crate::health::config::HealthConfig;
 use crate::health::{AdminState, BackendState, HealthEvents};
 use crate::pool::config::{Affinity, AllDown, PoolConfig};
+use crate::protocol::names::NameGlobs;
 
 #[derive(Debug)]
 pub struct Pool {
@@ -29,7 +30,7 @@ pub struct Pool {
     pub resume: bool,
     pub allow_write: bool,
     /// Filename globs served; `None` serves every name.
-    files: Option<globset::GlobSet>,
+    files: Option<NameGlobs>,
     balancer: Box<dyn Balancer>,
     affinity: Affinity,
     affinity_ttl: Duration,
@@ -52,20 +53,6 @@ pub enum Choice {
     Exhausted,
     /// Every eligible backend is at its `max_sessions`.
     Full,
-}
-
-fn file_globs(globs: &[String]) -> Option<globset::GlobSet> {
-    if globs.is_empty() {
-        return None;
-    }
-    let mut set = globset::GlobSetBuilder::new();
-    for g in globs {
-        // Validated with the config; a glob that fails here cannot reach this point.
-        if let Ok(glob) = globset::GlobBuilder::new(g).literal_separator(true).build() {
-            set.add(glob);
-        }
-    }
-    set.build().ok()
 }
 
 impl Pool {
@@ -102,7 +89,7 @@ impl Pool {
             when_all_down: cfg.when_all_down,
             resume: cfg.resume,
             allow_write: cfg.allow_write,
-            files: file_globs(&cfg.files),
+            files: NameGlobs::new(&cfg.files, cfg.ignore_case),
             balancer: balance::for_policy(cfg.balance, &cfg.backends),
             affinity: cfg.affinity,
             affinity_ttl: cfg.affinity_ttl,
@@ -194,11 +181,10 @@ impl Pool {
         self.sticky.len()
     }
 
-    /// Whether this pool serves `filename` (its `files` globs; a leading `/` is ignored).
-    pub fn serves(&self, filename: &str) -> bool {
-        self.files
-            .as_ref()
-            .is_none_or(|set| set.is_match(filename.trim_start_matches('/')))
+    /// Whether this pool serves a (normalised) name: its `files` globs, ignoring case when
+    /// the pool says so.
+    pub fn serves(&self, name: &[u8]) -> bool {
+        self.files.as_ref().is_none_or(|globs| globs.matches(name))
     }
 
     /// Index of the backend at `address`.
@@ -223,6 +209,7 @@ mod tests {
             resume: true,
             named: vec![],
             files: vec![],
+            ignore_case: false,
             allow_write: false,
             health: probed.then(|| HealthConfig {
                 file: "f".into(),

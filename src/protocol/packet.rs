@@ -86,7 +86,8 @@ impl Mode {
 /// A read or write request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    pub filename: String,
+    /// The name as sent: bytes, not necessarily UTF-8 (see `names`).
+    pub filename: Vec<u8>,
     pub mode: Mode,
     pub options: Options,
 }
@@ -227,11 +228,11 @@ pub fn ack_datagram(block: u16) -> [u8; 4] {
 
 fn decode_request(body: &[u8]) -> Result<Request, ParseError> {
     let mut fields = Fields { rest: body };
-    let filename = fields.next_str()?.ok_or(ParseError::Unterminated)?;
+    let filename = fields.next_bytes()?.ok_or(ParseError::Unterminated)?;
     let mode = fields.next_str()?.ok_or(ParseError::Unterminated)?;
     let options = fields.options()?;
     Ok(Request {
-        filename: filename.to_string(),
+        filename: filename.to_vec(),
         mode: Mode::parse(mode),
         options,
     })
@@ -259,8 +260,8 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The next NUL-terminated string, or `None` at the end of the datagram.
-    fn next_str(&mut self) -> Result<Option<&'a str>, ParseError> {
+    /// The next NUL-terminated field, or `None` at the end of the datagram.
+    fn next_bytes(&mut self) -> Result<Option<&'a [u8]>, ParseError> {
         if self.rest.is_empty() {
             return Ok(None);
         }
@@ -269,9 +270,19 @@ impl<'a> Fields<'a> {
             .iter()
             .position(|&b| b == 0)
             .ok_or(ParseError::Unterminated)?;
-        let s = std::str::from_utf8(&self.rest[..end]).map_err(|_| ParseError::NotUtf8)?;
+        let field = &self.rest[..end];
         self.rest = &self.rest[end + 1..];
-        Ok(Some(s))
+        Ok(Some(field))
+    }
+
+    /// The next NUL-terminated string (UTF-8), or `None` at the end of the datagram.
+    fn next_str(&mut self) -> Result<Option<&'a str>, ParseError> {
+        match self.next_bytes()? {
+            Some(b) => std::str::from_utf8(b)
+                .map(Some)
+                .map_err(|_| ParseError::NotUtf8),
+            None => Ok(None),
+        }
     }
 
     fn options(&mut self) -> Result<Options, ParseError> {
@@ -286,7 +297,7 @@ impl<'a> Fields<'a> {
 
 fn encode_request(out: &mut Vec<u8>, op: u16, r: &Request) {
     put_u16(out, op);
-    put_str(out, &r.filename);
+    put_bytes(out, &r.filename);
     put_str(out, r.mode.as_str());
     encode_options(out, &r.options);
 }
@@ -303,7 +314,11 @@ fn put_u16(out: &mut Vec<u8>, v: u16) {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(s.as_bytes());
+    put_bytes(out, s.as_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(b);
     out.push(0);
 }
 
@@ -376,8 +391,14 @@ mod tests {
             Err(ParseError::OptionWithoutValue)
         );
         assert_eq!(
-            Packet::decode(b"\x00\x01\xff\xfe\x00octet\x00"),
-            Err(ParseError::NotUtf8)
+            Packet::decode(b"\x00\x01file\x00\xff\xfe\x00"),
+            Err(ParseError::NotUtf8),
+            "a mode is text"
+        );
+        let name = Packet::decode(b"\x00\x01\xff\xfe\x00octet\x00");
+        assert!(
+            matches!(&name, Ok(Packet::Rrq(r)) if r.filename == b"\xff\xfe"),
+            "a name is bytes: {name:?}"
         );
     }
 

@@ -24,6 +24,7 @@ pub struct RawRoute {
     macs: Vec<String>,
     #[serde(default)]
     files: Vec<String>,
+    ignore_case: Option<bool>,
     pool: Option<String>,
     action: Option<RouteAction>,
 }
@@ -54,6 +55,9 @@ pub struct RouteConfig {
     /// The `macs` entries as written (for shadowing checks and the status page).
     pub mac_sources: Vec<String>,
     pub files: Vec<String>,
+    /// Whether `files` match names in any case; `None`: a refuse or ignore rule does (it must
+    /// not be walked around by case), a rule to a pool does when the pool ignores case.
+    pub ignore_case: Option<bool>,
     pub target: Target,
 }
 
@@ -123,6 +127,7 @@ impl RawRoute {
             macs: parse_macs(&key, &self.macs, problems),
             mac_sources: self.macs,
             files: self.files,
+            ignore_case: self.ignore_case,
             target,
         })
     }

@@ -16,10 +16,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use lru::LruCache;
 
 pub use config::{Mac, MacPattern, RouteConfig, Target};
+
+use crate::pool::config::PoolConfig;
+use crate::protocol::names::NameGlobs;
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,17 +50,23 @@ pub struct Router {
 #[derive(Debug)]
 struct Rule {
     cfg: RouteConfig,
-    files: Option<GlobSet>,
+    files: Option<NameGlobs>,
     hits: AtomicU64,
 }
 
 impl Router {
-    pub fn new(routes: &[RouteConfig], default_pool: &str, neighbour_lookup: bool) -> Router {
+    /// The rules of `routes`; `pools` tell which pools ignore case (for rules that do not say).
+    pub fn new(
+        routes: &[RouteConfig],
+        pools: &[PoolConfig],
+        default_pool: &str,
+        neighbour_lookup: bool,
+    ) -> Router {
         let rules = routes
             .iter()
             .map(|r| Rule {
                 cfg: r.clone(),
-                files: glob_set(&r.files),
+                files: NameGlobs::new(&r.files, rule_ignores_case(r, pools)),
                 hits: AtomicU64::new(0),
             })
             .collect();
@@ -71,8 +79,7 @@ impl Router {
 
     /// The first matching rule's decision, or the default pool. `mac` is what is known of the
     /// client's MAC; the neighbour table is read only when a rule needs a MAC.
-    pub fn decide(&self, client: IpAddr, filename: &str, mac: Option<Mac>) -> Decision {
-        let name = filename.trim_start_matches('/');
+    pub fn decide(&self, client: IpAddr, name: &[u8], mac: Option<Mac>) -> Decision {
         let mut mac = mac;
         let mut looked_up = false;
         for (i, rule) in self.rules.iter().enumerate() {
@@ -115,35 +122,33 @@ impl Router {
 }
 
 impl Rule {
-    fn matches(&self, client: IpAddr, name: &str, mac: Option<&Mac>) -> bool {
+    fn matches(&self, client: IpAddr, name: &[u8], mac: Option<&Mac>) -> bool {
         let client = match client {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
             v4 => v4,
         };
         (self.cfg.clients.is_empty() || self.cfg.clients.iter().any(|n| n.contains(&client)))
-            && self.files.as_ref().is_none_or(|g| g.is_match(name))
+            && self.files.as_ref().is_none_or(|g| g.matches(name))
             && (self.cfg.macs.is_empty()
                 || mac.is_some_and(|m| self.cfg.macs.iter().any(|p| p.matches(m))))
     }
 }
 
-fn glob_set(globs: &[String]) -> Option<GlobSet> {
-    if globs.is_empty() {
-        return None;
-    }
-    let mut set = GlobSetBuilder::new();
-    for g in globs {
-        if let Ok(glob) = GlobBuilder::new(g).literal_separator(true).build() {
-            set.add(glob);
-        }
-    }
-    set.build().ok()
+/// Whether a rule's `files` ignore case: as it says; else a refuse or ignore rule does (a deny
+/// must not be walked around by case), and a rule to a pool does when the pool does.
+fn rule_ignores_case(rule: &RouteConfig, pools: &[PoolConfig]) -> bool {
+    rule.ignore_case.unwrap_or_else(|| match &rule.target {
+        Target::Pool(name) => pools.iter().any(|p| &p.name == name && p.ignore_case),
+        Target::Refuse | Target::Ignore => true,
+    })
 }
 
-/// The MAC a requested name reveals: pxelinux `01-aa-bb-cc-dd-ee-ff` (ARP type 1 prefix), or a
-/// path segment that is a MAC with `:`/`-` separators or 12 bare hex digits (iPXE `${net0/mac}`).
-pub fn mac_in_filename(name: &str) -> Option<Mac> {
-    name.split('/').find_map(|seg| {
+/// The MAC a requested (normalised) name reveals: pxelinux `01-aa-bb-cc-dd-ee-ff` (ARP type 1
+/// prefix), or a path segment that is a MAC with `:`/`-` separators or 12 bare hex digits
+/// (iPXE `${net0/mac}`).
+pub fn mac_in_filename(name: &[u8]) -> Option<Mac> {
+    name.split(|&b| b == b'/').find_map(|seg| {
+        let seg = std::str::from_utf8(seg).ok()?;
         let seg = seg.split('.').next().unwrap_or(seg);
         let seg = seg
             .strip_prefix("01-")
@@ -198,7 +203,7 @@ impl Default for MacMemory {
 impl MacMemory {
     /// What is known of the client's MAC: the one `filename` reveals, else the one remembered
     /// (unexpired). Remembers nothing.
-    pub fn recall(&self, client: IpAddr, filename: &str) -> Option<Mac> {
+    pub fn recall(&self, client: IpAddr, filename: &[u8]) -> Option<Mac> {
         if let Some(mac) = mac_in_filename(filename) {
             return Some(mac);
         }
@@ -210,7 +215,7 @@ impl MacMemory {
 
     /// Remembers the MAC `filename` reveals for `ttl` (call it once the request is admitted),
     /// forgetting the least recently used clients beyond `max`.
-    pub fn remember(&self, client: IpAddr, filename: &str, ttl: Duration, max: usize) {
+    pub fn remember(&self, client: IpAddr, filename: &[u8], ttl: Duration, max: usize) {
         let Some(mac) = mac_in_filename(filename) else {
             return;
         };
@@ -255,6 +260,7 @@ impl MacMemory {
 mod tests {
     use super::config::{RawRoute, warnings};
     use super::*;
+    use crate::protocol::names::normalise;
 
     fn route(toml_text: &str, pools: &[&str]) -> Result<RouteConfig, Vec<String>> {
         let raw: RawRoute = toml::from_str(toml_text).unwrap();
@@ -271,11 +277,11 @@ mod tests {
     #[test]
     fn macs_are_found_in_pxelinux_and_ipxe_names() {
         let mac = Some([0xaa, 0xbb, 0xcc, 0x01, 0x02, 0x03]);
-        assert_eq!(mac_in_filename("pxelinux.cfg/01-aa-bb-cc-01-02-03"), mac);
-        assert_eq!(mac_in_filename("/ipxe/aa:bb:cc:01:02:03.ipxe"), mac);
-        assert_eq!(mac_in_filename("boot/AABBCC010203/menu"), mac);
-        assert_eq!(mac_in_filename("pxelinux.cfg/C0A801C3"), None);
-        assert_eq!(mac_in_filename("pxelinux.cfg/default"), None);
+        assert_eq!(mac_in_filename(b"pxelinux.cfg/01-aa-bb-cc-01-02-03"), mac);
+        assert_eq!(mac_in_filename(b"/ipxe/aa:bb:cc:01:02:03.ipxe"), mac);
+        assert_eq!(mac_in_filename(b"boot/AABBCC010203/menu"), mac);
+        assert_eq!(mac_in_filename(b"pxelinux.cfg/C0A801C3"), None);
+        assert_eq!(mac_in_filename(b"pxelinux.cfg/default"), None);
     }
 
     #[test]
@@ -300,24 +306,24 @@ mod tests {
         )
         .unwrap();
         let quiet = route("clients = [\"10.30.0.0/16\"]\naction = \"ignore\"", &[]).unwrap();
-        let router = Router::new(&[thin, quiet], "pc", false);
+        let router = Router::new(&[thin, quiet], &[], "pc", false);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
-            router.decide(ip("10.20.1.1"), "/pxelinux.cfg/default", None),
+            router.decide(ip("10.20.1.1"), &normalise(b"/pxelinux.cfg/default"), None),
             Decision::Pool {
                 pool: "thin".into(),
                 rule: Some(0)
             }
         );
         assert_eq!(
-            router.decide(ip("10.20.1.1"), "vmlinuz", None),
+            router.decide(ip("10.20.1.1"), &normalise(b"vmlinuz"), None),
             Decision::Pool {
                 pool: "pc".into(),
                 rule: None
             }
         );
         assert_eq!(
-            router.decide(ip("10.30.1.1"), "x", None),
+            router.decide(ip("10.30.1.1"), &normalise(b"x"), None),
             Decision::Ignore { rule: 1 }
         );
         assert_eq!(
@@ -329,16 +335,16 @@ mod tests {
     #[test]
     fn a_mac_rule_needs_a_known_mac() {
         let r = route("macs = [\"00:1a:2b:*\"]\npool = \"thin\"", &["thin"]).unwrap();
-        let router = Router::new(&[r], "pc", false);
+        let router = Router::new(&[r], &[], "pc", false);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         assert_eq!(
-            router.decide(ip, "k", None),
+            router.decide(ip, &normalise(b"k"), None),
             Decision::Pool {
                 pool: "pc".into(),
                 rule: None
             }
         );
-        let hit = router.decide(ip, "k", Some([0, 0x1a, 0x2b, 9, 9, 9]));
+        let hit = router.decide(ip, &normalise(b"k"), Some([0, 0x1a, 0x2b, 9, 9, 9]));
         assert_eq!(
             hit,
             Decision::Pool {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::limits::Limited;
 use crate::pool::Pool;
-use crate::protocol::names::check_filename;
+use crate::protocol::names::{check_filename, normalise};
 use crate::protocol::packet::{self, Kind, Mode, Packet, Request, error_code};
 use crate::route::Decision;
 use crate::route::config::Mac;
@@ -22,6 +22,8 @@ use crate::tftp::runtime::Runtime;
 pub struct Asked {
     pub request: Request,
     pub write: bool,
+    /// The requested name as every rule matches it (`names::normalise`).
+    pub name: Vec<u8>,
 }
 
 /// Why a datagram to port 69 is not relayed.
@@ -105,6 +107,13 @@ pub fn admit(datagram: &[u8]) -> Result<Asked, Refusal> {
     };
     let request = match Packet::decode(datagram) {
         Ok(Packet::Rrq(r) | Packet::Wrq(r)) => r,
+        // A request a server would answer (tftpd-hpa does): say what is wrong, never silence.
+        Err(packet::ParseError::OptionWithoutValue) => {
+            return Err(Refusal::BadOptions("an option has no value"));
+        }
+        Err(packet::ParseError::NotUtf8) => {
+            return Err(Refusal::BadOptions("options and mode must be text"));
+        }
         _ => return Err(Refusal::Malformed),
     };
     check_filename(&request.filename).map_err(Refusal::BadFilename)?;
@@ -115,7 +124,12 @@ pub fn admit(datagram: &[u8]) -> Result<Asked, Refusal> {
         .options
         .check_request()
         .map_err(Refusal::BadOptions)?;
-    Ok(Asked { request, write })
+    let name = normalise(&request.filename);
+    Ok(Asked {
+        request,
+        write,
+        name,
+    })
 }
 
 /// Decides from the running configuration: the pool that serves the request, or a refusal.
@@ -127,7 +141,7 @@ pub fn policy(
     client: IpAddr,
     mac: Option<Mac>,
 ) -> Result<Arc<Pool>, Refusal> {
-    let pool = match runtime.router.decide(client, &asked.request.filename, mac) {
+    let pool = match runtime.router.decide(client, &asked.name, mac) {
         Decision::Pool { pool, .. } => runtime.pool(&pool).unwrap_or(runtime.default_pool()),
         Decision::Refuse { .. } => return Err(Refusal::RouteRefused),
         Decision::Ignore { .. } => return Err(Refusal::RouteIgnored),
@@ -135,7 +149,7 @@ pub fn policy(
     if asked.write && !pool.allow_write {
         return Err(Refusal::WriteRequest);
     }
-    if !pool.serves(&asked.request.filename) {
+    if !pool.serves(&asked.name) {
         return Err(Refusal::FileNotServed);
     }
     Ok(pool.clone())

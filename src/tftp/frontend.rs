@@ -166,9 +166,9 @@ impl Frontend {
                 .limiter
                 .check_rate(from.ip())
                 .map_err(Refusal::Limited)?;
-            let mac = self.client_mac(&runtime, from.ip(), &asked.request.filename);
+            let mac = self.client_mac(&runtime, from.ip(), &asked.name);
             let pool = policy(&runtime, &asked, from.ip(), mac)?;
-            self.remember_mac(&runtime, from.ip(), &asked.request.filename);
+            self.remember_mac(&runtime, from.ip(), &asked.name);
             let slot = runtime
                 .limiter
                 .claim_client(&self.clients, from.ip())
@@ -190,20 +190,20 @@ impl Frontend {
         &self,
         runtime: &Runtime,
         ip: IpAddr,
-        filename: &str,
+        name: &[u8],
     ) -> Option<crate::route::config::Mac> {
         if !runtime.router.has_mac_rules() {
             return None;
         }
-        self.macs.recall(ip, filename)
+        self.macs.recall(ip, name)
     }
 
     /// Once a request is admitted, the MAC its name reveals is remembered for the client.
-    fn remember_mac(&self, runtime: &Runtime, ip: IpAddr, filename: &str) {
+    fn remember_mac(&self, runtime: &Runtime, ip: IpAddr, name: &[u8]) {
         if runtime.router.has_mac_rules() {
             let tftp = &runtime.config.tftp;
             self.macs
-                .remember(ip, filename, tftp.mac_memory, tftp.mac_memory_max);
+                .remember(ip, name, tftp.mac_memory, tftp.mac_memory_max);
         }
     }
 
@@ -301,7 +301,7 @@ impl Frontend {
             requested: asked.request.options.clone(),
             write: asked.write,
         };
-        let filename = asked.request.filename;
+        let filename = crate::protocol::names::display(&asked.request.filename);
         let frontend = self.clone();
         let run = async move {
             let active = metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.name.clone());

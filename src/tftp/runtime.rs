@@ -39,7 +39,12 @@ impl Runtime {
             .collect();
         let settings = config.tftp.relay_settings();
         let tftp = &config.tftp;
-        let router = Router::new(&config.routes, &tftp.default_pool, tftp.neighbour_lookup);
+        let router = Router::new(
+            &config.routes,
+            &config.pools,
+            &tftp.default_pool,
+            tftp.neighbour_lookup,
+        );
         Runtime {
             router,
             limiter: Limiter::new(config.limits.clone()),

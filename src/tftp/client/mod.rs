@@ -182,7 +182,7 @@ fn rrq(file: &str, cfg: &ClientConfig, tsize: bool) -> Vec<u8> {
         options.push(name, value);
     }
     let request = Request {
-        filename: file.to_string(),
+        filename: file.as_bytes().to_vec(),
         mode: Mode::Octet,
         options,
     };
