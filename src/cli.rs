@@ -136,7 +136,7 @@ async fn run(path: PathBuf) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    warn_if_file_limit_short(config.tftp.max_sessions);
+    warn_if_file_limit_short(&config);
     let bound = match Bound::with_file(&config, Some(path)) {
         Ok(b) => b,
         Err(e) => {
@@ -157,21 +157,24 @@ async fn run(path: PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Each session holds two sockets: below that many open files, sessions fail with EMFILE under
-/// load (a 10,000-client storm under a 20,000 limit lost 286). Say so at startup, with the fix.
-fn warn_if_file_limit_short(max_sessions: usize) {
-    use nix::sys::resource::{Resource, getrlimit};
-    let Ok((limit, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+/// Admission stops at what the open-file limit holds (an accepted transfer must never die for
+/// lack of a descriptor); when that is below `tftp.max_sessions`, say so at startup, with the fix.
+fn warn_if_file_limit_short(config: &Config) {
+    use crate::tftp::runtime::{file_limit, sessions_within_file_limit};
+    let Some(limit) = file_limit() else {
         return;
     };
-    let needed = 2 * max_sessions as u64 + 1024;
-    if limit < needed {
+    let backends = config.pools.iter().map(|p| p.backends.len()).sum();
+    let held = sessions_within_file_limit(limit, backends);
+    let max_sessions = config.tftp.max_sessions;
+    if held < max_sessions {
         tracing::warn!(
             file_limit = limit,
             max_sessions,
-            needed,
-            "the open-file limit cannot hold tftp.max_sessions transfers (two sockets each): \
-             raise LimitNOFILE (systemd) or ulimit -n, or lower tftp.max_sessions"
+            admitted_at_most = held,
+            "the open-file limit holds fewer transfers than tftp.max_sessions (up to three \
+             files each): sessions beyond it are left unanswered until others end; raise \
+             LimitNOFILE (systemd) or ulimit -n"
         );
     }
 }

@@ -19,6 +19,9 @@ use crate::tftp::config::RelaySettings;
 #[derive(Debug)]
 pub struct Runtime {
     pub config: Arc<Config>,
+    /// Sessions admitted at most: `tftp.max_sessions`, lowered to what the open-file limit
+    /// holds (see [`sessions_within_file_limit`]).
+    max_sessions: usize,
     pub pools: Vec<Arc<Pool>>,
     pub settings: RelaySettings,
     pub limiter: Limiter,
@@ -45,7 +48,15 @@ impl Runtime {
             &tftp.default_pool,
             tftp.neighbour_lookup,
         );
+        let backends: usize = config.pools.iter().map(|p| p.backends.len()).sum();
+        let max_sessions = match file_limit() {
+            Some(limit) => tftp
+                .max_sessions
+                .min(sessions_within_file_limit(limit, backends)),
+            None => tftp.max_sessions,
+        };
         Runtime {
+            max_sessions,
             router,
             limiter: Limiter::new(config.limits.clone()),
             config: Arc::new(config),
@@ -64,8 +75,50 @@ impl Runtime {
         self.pools.iter().find(|p| p.name == name)
     }
 
+    /// Sessions admitted at most; beyond it requests are left unanswered and clients retry.
     pub fn max_sessions(&self) -> usize {
-        self.config.tftp.max_sessions
+        self.max_sessions
+    }
+}
+
+/// Open files kept for everything but sessions: the runtimes' own (epoll, eventfd, signal
+/// pipe), the port-69, DNS and admin sockets and the admin's connections, the log.
+const RESERVED_FILES: u64 = 96;
+
+/// Files one session may hold: its two sockets, and a third for a backend leg that lingers
+/// after a takeover or an unanswered request (quarantine), or a write's final-ACK dally.
+const FILES_PER_SESSION: u64 = 3;
+
+/// How many sessions fit under an open-file limit of `limit` with `backends` probed (a probe
+/// holds a socket per backend): an accepted transfer must never die for lack of a descriptor,
+/// so admission stops here, silently, and clients retry when sessions end.
+pub fn sessions_within_file_limit(limit: u64, backends: usize) -> usize {
+    let reserved = RESERVED_FILES + backends as u64;
+    let sessions = limit.saturating_sub(reserved) / FILES_PER_SESSION;
+    usize::try_from(sessions).unwrap_or(usize::MAX).max(1)
+}
+
+/// The process's soft open-file limit, if it can be read.
+pub fn file_limit() -> Option<u64> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_limit_bounds_the_sessions() {
+        assert_eq!(sessions_within_file_limit(160, 2), 20);
+        assert_eq!(sessions_within_file_limit(20_000, 3), 6_633);
+        assert_eq!(sessions_within_file_limit(262_144, 3), 87_348);
+        assert_eq!(
+            sessions_within_file_limit(50, 3),
+            1,
+            "one at least: say so, don't refuse all"
+        );
     }
 }
 

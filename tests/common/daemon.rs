@@ -92,6 +92,15 @@ impl Daemon {
         listening_address(&line).unwrap_or_else(|| panic!("no address in {line:?}"))
     }
 
+    /// Every line the child has written so far (waits for none).
+    pub fn lines_so_far(&self) -> Vec<String> {
+        let mut seen = self.seen.lock().unwrap();
+        while let Ok(line) = self.lines.try_recv() {
+            seen.push((line, false));
+        }
+        seen.iter().map(|(l, _)| l.clone()).collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
