@@ -11,7 +11,7 @@ use nix::sys::socket::{self as nsock, ControlMessageOwned, MsgFlags, SockaddrSto
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-/// A bound port-69 socket, not yet served (see [`Frontend::serve`]).
+/// A bound port-69 socket, not yet served (`Frontend::serve` reads it on a thread of its own).
 #[derive(Debug)]
 pub struct Listener {
     socket: std::net::UdpSocket,

@@ -45,7 +45,7 @@ pub enum Repeat {
     Replaces,
 }
 
-/// What the listener shares with a running session: enough to tell a retransmitted request
+/// What the front end shares with a running session: enough to tell a retransmitted request
 /// from a new one, and to end the session from outside.
 #[derive(Debug)]
 pub struct SessionHandle {
