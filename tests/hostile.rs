@@ -210,3 +210,91 @@ async fn a_flood_of_claimed_macs_leaves_the_mac_memory_at_its_cap() {
     assert_eq!(lb.frontend.remembered_macs(), 16);
     lb.stop().await;
 }
+
+// ---- h-dns ----
+// The embedded DNS zone on a hostile network: answers that say no more than they must, a
+// serial that means something, and a limit on what spoofed queries can make it send.
+
+use hickory_resolver::proto::op::{Message, MessageType, OpCode, Query};
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+
+/// A zone whose balanced name `pvs` answers with pool `pvs`.
+const DNS_ZONE: &str = "zone = \"boot.test.\"\n[[dns.name]]\nname = \"pvs\"\npool = \"pvs\"\n";
+
+/// Pools `pvs` (127.0.0.2, .3 and .4, port 69, never probed so up) and `other` (127.0.0.9).
+fn dns_pools() -> String {
+    let mut t = String::from("[[pool]]\nname = \"pvs\"\n");
+    for i in 2..=4 {
+        t.push_str(&format!("[[pool.backend]]\naddress = \"127.0.0.{i}:69\"\n"));
+    }
+    t.push_str("[[pool]]\nname = \"other\"\n[[pool.backend]]\naddress = \"127.0.0.9:69\"\n");
+    t
+}
+
+/// A query for `name` `qtype` with opcode `op`.
+fn dns_query(op: OpCode, name: &str, qtype: RecordType) -> Message {
+    let mut m = Message::new(0x4242, MessageType::Query, op);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m
+}
+
+/// Sends `query` from `socket` and decodes the first answer within 2 s.
+async fn dns_exchange(socket: &UdpSocket, dns: SocketAddr, query: &Message) -> Option<Message> {
+    socket.send_to(&query.to_vec().unwrap(), dns).await.unwrap();
+    let (bytes, _) = recv_within(socket, Duration::from_secs(2)).await?;
+    Some(Message::from_vec(&bytes).expect("the answer decodes"))
+}
+
+async fn dns_ask(dns: SocketAddr, query: &Message) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    dns_exchange(&socket, dns, query)
+        .await
+        .unwrap_or_else(|| panic!("no answer to {query:?}"))
+}
+
+/// The zone's SOA serial, asked over UDP.
+async fn soa_serial(dns: SocketAddr) -> u32 {
+    let answer = dns_ask(
+        dns,
+        &dns_query(OpCode::Query, "boot.test.", RecordType::SOA),
+    )
+    .await;
+    match answer.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA: {other:?}"),
+    }
+}
+
+/// Finding 13: the SOA serial changes only when the zone's content does. Before, every
+/// rebuild (each health event, even of a pool the zone does not serve, each reload, the 30 s
+/// safety rebuild) took a new serial from the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soa_serial_moves_only_when_the_zone_changes() {
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), DNS_ZONE).await;
+    let first = soa_serial(dns).await;
+    // A clock serial has a one-second grain: let it move on.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let pools = &lb.frontend.runtime().pools;
+    // A health event that changes nothing in the zone: a backend of a pool it does not serve.
+    pools[1].backends[0]
+        .state
+        .set_admin("127.0.0.9:69", tftplb::health::AdminState::Disabled);
+    for _ in 0..10 {
+        assert_eq!(soa_serial(dns).await, first, "nothing in the zone changed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A change of the balanced name's answer gives a greater serial.
+    pools[0].backends[1]
+        .state
+        .set_admin("127.0.0.3:69", tftplb::health::AdminState::Disabled);
+    let mut now = first;
+    for _ in 0..100 {
+        now = soa_serial(dns).await;
+        if now != first {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(now > first, "serial {first} -> {now} after a health change");
+    lb.stop().await;
+}

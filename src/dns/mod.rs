@@ -14,15 +14,17 @@
 //!   `Catalog`. Pure: no sockets, no tasks.
 //! - `handler.rs`: the hickory `RequestHandler` both transports share: turns away what is not
 //!   one plain query, asks the current zone, counts the answer.
+//! - `serial.rs`: the SOA serial, which moves only when the zone's content does.
 //! - `udp.rs`: one task per UDP socket reads, decodes and answers its queries (hickory's UDP
 //!   loop costs a task and a channel per query), with EDNS and truncation (TC when an answer
 //!   does not fit the client's size: 512 bytes without EDNS, as iPXE asks).
 //! - this file, the server: [`DnsServer`] binds UDP and TCP at startup (hickory-server's
 //!   `Server` owns the TCP side), and a rebuild loop keeps the zone current. The zone sits in an
 //!   `ArcSwap` and is rebuilt whenever the health-event counter moves or the runtime is swapped
-//!   (a reload), both learnt through `watch` channels, and, as a safety net, every 30 s. A query
-//!   takes no lock: it loads the current zone, looks the name up in a hash map, and for a
-//!   balanced name bumps one atomic to pick the prebuilt rotation order.
+//!   (a reload), both learnt through `watch` channels, and, as a safety net, every 30 s; a
+//!   rebuild whose content is unchanged is thrown away, so the serial and the rotation go on.
+//!   A query takes no lock: it loads the current zone, looks the name up in a hash map, and for
+//!   a balanced name bumps one atomic to pick the prebuilt rotation order.
 //!
 //! Authoritative behaviour: AA on every answer from the zone, SOA and NS at the apex, NXDOMAIN
 //! with the SOA for unknown names, NODATA (NOERROR, SOA) for other types and for empty
@@ -34,6 +36,7 @@
 pub mod config;
 mod handler;
 pub mod select;
+mod serial;
 mod udp;
 mod zone;
 
@@ -53,6 +56,7 @@ use tokio_util::sync::CancellationToken;
 use crate::tftp::runtime::Runtime;
 use config::DnsConfig;
 use handler::Handler;
+use serial::{Content, Versions};
 
 /// How often the zone is rebuilt even if no health event was seen.
 const SAFETY_REBUILD: Duration = Duration::from_secs(30);
@@ -107,10 +111,12 @@ impl DnsServer {
         let Some(cfg) = runtime.config.dns.clone() else {
             return;
         };
-        let (zone, states) = match Zone::build(&cfg, &runtime, serial()) {
-            Ok((z, states)) => {
+        let (zone, versions) = match Zone::build(&cfg, &runtime, 1) {
+            Ok((mut z, states)) => {
                 log_changes(&[], &states);
-                (Arc::new(ArcSwap::from_pointee(z)), states)
+                let versions = Versions::new(Content::of(&cfg, &states), clock());
+                z.set_serial(versions.serial());
+                (Arc::new(ArcSwap::from_pointee(z)), versions)
             }
             Err(e) => {
                 tracing::error!(error = %e, "dns: cannot build the zone; not serving");
@@ -120,7 +126,7 @@ impl DnsServer {
         let udp_stop = stop.child_token();
         let mut udp_tasks = spawn_udp(self.udp, Arc::new(Handler::new(zone.clone())), &udp_stop);
         let mut server = tcp_server(self.tcp, self.tcp_timeout, Handler::new(zone.clone()));
-        maintain(runtimes, health, &zone, states, stop).await;
+        maintain(runtimes, health, &zone, versions, stop).await;
         udp_stop.cancel();
         while udp_tasks.join_next().await.is_some() {}
         if let Err(e) = server.shutdown_gracefully().await {
@@ -182,19 +188,20 @@ fn bind_pair(addr: SocketAddr) -> io::Result<(std::net::UdpSocket, std::net::Tcp
     Err(last.unwrap_or_else(|| io::Error::other("no port for both UDP and TCP")))
 }
 
-/// A serial from the clock (seconds since 1970, fits u32 until 2106).
-fn serial() -> u32 {
+/// The clock as a serial: seconds since 1970 (fits u32 until 2106; serial arithmetic wraps).
+fn clock() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() as u32)
 }
 
-/// Rebuilds the zone on every health event, on reload, and every [`SAFETY_REBUILD`].
+/// Rebuilds the zone on every health event, on reload, and every [`SAFETY_REBUILD`]; swaps
+/// it in, with a new serial, only when its content changed (so rotation and serial go on).
 async fn maintain(
     mut runtimes: watch::Receiver<Arc<Runtime>>,
     mut events: watch::Receiver<u64>,
     zone: &ArcSwap<Zone>,
-    mut states: Vec<NameState>,
+    mut versions: Versions,
     stop: CancellationToken,
 ) {
     let now = tokio::time::Instant::now();
@@ -210,11 +217,14 @@ async fn maintain(
         let Some(cfg) = runtime.config.dns.as_ref() else {
             continue;
         };
-        match Zone::build(cfg, &runtime, serial()) {
-            Ok((z, new_states)) => {
-                zone.store(Arc::new(z));
-                log_changes(&states, &new_states);
-                states = new_states;
+        match Zone::build(cfg, &runtime, versions.serial()) {
+            Ok((mut z, states)) => {
+                let old = versions.states().to_vec();
+                if let Some(serial) = versions.update(Content::of(cfg, &states), clock()) {
+                    z.set_serial(serial);
+                    zone.store(Arc::new(z));
+                    log_changes(&old, &states);
+                }
             }
             Err(e) => tracing::warn!(error = %e, "dns: cannot rebuild the zone; keeping the last"),
         }

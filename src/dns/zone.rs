@@ -168,6 +168,20 @@ impl Zone {
         Ok((zone, states))
     }
 
+    /// Gives the SOA (at the apex and in negative answers) the serial `serial`.
+    pub fn set_serial(&mut self, serial: u32) {
+        let apex = self.nodes.get_mut(&self.origin).into_iter();
+        let soas = apex
+            .flat_map(|n| n.sets.iter_mut())
+            .filter(|s| s.rtype == RecordType::SOA)
+            .flat_map(|s| s.records.iter_mut());
+        for r in soas.chain(std::iter::once(&mut self.soa_negative)) {
+            if let RData::SOA(soa) = &mut r.data {
+                soa.serial = serial;
+            }
+        }
+    }
+
     fn node(&mut self, owner: &Name) -> &mut Node {
         self.nodes
             .entry(LowerName::new(owner))
@@ -474,6 +488,20 @@ value = "2001:db8::1"
             answered(&ns),
             ["NS ns.boot.test.", "NS ns.elsewhere.example."]
         );
+    }
+
+    #[test]
+    fn a_new_serial_reaches_the_apex_soa_and_negative_answers() {
+        let mut z = zone();
+        z.set_serial(42);
+        let serial = |r: &Record| match &r.data {
+            RData::SOA(soa) => soa.serial,
+            other => panic!("not an SOA: {other:?}"),
+        };
+        let soa = ask(&z, "boot.test.", RecordType::SOA);
+        assert_eq!(serial(soa.answers[0]), 42);
+        let nx = ask(&z, "nope.boot.test.", RecordType::A);
+        assert_eq!(serial(nx.authority[0]), 42);
     }
 
     #[test]
