@@ -215,8 +215,10 @@ async fn a_flood_of_claimed_macs_leaves_the_mac_memory_at_its_cap() {
 // The embedded DNS zone on a hostile network: answers that say no more than they must, a
 // serial that means something, and a limit on what spoofed queries can make it send.
 
-use hickory_resolver::proto::op::{Message, MessageType, OpCode, Query};
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_resolver::proto::rr::rdata::TSIG;
+use hickory_resolver::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
+use hickory_resolver::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 /// A zone whose balanced name `pvs` answers with pool `pvs`.
 const DNS_ZONE: &str = "zone = \"boot.test.\"\n[[dns.name]]\nname = \"pvs\"\npool = \"pvs\"\n";
@@ -296,5 +298,67 @@ async fn the_soa_serial_moves_only_when_the_zone_changes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(now > first, "serial {first} -> {now} after a health change");
+    lb.stop().await;
+}
+
+/// Finding 13: a query signed with a TSIG key the zone does not have gets NOTAUTH with an
+/// unsigned BADKEY TSIG, as from NSD and Knot (RFC 8945 §5.2.1). Before, it was answered as
+/// if unsigned, so a client could not tell its signature had not been checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_signed_with_an_unknown_key_gets_notauth_badkey() {
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), DNS_ZONE).await;
+    let mut query = dns_query(OpCode::Query, "pvs.boot.test.", RecordType::A);
+    let tsig = TSIG::new(
+        TsigAlgorithm::HmacSha256,
+        1_796_000_000,
+        300,
+        vec![0x5a; 32],
+        query.metadata.id,
+        None,
+        Vec::new(),
+    );
+    let mut record = Record::from_rdata(Name::from_ascii("nokey.").unwrap(), 0, RData::TSIG(tsig));
+    record.dns_class = DNSClass::ANY;
+    query.add_additional(record);
+    let answer = dns_ask(dns, &query).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NotAuth);
+    assert!(answer.answers.is_empty(), "{answer:?}");
+    let last = answer.additionals.last().expect("a TSIG in the answer");
+    let RData::TSIG(tsig) = &last.data else {
+        panic!("not a TSIG: {last:?}");
+    };
+    assert_eq!(last.name.to_ascii(), "nokey.");
+    assert_eq!(tsig.error, Some(TsigError::BadKey));
+    assert!(tsig.mac.is_empty(), "unsigned");
+    assert_eq!(tsig.time, 1_796_000_000);
+    // The same query unsigned is answered.
+    let plain = dns_query(OpCode::Query, "pvs.boot.test.", RecordType::A);
+    assert_eq!(dns_ask(dns, &plain).await.answers.len(), 3);
+    lb.stop().await;
+}
+
+/// Finding 13: NOTIFY, UPDATE and unassigned opcodes get NOTIMP, a bare header that claims
+/// nothing of the request: no RD, CD, AD or TC. Before, RD and CD were echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_opcodes_get_notimp_without_the_request_flags() {
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), DNS_ZONE).await;
+    for op in [OpCode::Notify, OpCode::Update, OpCode::Unknown(3)] {
+        let mut query = dns_query(op, "boot.test.", RecordType::SOA);
+        let m = &mut query.metadata;
+        m.recursion_desired = true;
+        m.checking_disabled = true;
+        m.authentic_data = true;
+        m.truncation = true;
+        let answer = dns_ask(dns, &query).await;
+        let m = &answer.metadata;
+        assert_eq!(m.response_code, ResponseCode::NotImp, "{op:?}");
+        assert_eq!((m.id, m.op_code), (query.metadata.id, op));
+        assert!(
+            !(m.recursion_desired || m.checking_disabled || m.authentic_data || m.truncation),
+            "{op:?}: flags {}",
+            m.flags()
+        );
+        assert!(answer.queries.is_empty() && answer.answers.is_empty());
+    }
     lb.stop().await;
 }

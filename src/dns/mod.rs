@@ -29,9 +29,10 @@
 //! Authoritative behaviour: AA on every answer from the zone, SOA and NS at the apex, NXDOMAIN
 //! with the SOA for unknown names, NODATA (NOERROR, SOA) for other types and for empty
 //! non-terminals, REFUSED outside the zone, names compared case-insensitively (the question is
-//! echoed with its original case), BADVERS for EDNS versions above 0. Malformed packets: over
-//! UDP counted and dropped, responses dropped (no reflection); over TCP hickory answers an
-//! undecodable query with FORMERR.
+//! echoed with its original case), BADVERS for EDNS versions above 0, NOTIMP (a bare header)
+//! for opcodes other than QUERY, NOTAUTH with a BADKEY TSIG for signed queries (there are no
+//! keys). Malformed packets: over UDP counted and dropped, responses dropped (no reflection);
+//! over TCP hickory answers an undecodable query with FORMERR.
 
 pub mod config;
 mod handler;
