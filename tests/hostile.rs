@@ -223,14 +223,19 @@ use hickory_resolver::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 /// A zone whose balanced name `pvs` answers with pool `pvs`.
 const DNS_ZONE: &str = "zone = \"boot.test.\"\n[[dns.name]]\nname = \"pvs\"\npool = \"pvs\"\n";
 
-/// Pools `pvs` (127.0.0.2, .3 and .4, port 69, never probed so up) and `other` (127.0.0.9).
-fn dns_pools() -> String {
+/// Pool `pvs`: 127.0.0.2, .3 and .4 on port 69 (never probed, so up), and `extra` backends.
+fn pvs_pool(extra: &[&str]) -> String {
     let mut t = String::from("[[pool]]\nname = \"pvs\"\n");
-    for i in 2..=4 {
-        t.push_str(&format!("[[pool.backend]]\naddress = \"127.0.0.{i}:69\"\n"));
+    let v4 = (2..=4).map(|i| format!("127.0.0.{i}:69"));
+    for a in v4.chain(extra.iter().map(|a| a.to_string())) {
+        t.push_str(&format!("[[pool.backend]]\naddress = \"{a}\"\n"));
     }
-    t.push_str("[[pool]]\nname = \"other\"\n[[pool.backend]]\naddress = \"127.0.0.9:69\"\n");
     t
+}
+
+/// [`pvs_pool`] and a pool `other` (127.0.0.9) that the zone does not serve.
+fn dns_pools() -> String {
+    pvs_pool(&[]) + "[[pool]]\nname = \"other\"\n[[pool.backend]]\naddress = \"127.0.0.9:69\"\n"
 }
 
 /// A query for `name` `qtype` with opcode `op`.
@@ -360,5 +365,46 @@ async fn other_opcodes_get_notimp_without_the_request_flags() {
         );
         assert!(answer.queries.is_empty() && answer.answers.is_empty());
     }
+    lb.stop().await;
+}
+
+/// The size of the answer to `query` from `dns`, and the answer.
+async fn dns_sized(dns: SocketAddr, query: &Message) -> (usize, Message) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&query.to_vec().unwrap(), dns).await.unwrap();
+    let (bytes, _) = recv_within(&socket, Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|| panic!("no answer to {query:?}"));
+    (bytes.len(), Message::from_vec(&bytes).unwrap())
+}
+
+/// Finding 9: ANY gets one RRset (RFC 8482), so a spoofed ANY makes the zone send no more than
+/// an A query does. Before, it got every RRset of the name: A and AAAA of a balanced name
+/// with backends of both families, SOA and NS at the apex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_is_answered_with_one_rrset() {
+    let pools = pvs_pool(&["[::1]:69"]);
+    let (lb, dns) = Tftplb::start_with_dns("", &pools, DNS_ZONE).await;
+    let (a_size, a) = dns_sized(
+        dns,
+        &dns_query(OpCode::Query, "pvs.boot.test.", RecordType::A),
+    )
+    .await;
+    assert_eq!(a.answers.len(), 3);
+    let (any_size, any) = dns_sized(
+        dns,
+        &dns_query(OpCode::Query, "pvs.boot.test.", RecordType::ANY),
+    )
+    .await;
+    assert_eq!(any.metadata.response_code, ResponseCode::NoError);
+    let types: Vec<RecordType> = any.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types, [RecordType::A; 3], "one RRset, the addresses");
+    assert!(any_size <= a_size, "ANY {any_size} B, A {a_size} B");
+    let (_, apex) = dns_sized(
+        dns,
+        &dns_query(OpCode::Query, "boot.test.", RecordType::ANY),
+    )
+    .await;
+    assert_eq!(apex.answers.len(), 1, "{:?}", apex.answers);
     lb.stop().await;
 }
