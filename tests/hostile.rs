@@ -408,3 +408,69 @@ async fn any_is_answered_with_one_rrset() {
     assert_eq!(apex.answers.len(), 1, "{:?}", apex.answers);
     lb.stop().await;
 }
+
+/// Sends `n` A queries for the balanced name from a socket on `from` at once; counts the
+/// answers in full, the truncated ones (slips), and the queries that got nothing.
+async fn dns_burst(dns: SocketAddr, from: &str, n: u16) -> (u16, u16, u16) {
+    let socket = UdpSocket::bind(format!("{from}:0")).await.unwrap();
+    for id in 0..n {
+        let mut q = dns_query(OpCode::Query, "pvs.boot.test.", RecordType::A);
+        q.metadata.id = id;
+        socket.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
+    }
+    let (mut full, mut slipped) = (0, 0);
+    // Everything that will come comes at once: stop after 500 ms of silence.
+    while let Some((bytes, _)) = recv_within(&socket, Duration::from_millis(500)).await {
+        let m = Message::from_vec(&bytes).expect("the answer decodes");
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty(), "a slip carries no records");
+            assert_eq!(m.queries.len(), 1, "a slip echoes the question");
+            slipped += 1;
+        } else {
+            assert_eq!(m.answers.len(), 3);
+            full += 1;
+        }
+    }
+    (full, slipped, n - full - slipped)
+}
+
+fn rrl_zone(rrl: &str) -> String {
+    format!("{DNS_ZONE}[dns.rrl]\nrate = 5\nslip = 2\n{rrl}\n")
+}
+
+/// Finding 9: with `[dns.rrl]`, a burst above the rate from one source prefix gets `rate`
+/// answers, then drops with every second one sent truncated (TC) instead; another /24 is
+/// not affected. Before, there was no limit: every spoofed query was answered in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_the_rate_gets_drops_and_truncated_slips() {
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), &rrl_zone("")).await;
+    let (full, slipped, silent) = dns_burst(dns, "127.0.0.1", 40).await;
+    assert!((5..=7).contains(&full), "{full} full answers at rate 5");
+    assert!(
+        slipped >= 15 && silent >= 15,
+        "{slipped} slipped, {silent} dropped"
+    );
+    assert!(slipped.abs_diff(silent) <= 2, "slip 2: every second one");
+    let (full, _, _) = dns_burst(dns, "127.0.1.1", 3).await;
+    assert_eq!(full, 3, "another /24 has its own rate");
+    lb.stop().await;
+}
+
+/// An exempt source (a site resolver) is never limited; its neighbours are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exempt_source_is_never_rate_limited() {
+    let zone = rrl_zone("exempt = [\"127.0.0.1\"]");
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), &zone).await;
+    assert_eq!(dns_burst(dns, "127.0.0.1", 40).await, (40, 0, 0));
+    let (full, _, _) = dns_burst(dns, "127.0.0.2", 40).await;
+    assert!(full <= 7, "{full}: the rest of the /24 is limited");
+    lb.stop().await;
+}
+
+/// In log-only mode nothing is dropped or truncated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiting_in_log_only_mode_drops_nothing() {
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), &rrl_zone("log_only = true")).await;
+    assert_eq!(dns_burst(dns, "127.0.0.1", 40).await, (40, 0, 0));
+    lb.stop().await;
+}

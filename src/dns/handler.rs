@@ -175,6 +175,26 @@ where
 }
 
 impl Handler {
+    /// The truncated answer a rate-limited query may get instead of none (a "slip"): the
+    /// header with TC set and the question, no records, so a resolver retries over TCP.
+    pub(super) async fn slip<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: R,
+    ) -> ResponseInfo {
+        let (mut metadata, queries) = if request.metadata.op_code == OpCode::Query {
+            let m = Metadata::response_from_request(&request.metadata);
+            (m, &request.queries)
+        } else {
+            (not_implemented(&request.metadata), &self.no_queries)
+        };
+        metadata.truncation = true;
+        let edns = response_edns(request);
+        let response =
+            MessageResponseBuilder::new(queries, edns.as_ref()).build_no_records(metadata);
+        send(handle, response).await
+    }
+
     /// NOTIMP for an opcode other than QUERY: a bare header.
     async fn not_implemented<R: ResponseHandler>(
         &self,

@@ -6,7 +6,7 @@
 //!
 //! This is the only module that imports hickory. It is split by what each part may touch, so
 //! that everything that decides an answer is tested without a socket:
-//! - [`config`]: the `[dns]` section, validated; plain strings, no hickory.
+//! - [`config`]: the `[dns]` section (and `[dns.rrl]`), validated; plain strings, no hickory.
 //! - [`select`]: which addresses a balanced name answers with, and in what rotating order; pure
 //!   functions of the pool's health.
 //! - `zone.rs`: the [`Zone`], every record prebuilt from the configuration and the runtime, and
@@ -15,6 +15,8 @@
 //! - `handler.rs`: the hickory `RequestHandler` both transports share: turns away what is not
 //!   one plain query, asks the current zone, counts the answer.
 //! - `serial.rs`: the SOA serial, which moves only when the zone's content does.
+//! - `rrl.rs`: response-rate limiting of UDP answers per source prefix (`[dns.rrl]`), in a
+//!   fixed-size table, decided with explicit instants; replaced when a reload changes it.
 //! - `udp.rs`: one task per UDP socket reads, decodes and answers its queries (hickory's UDP
 //!   loop costs a task and a channel per query), with EDNS and truncation (TC when an answer
 //!   does not fit the client's size: 512 bytes without EDNS, as iPXE asks).
@@ -36,6 +38,7 @@
 
 pub mod config;
 mod handler;
+mod rrl;
 pub mod select;
 mod serial;
 mod udp;
@@ -48,7 +51,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hickory_server::Server;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -56,7 +59,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tftp::runtime::Runtime;
 use config::DnsConfig;
+use config::rrl::RrlConfig;
 use handler::Handler;
+use rrl::Limiter;
 use serial::{Content, Versions};
 
 /// How often the zone is rebuilt even if no health event was seen.
@@ -124,10 +129,15 @@ impl DnsServer {
                 return;
             }
         };
+        let rrl = Arc::new(ArcSwapOption::from(
+            cfg.rrl.clone().map(|c| Arc::new(Limiter::new(c))),
+        ));
         let udp_stop = stop.child_token();
-        let mut udp_tasks = spawn_udp(self.udp, Arc::new(Handler::new(zone.clone())), &udp_stop);
+        let handler = Arc::new(Handler::new(zone.clone()));
+        let mut udp_tasks = spawn_udp(self.udp, handler, &rrl, &udp_stop);
         let mut server = tcp_server(self.tcp, self.tcp_timeout, Handler::new(zone.clone()));
-        maintain(runtimes, health, &zone, versions, stop).await;
+        let shared = Shared { zone, rrl };
+        maintain(runtimes, health, &shared, versions, stop).await;
         udp_stop.cancel();
         while udp_tasks.join_next().await.is_some() {}
         if let Err(e) = server.shutdown_gracefully().await {
@@ -136,10 +146,18 @@ impl DnsServer {
     }
 }
 
-/// One task per UDP socket, answering with `handler` until `stop` is cancelled.
+/// What the rebuild loop updates and the query paths read.
+struct Shared {
+    zone: Arc<ArcSwap<Zone>>,
+    /// The UDP rate limiter, replaced when a reload changes `[dns.rrl]`.
+    rrl: Arc<ArcSwapOption<Limiter>>,
+}
+
+/// One task per UDP socket, answering with `handler` within `rrl` until `stop` is cancelled.
 fn spawn_udp(
     sockets: Vec<std::net::UdpSocket>,
     handler: Arc<Handler>,
+    rrl: &Arc<ArcSwapOption<Limiter>>,
     stop: &CancellationToken,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
@@ -149,7 +167,7 @@ fn spawn_udp(
             .and_then(|_| tokio::net::UdpSocket::from_std(s))
         {
             Ok(s) => {
-                tasks.spawn(udp::serve(s, handler.clone(), stop.clone()));
+                tasks.spawn(udp::serve(s, handler.clone(), rrl.clone(), stop.clone()));
             }
             Err(e) => tracing::error!(error = %e, "dns: udp socket"),
         }
@@ -201,7 +219,7 @@ fn clock() -> u32 {
 async fn maintain(
     mut runtimes: watch::Receiver<Arc<Runtime>>,
     mut events: watch::Receiver<u64>,
-    zone: &ArcSwap<Zone>,
+    shared: &Shared,
     mut versions: Versions,
     stop: CancellationToken,
 ) {
@@ -218,18 +236,29 @@ async fn maintain(
         let Some(cfg) = runtime.config.dns.as_ref() else {
             continue;
         };
+        follow_rrl(&shared.rrl, cfg.rrl.as_ref());
         match Zone::build(cfg, &runtime, versions.serial()) {
             Ok((mut z, states)) => {
                 let old = versions.states().to_vec();
                 if let Some(serial) = versions.update(Content::of(cfg, &states), clock()) {
                     z.set_serial(serial);
-                    zone.store(Arc::new(z));
+                    shared.zone.store(Arc::new(z));
                     log_changes(&old, &states);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "dns: cannot rebuild the zone; keeping the last"),
         }
     }
+}
+
+/// A new rate limiter (with empty buckets) when a reload changed `[dns.rrl]`.
+fn follow_rrl(rrl: &ArcSwapOption<Limiter>, want: Option<&RrlConfig>) {
+    let current = rrl.load();
+    if current.as_deref().map(Limiter::config) == want {
+        return;
+    }
+    tracing::info!(rrl = ?want, "dns: response-rate limit changed");
+    rrl.store(want.map(|c| Arc::new(Limiter::new(c.clone()))));
 }
 
 /// One line per balanced name whose answer changed.
