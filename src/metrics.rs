@@ -28,6 +28,10 @@ pub const MAC_MEMORY_EVICTIONS: &str = "tftplb_mac_memory_evictions_total";
 /// DNS queries answered, by `name` (the configured name, or `nxdomain` / `outside`), `type` and
 /// `rcode`.
 pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
+/// DNS answers over the `[dns.rrl]` rate: dropped, and sent truncated instead (slipped); by
+/// `mode`, `enforce` or `log-only` (counted, answered anyway).
+pub const DNS_RRL_DROPPED: &str = "tftplb_dns_rrl_dropped_total";
+pub const DNS_RRL_SLIPPED: &str = "tftplb_dns_rrl_slipped_total";
 
 /// A finished session, as the log line and the metrics see it.
 #[derive(Debug, Clone)]
@@ -80,6 +84,18 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &SessionEnd
 pub fn mac_memory(clients: usize, evicted: u64) {
     metrics::gauge!(MAC_MEMORY_CLIENTS).set(clients as f64);
     metrics::counter!(MAC_MEMORY_EVICTIONS).increment(evicted);
+}
+
+/// One DNS answer over the rate limit: `slipped` (sent truncated) or dropped; in `log_only`
+/// mode, what would have been done.
+pub fn dns_rate_limited(slipped: bool, log_only: bool) {
+    let name = if slipped {
+        DNS_RRL_SLIPPED
+    } else {
+        DNS_RRL_DROPPED
+    };
+    let mode = if log_only { "log-only" } else { "enforce" };
+    metrics::counter!(name, "mode" => mode).increment(1);
 }
 
 // ---- the exporter (admin listener's `/metrics`) ----
@@ -176,6 +192,14 @@ fn describe() {
     describe_counter!(
         DNS_QUERIES,
         "DNS queries answered, by name, type and rcode."
+    );
+    describe_counter!(
+        DNS_RRL_DROPPED,
+        "DNS answers over the [dns.rrl] rate, not sent (mode log-only: would have been)."
+    );
+    describe_counter!(
+        DNS_RRL_SLIPPED,
+        "DNS answers over the [dns.rrl] rate, sent truncated instead (mode log-only: would have been)."
     );
     describe_gauge!(BACKEND_SESSIONS_ACTIVE, "Transfers running on a backend.");
     describe_gauge!(

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use common::Tftplb;
 use common::faulty::{Fault, FaultyHandler};
+use hickory_resolver::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_resolver::proto::rr::rdata::TSIG;
+use hickory_resolver::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
+use hickory_resolver::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tftplb::demo::{EmbeddedServer, pseudo_random_bytes};
 use tftplb::health::Health;
 use tftplb::protocol::options::Options;
@@ -478,4 +482,263 @@ async fn under_a_low_file_limit_every_client_finishes() {
         .filter(|l| l.contains("Too many open files") || l.contains("session socket error"))
         .collect();
     assert!(emfile.is_empty(), "{emfile:?}");
+}
+
+// ---- h-dns ----
+// The embedded DNS zone on a hostile network: answers that say no more than they must, a
+// serial that means something, and a limit on what spoofed queries can make it send.
+
+/// A zone whose balanced name `pvs` answers with pool `pvs`.
+const DNS_ZONE: &str = "zone = \"boot.test.\"\n[[dns.name]]\nname = \"pvs\"\npool = \"pvs\"\n";
+
+/// Pool `pvs`: 127.0.0.2, .3 and .4 on port 69 (never probed, so up), and `extra` backends.
+fn pvs_pool(extra: &[&str]) -> String {
+    let mut t = String::from("[[pool]]\nname = \"pvs\"\n");
+    let v4 = (2..=4).map(|i| format!("127.0.0.{i}:69"));
+    for a in v4.chain(extra.iter().map(|a| a.to_string())) {
+        t.push_str(&format!("[[pool.backend]]\naddress = \"{a}\"\n"));
+    }
+    t
+}
+
+/// [`pvs_pool`] and a pool `other` (127.0.0.9) that the zone does not serve.
+fn dns_pools() -> String {
+    pvs_pool(&[]) + "[[pool]]\nname = \"other\"\n[[pool.backend]]\naddress = \"127.0.0.9:69\"\n"
+}
+
+/// A query for `name` `qtype` with opcode `op`.
+fn dns_query(op: OpCode, name: &str, qtype: RecordType) -> Message {
+    let mut m = Message::new(0x4242, MessageType::Query, op);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m
+}
+
+/// Sends `query` from `socket` and decodes the first answer within 2 s.
+async fn dns_exchange(socket: &UdpSocket, dns: SocketAddr, query: &Message) -> Option<Message> {
+    socket.send_to(&query.to_vec().unwrap(), dns).await.unwrap();
+    let (bytes, _) = recv_within(socket, Duration::from_secs(2)).await?;
+    Some(Message::from_vec(&bytes).expect("the answer decodes"))
+}
+
+async fn dns_ask(dns: SocketAddr, query: &Message) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    dns_exchange(&socket, dns, query)
+        .await
+        .unwrap_or_else(|| panic!("no answer to {query:?}"))
+}
+
+/// The zone's SOA serial, asked over UDP.
+async fn soa_serial(dns: SocketAddr) -> u32 {
+    let answer = dns_ask(
+        dns,
+        &dns_query(OpCode::Query, "boot.test.", RecordType::SOA),
+    )
+    .await;
+    match answer.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA: {other:?}"),
+    }
+}
+
+/// Finding 13: the SOA serial changes only when the zone's content does. Before, every
+/// rebuild (each health event, even of a pool the zone does not serve, each reload, the 30 s
+/// safety rebuild) took a new serial from the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soa_serial_moves_only_when_the_zone_changes() {
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), DNS_ZONE).await;
+    let first = soa_serial(dns).await;
+    // A clock serial has a one-second grain: let it move on.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let pools = &lb.frontend.runtime().pools;
+    // A health event that changes nothing in the zone: a backend of a pool it does not serve.
+    pools[1].backends[0]
+        .state
+        .set_admin("127.0.0.9:69", tftplb::health::AdminState::Disabled);
+    for _ in 0..10 {
+        assert_eq!(soa_serial(dns).await, first, "nothing in the zone changed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A change of the balanced name's answer gives a greater serial.
+    pools[0].backends[1]
+        .state
+        .set_admin("127.0.0.3:69", tftplb::health::AdminState::Disabled);
+    let mut now = first;
+    for _ in 0..100 {
+        now = soa_serial(dns).await;
+        if now != first {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(now > first, "serial {first} -> {now} after a health change");
+    lb.stop().await;
+}
+
+/// Finding 13: a query signed with a TSIG key the zone does not have gets NOTAUTH with an
+/// unsigned BADKEY TSIG, as from NSD and Knot (RFC 8945 §5.2.1). Before, it was answered as
+/// if unsigned, so a client could not tell its signature had not been checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_signed_with_an_unknown_key_gets_notauth_badkey() {
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), DNS_ZONE).await;
+    let mut query = dns_query(OpCode::Query, "pvs.boot.test.", RecordType::A);
+    let tsig = TSIG::new(
+        TsigAlgorithm::HmacSha256,
+        1_796_000_000,
+        300,
+        vec![0x5a; 32],
+        query.metadata.id,
+        None,
+        Vec::new(),
+    );
+    let mut record = Record::from_rdata(Name::from_ascii("nokey.").unwrap(), 0, RData::TSIG(tsig));
+    record.dns_class = DNSClass::ANY;
+    query.add_additional(record);
+    let answer = dns_ask(dns, &query).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NotAuth);
+    assert!(answer.answers.is_empty(), "{answer:?}");
+    let last = answer.additionals.last().expect("a TSIG in the answer");
+    let RData::TSIG(tsig) = &last.data else {
+        panic!("not a TSIG: {last:?}");
+    };
+    assert_eq!(last.name.to_ascii(), "nokey.");
+    assert_eq!(tsig.error, Some(TsigError::BadKey));
+    assert!(tsig.mac.is_empty(), "unsigned");
+    assert_eq!(tsig.time, 1_796_000_000);
+    // The same query unsigned is answered.
+    let plain = dns_query(OpCode::Query, "pvs.boot.test.", RecordType::A);
+    assert_eq!(dns_ask(dns, &plain).await.answers.len(), 3);
+    lb.stop().await;
+}
+
+/// Finding 13: NOTIFY, UPDATE and unassigned opcodes get NOTIMP, a bare header that claims
+/// nothing of the request: no RD, CD, AD or TC. Before, RD and CD were echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_opcodes_get_notimp_without_the_request_flags() {
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), DNS_ZONE).await;
+    for op in [OpCode::Notify, OpCode::Update, OpCode::Unknown(3)] {
+        let mut query = dns_query(op, "boot.test.", RecordType::SOA);
+        let m = &mut query.metadata;
+        m.recursion_desired = true;
+        m.checking_disabled = true;
+        m.authentic_data = true;
+        m.truncation = true;
+        let answer = dns_ask(dns, &query).await;
+        let m = &answer.metadata;
+        assert_eq!(m.response_code, ResponseCode::NotImp, "{op:?}");
+        assert_eq!((m.id, m.op_code), (query.metadata.id, op));
+        assert!(
+            !(m.recursion_desired || m.checking_disabled || m.authentic_data || m.truncation),
+            "{op:?}: flags {}",
+            m.flags()
+        );
+        assert!(answer.queries.is_empty() && answer.answers.is_empty());
+    }
+    lb.stop().await;
+}
+
+/// The size of the answer to `query` from `dns`, and the answer.
+async fn dns_sized(dns: SocketAddr, query: &Message) -> (usize, Message) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&query.to_vec().unwrap(), dns).await.unwrap();
+    let (bytes, _) = recv_within(&socket, Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|| panic!("no answer to {query:?}"));
+    (bytes.len(), Message::from_vec(&bytes).unwrap())
+}
+
+/// Finding 9: ANY gets one RRset (RFC 8482), so a spoofed ANY makes the zone send no more than
+/// an A query does. Before, it got every RRset of the name: A and AAAA of a balanced name
+/// with backends of both families, SOA and NS at the apex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_is_answered_with_one_rrset() {
+    let pools = pvs_pool(&["[::1]:69"]);
+    let (lb, dns) = Tftplb::start_with_dns("", &pools, DNS_ZONE).await;
+    let (a_size, a) = dns_sized(
+        dns,
+        &dns_query(OpCode::Query, "pvs.boot.test.", RecordType::A),
+    )
+    .await;
+    assert_eq!(a.answers.len(), 3);
+    let (any_size, any) = dns_sized(
+        dns,
+        &dns_query(OpCode::Query, "pvs.boot.test.", RecordType::ANY),
+    )
+    .await;
+    assert_eq!(any.metadata.response_code, ResponseCode::NoError);
+    let types: Vec<RecordType> = any.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types, [RecordType::A; 3], "one RRset, the addresses");
+    assert!(any_size <= a_size, "ANY {any_size} B, A {a_size} B");
+    let (_, apex) = dns_sized(
+        dns,
+        &dns_query(OpCode::Query, "boot.test.", RecordType::ANY),
+    )
+    .await;
+    assert_eq!(apex.answers.len(), 1, "{:?}", apex.answers);
+    lb.stop().await;
+}
+
+/// Sends `n` A queries for the balanced name from a socket on `from` at once; counts the
+/// answers in full, the truncated ones (slips), and the queries that got nothing.
+async fn dns_burst(dns: SocketAddr, from: &str, n: u16) -> (u16, u16, u16) {
+    let socket = UdpSocket::bind(format!("{from}:0")).await.unwrap();
+    for id in 0..n {
+        let mut q = dns_query(OpCode::Query, "pvs.boot.test.", RecordType::A);
+        q.metadata.id = id;
+        socket.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
+    }
+    let (mut full, mut slipped) = (0, 0);
+    // Everything that will come comes at once: stop after 500 ms of silence.
+    while let Some((bytes, _)) = recv_within(&socket, Duration::from_millis(500)).await {
+        let m = Message::from_vec(&bytes).expect("the answer decodes");
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty(), "a slip carries no records");
+            assert_eq!(m.queries.len(), 1, "a slip echoes the question");
+            slipped += 1;
+        } else {
+            assert_eq!(m.answers.len(), 3);
+            full += 1;
+        }
+    }
+    (full, slipped, n - full - slipped)
+}
+
+fn rrl_zone(rrl: &str) -> String {
+    format!("{DNS_ZONE}[dns.rrl]\nrate = 5\nslip = 2\n{rrl}\n")
+}
+
+/// Finding 9: with `[dns.rrl]`, a burst above the rate from one source prefix gets `rate`
+/// answers, then drops with every second one sent truncated (TC) instead; another /24 is
+/// not affected. Before, there was no limit: every spoofed query was answered in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_the_rate_gets_drops_and_truncated_slips() {
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), &rrl_zone("")).await;
+    let (full, slipped, silent) = dns_burst(dns, "127.0.0.1", 40).await;
+    assert!((5..=7).contains(&full), "{full} full answers at rate 5");
+    assert!(
+        slipped >= 15 && silent >= 15,
+        "{slipped} slipped, {silent} dropped"
+    );
+    assert!(slipped.abs_diff(silent) <= 2, "slip 2: every second one");
+    let (full, _, _) = dns_burst(dns, "127.0.1.1", 3).await;
+    assert_eq!(full, 3, "another /24 has its own rate");
+    lb.stop().await;
+}
+
+/// An exempt source (a site resolver) is never limited; its neighbours are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exempt_source_is_never_rate_limited() {
+    let zone = rrl_zone("exempt = [\"127.0.0.1\"]");
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), &zone).await;
+    assert_eq!(dns_burst(dns, "127.0.0.1", 40).await, (40, 0, 0));
+    let (full, _, _) = dns_burst(dns, "127.0.0.2", 40).await;
+    assert!(full <= 7, "{full}: the rest of the /24 is limited");
+    lb.stop().await;
+}
+
+/// In log-only mode nothing is dropped or truncated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiting_in_log_only_mode_drops_nothing() {
+    let (lb, dns) = Tftplb::start_with_dns("", &dns_pools(), &rrl_zone("log_only = true")).await;
+    assert_eq!(dns_burst(dns, "127.0.0.1", 40).await, (40, 0, 0));
+    lb.stop().await;
 }

@@ -6,7 +6,7 @@
 //!
 //! This is the only module that imports hickory. It is split by what each part may touch, so
 //! that everything that decides an answer is tested without a socket:
-//! - [`config`]: the `[dns]` section, validated; plain strings, no hickory.
+//! - [`config`]: the `[dns]` section (and `[dns.rrl]`), validated; plain strings, no hickory.
 //! - [`select`]: which addresses a balanced name answers with, and in what rotating order; pure
 //!   functions of the pool's health.
 //! - `zone.rs`: the [`Zone`], every record prebuilt from the configuration and the runtime, and
@@ -14,26 +14,33 @@
 //!   `Catalog`. Pure: no sockets, no tasks.
 //! - `handler.rs`: the hickory `RequestHandler` both transports share: turns away what is not
 //!   one plain query, asks the current zone, counts the answer.
+//! - `serial.rs`: the SOA serial, which moves only when the zone's content does.
+//! - `rrl.rs`: response-rate limiting of UDP answers per source prefix (`[dns.rrl]`), in a
+//!   fixed-size table, decided with explicit instants; replaced when a reload changes it.
 //! - `udp.rs`: one task per UDP socket reads, decodes and answers its queries (hickory's UDP
 //!   loop costs a task and a channel per query), with EDNS and truncation (TC when an answer
 //!   does not fit the client's size: 512 bytes without EDNS, as iPXE asks).
 //! - this file, the server: [`DnsServer`] binds UDP and TCP at startup (hickory-server's
 //!   `Server` owns the TCP side), and a rebuild loop keeps the zone current. The zone sits in an
 //!   `ArcSwap` and is rebuilt whenever the health-event counter moves or the runtime is swapped
-//!   (a reload), both learnt through `watch` channels, and, as a safety net, every 30 s. A query
-//!   takes no lock: it loads the current zone, looks the name up in a hash map, and for a
-//!   balanced name bumps one atomic to pick the prebuilt rotation order.
+//!   (a reload), both learnt through `watch` channels, and, as a safety net, every 30 s; a
+//!   rebuild whose content is unchanged is thrown away, so the serial and the rotation go on.
+//!   A query takes no lock: it loads the current zone, looks the name up in a hash map, and for
+//!   a balanced name bumps one atomic to pick the prebuilt rotation order.
 //!
 //! Authoritative behaviour: AA on every answer from the zone, SOA and NS at the apex, NXDOMAIN
 //! with the SOA for unknown names, NODATA (NOERROR, SOA) for other types and for empty
 //! non-terminals, REFUSED outside the zone, names compared case-insensitively (the question is
-//! echoed with its original case), BADVERS for EDNS versions above 0. Malformed packets: over
-//! UDP counted and dropped, responses dropped (no reflection); over TCP hickory answers an
-//! undecodable query with FORMERR.
+//! echoed with its original case), BADVERS for EDNS versions above 0, NOTIMP (a bare header)
+//! for opcodes other than QUERY, NOTAUTH with a BADKEY TSIG for signed queries (there are no
+//! keys). Malformed packets: over UDP counted and dropped, responses dropped (no reflection);
+//! over TCP hickory answers an undecodable query with FORMERR.
 
 pub mod config;
 mod handler;
+mod rrl;
 pub mod select;
+mod serial;
 mod udp;
 mod zone;
 
@@ -44,7 +51,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hickory_server::Server;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -52,7 +59,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tftp::runtime::Runtime;
 use config::DnsConfig;
+use config::rrl::RrlConfig;
 use handler::Handler;
+use rrl::Limiter;
+use serial::{Content, Versions};
 
 /// How often the zone is rebuilt even if no health event was seen.
 const SAFETY_REBUILD: Duration = Duration::from_secs(30);
@@ -107,20 +117,27 @@ impl DnsServer {
         let Some(cfg) = runtime.config.dns.clone() else {
             return;
         };
-        let (zone, states) = match Zone::build(&cfg, &runtime, serial()) {
-            Ok((z, states)) => {
+        let (zone, versions) = match Zone::build(&cfg, &runtime, 1) {
+            Ok((mut z, states)) => {
                 log_changes(&[], &states);
-                (Arc::new(ArcSwap::from_pointee(z)), states)
+                let versions = Versions::new(Content::of(&cfg, &states), clock());
+                z.set_serial(versions.serial());
+                (Arc::new(ArcSwap::from_pointee(z)), versions)
             }
             Err(e) => {
                 tracing::error!(error = %e, "dns: cannot build the zone; not serving");
                 return;
             }
         };
+        let rrl = Arc::new(ArcSwapOption::from(
+            cfg.rrl.clone().map(|c| Arc::new(Limiter::new(c))),
+        ));
         let udp_stop = stop.child_token();
-        let mut udp_tasks = spawn_udp(self.udp, Arc::new(Handler::new(zone.clone())), &udp_stop);
+        let handler = Arc::new(Handler::new(zone.clone()));
+        let mut udp_tasks = spawn_udp(self.udp, handler, &rrl, &udp_stop);
         let mut server = tcp_server(self.tcp, self.tcp_timeout, Handler::new(zone.clone()));
-        maintain(runtimes, health, &zone, states, stop).await;
+        let shared = Shared { zone, rrl };
+        maintain(runtimes, health, &shared, versions, stop).await;
         udp_stop.cancel();
         while udp_tasks.join_next().await.is_some() {}
         if let Err(e) = server.shutdown_gracefully().await {
@@ -129,10 +146,18 @@ impl DnsServer {
     }
 }
 
-/// One task per UDP socket, answering with `handler` until `stop` is cancelled.
+/// What the rebuild loop updates and the query paths read.
+struct Shared {
+    zone: Arc<ArcSwap<Zone>>,
+    /// The UDP rate limiter, replaced when a reload changes `[dns.rrl]`.
+    rrl: Arc<ArcSwapOption<Limiter>>,
+}
+
+/// One task per UDP socket, answering with `handler` within `rrl` until `stop` is cancelled.
 fn spawn_udp(
     sockets: Vec<std::net::UdpSocket>,
     handler: Arc<Handler>,
+    rrl: &Arc<ArcSwapOption<Limiter>>,
     stop: &CancellationToken,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
@@ -142,7 +167,7 @@ fn spawn_udp(
             .and_then(|_| tokio::net::UdpSocket::from_std(s))
         {
             Ok(s) => {
-                tasks.spawn(udp::serve(s, handler.clone(), stop.clone()));
+                tasks.spawn(udp::serve(s, handler.clone(), rrl.clone(), stop.clone()));
             }
             Err(e) => tracing::error!(error = %e, "dns: udp socket"),
         }
@@ -182,19 +207,20 @@ fn bind_pair(addr: SocketAddr) -> io::Result<(std::net::UdpSocket, std::net::Tcp
     Err(last.unwrap_or_else(|| io::Error::other("no port for both UDP and TCP")))
 }
 
-/// A serial from the clock (seconds since 1970, fits u32 until 2106).
-fn serial() -> u32 {
+/// The clock as a serial: seconds since 1970 (fits u32 until 2106; serial arithmetic wraps).
+fn clock() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() as u32)
 }
 
-/// Rebuilds the zone on every health event, on reload, and every [`SAFETY_REBUILD`].
+/// Rebuilds the zone on every health event, on reload, and every [`SAFETY_REBUILD`]; swaps
+/// it in, with a new serial, only when its content changed (so rotation and serial go on).
 async fn maintain(
     mut runtimes: watch::Receiver<Arc<Runtime>>,
     mut events: watch::Receiver<u64>,
-    zone: &ArcSwap<Zone>,
-    mut states: Vec<NameState>,
+    shared: &Shared,
+    mut versions: Versions,
     stop: CancellationToken,
 ) {
     let now = tokio::time::Instant::now();
@@ -210,15 +236,29 @@ async fn maintain(
         let Some(cfg) = runtime.config.dns.as_ref() else {
             continue;
         };
-        match Zone::build(cfg, &runtime, serial()) {
-            Ok((z, new_states)) => {
-                zone.store(Arc::new(z));
-                log_changes(&states, &new_states);
-                states = new_states;
+        follow_rrl(&shared.rrl, cfg.rrl.as_ref());
+        match Zone::build(cfg, &runtime, versions.serial()) {
+            Ok((mut z, states)) => {
+                let old = versions.states().to_vec();
+                if let Some(serial) = versions.update(Content::of(cfg, &states), clock()) {
+                    z.set_serial(serial);
+                    shared.zone.store(Arc::new(z));
+                    log_changes(&old, &states);
+                }
             }
             Err(e) => tracing::warn!(error = %e, "dns: cannot rebuild the zone; keeping the last"),
         }
     }
+}
+
+/// A new rate limiter (with empty buckets) when a reload changed `[dns.rrl]`.
+fn follow_rrl(rrl: &ArcSwapOption<Limiter>, want: Option<&RrlConfig>) {
+    let current = rrl.load();
+    if current.as_deref().map(Limiter::config) == want {
+        return;
+    }
+    tracing::info!(rrl = ?want, "dns: response-rate limit changed");
+    rrl.store(want.map(|c| Arc::new(Limiter::new(c.clone()))));
 }
 
 /// One line per balanced name whose answer changed.

@@ -9,12 +9,16 @@
 //!
 //! What hickory's loop also does is done here too: responses (QR set) are never answered (no
 //! reflection), nor are sources that cannot be answered (port 0). A datagram that does not
-//! decode as a query is counted and dropped.
+//! decode as a query is counted and dropped. With `[dns.rrl]`, every answer first asks the
+//! rate limiter (`rrl.rs`), which may drop it or have it sent truncated; TCP, which cannot be
+//! spoofed, is not limited.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
@@ -29,12 +33,18 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::handler::Handler;
+use super::rrl::{Action, Limiter};
 
 /// Largest query accepted; anything longer is not a query for this zone.
 const MAX_QUERY: usize = 4096;
 
-/// Answers queries on `socket` until `stop` is cancelled.
-pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, stop: CancellationToken) {
+/// Answers queries on `socket` until `stop` is cancelled, within the rate limit `rrl` holds.
+pub async fn serve(
+    socket: UdpSocket,
+    handler: Arc<Handler>,
+    rrl: Arc<ArcSwapOption<Limiter>>,
+    stop: CancellationToken,
+) {
     let socket = Arc::new(socket);
     let mut buf = vec![0u8; MAX_QUERY];
     loop {
@@ -67,10 +77,35 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>, stop: CancellationT
             socket: socket.clone(),
             to: src,
         };
-        handler
-            .handle_request::<_, TokioTime>(&request, reply)
-            .await;
+        match limit(&rrl, src) {
+            Action::Answer => {
+                handler
+                    .handle_request::<_, TokioTime>(&request, reply)
+                    .await;
+            }
+            Action::Slip => {
+                handler.slip(&request, reply).await;
+            }
+            Action::Drop => {}
+        }
     }
+}
+
+/// What the rate limiter, if there is one, says of an answer to `src`; counted and logged.
+fn limit(rrl: &ArcSwapOption<Limiter>, src: SocketAddr) -> Action {
+    let guard = rrl.load();
+    let Some(limiter) = guard.as_deref() else {
+        return Action::Answer;
+    };
+    let d = limiter.decide(src.ip(), Instant::now());
+    let log_only = limiter.config().log_only;
+    if let Some(limited) = d.limited {
+        crate::metrics::dns_rate_limited(limited == Action::Slip, log_only);
+    }
+    if let Some(prefix) = d.log {
+        tracing::warn!(%prefix, log_only, "dns: answers to this prefix are over the rate limit");
+    }
+    d.action
 }
 
 /// Sends one answer straight from the receiving socket.

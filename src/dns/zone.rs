@@ -5,7 +5,8 @@
 //! and a [`Runtime`] (whose pools carry the live health) and then only read; the server swaps
 //! in a new one when something changes. So the authoritative rules (AA, NXDOMAIN and NODATA
 //! with the SOA, REFUSED outside the zone, the rotation of a balanced name, CNAME chasing and
-//! glue) are tested here by asking [`Zone::answer`] directly. Which addresses a balanced name
+//! glue, ANY answered with one RRset as RFC 8482 allows, so it amplifies no more than A) are
+//! tested here by asking [`Zone::answer`] directly. Which addresses a balanced name
 //! holds and in what orders is [`select`]'s policy; this file turns it into records.
 //!
 //! A query takes no lock: it looks the name up in a hash map and, for a balanced name, bumps
@@ -42,6 +43,17 @@ struct Node {
     sets: Vec<RrSet>,
     /// A balanced name with nothing to answer (`when_all_down = "servfail"`, or nothing probed).
     servfail: bool,
+}
+
+impl Node {
+    /// The one RRset an ANY query gets (RFC 8482 §4.1): the addresses, as a boot client asking
+    /// ANY wants them, else the first set the name has.
+    fn minimal_any(&self) -> Option<&RrSet> {
+        let of = |t: RecordType| self.sets.iter().find(|s| s.rtype == t);
+        of(RecordType::A)
+            .or_else(|| of(RecordType::AAAA))
+            .or_else(|| self.sets.first())
+    }
 }
 
 #[derive(Debug)]
@@ -168,6 +180,20 @@ impl Zone {
         Ok((zone, states))
     }
 
+    /// Gives the SOA (at the apex and in negative answers) the serial `serial`.
+    pub fn set_serial(&mut self, serial: u32) {
+        let apex = self.nodes.get_mut(&self.origin).into_iter();
+        let soas = apex
+            .flat_map(|n| n.sets.iter_mut())
+            .filter(|s| s.rtype == RecordType::SOA)
+            .flat_map(|s| s.records.iter_mut());
+        for r in soas.chain(std::iter::once(&mut self.soa_negative)) {
+            if let RData::SOA(soa) = &mut r.data {
+                soa.serial = serial;
+            }
+        }
+    }
+
     fn node(&mut self, owner: &Name) -> &mut Node {
         self.nodes
             .entry(LowerName::new(owner))
@@ -269,14 +295,20 @@ impl Zone {
         }
         let cname = node.sets.iter().find(|s| s.rtype == RecordType::CNAME);
         match cname {
+            Some(set) if qtype == RecordType::ANY => set.push_answer(&mut a.answers),
             Some(set) if qtype != RecordType::CNAME => {
                 set.push_answer(&mut a.answers);
                 self.chase(&set.records[0], qtype, &mut a.answers);
             }
+            _ if qtype == RecordType::ANY => {
+                if let Some(set) = node.minimal_any() {
+                    set.push_answer(&mut a.answers);
+                }
+            }
             _ => node
                 .sets
                 .iter()
-                .filter(|s| qtype == RecordType::ANY || s.rtype == qtype)
+                .filter(|s| s.rtype == qtype)
                 .for_each(|s| s.push_answer(&mut a.answers)),
         }
         if a.answers.is_empty() {
@@ -295,8 +327,7 @@ impl Zone {
         if let Some(node) = self.nodes.get(&LowerName::new(&target.0)) {
             node.sets
                 .iter()
-                .filter(|s| s.rtype != RecordType::CNAME)
-                .filter(|s| qtype == RecordType::ANY || s.rtype == qtype)
+                .filter(|s| s.rtype == qtype)
                 .for_each(|s| s.push_answer(out));
         }
     }
@@ -477,6 +508,20 @@ value = "2001:db8::1"
     }
 
     #[test]
+    fn a_new_serial_reaches_the_apex_soa_and_negative_answers() {
+        let mut z = zone();
+        z.set_serial(42);
+        let serial = |r: &Record| match &r.data {
+            RData::SOA(soa) => soa.serial,
+            other => panic!("not an SOA: {other:?}"),
+        };
+        let soa = ask(&z, "boot.test.", RecordType::SOA);
+        assert_eq!(serial(soa.answers[0]), 42);
+        let nx = ask(&z, "nope.boot.test.", RecordType::A);
+        assert_eq!(serial(nx.authority[0]), 42);
+    }
+
+    #[test]
     fn in_zone_name_servers_come_with_glue() {
         let z = zone();
         let ns = ask(&z, "boot.test.", RecordType::NS);
@@ -602,6 +647,46 @@ value = "2001:db8::1"
             &ask(&z, "dark.boot.test.", RecordType::TXT),
             ResponseCode::NoError,
         );
+    }
+
+    #[test]
+    fn any_gets_one_rrset() {
+        let z = zone();
+        let apex = ask(&z, "boot.test.", RecordType::ANY);
+        assert_eq!(apex.rcode, ResponseCode::NoError);
+        assert!(apex.authoritative);
+        assert_eq!(answered(&apex).len(), 1, "the SOA only, not SOA and NS");
+        assert_eq!(apex.answers[0].record_type(), RecordType::SOA);
+        assert!(apex.additional.is_empty());
+        let pvs = ask(&z, "pvs.boot.test.", RecordType::ANY);
+        assert_eq!(pvs.answers.len(), 3);
+        assert!(pvs.answers.iter().all(|r| r.record_type() == RecordType::A));
+        assert_eq!(
+            answered(&ask(&z, "www.boot.test.", RecordType::ANY)),
+            ["CNAME pvs.boot.test."],
+            "the CNAME, not chased"
+        );
+        assert_eq!(
+            answered(&ask(&z, "info.boot.test.", RecordType::ANY)),
+            ["TXT tftplb test zone"]
+        );
+        assert_negative(
+            &ask(&z, "deep.boot.test.", RecordType::ANY),
+            ResponseCode::NoError,
+        );
+    }
+
+    #[test]
+    fn any_prefers_the_addresses_of_a_name_with_several_sets() {
+        let config = Config::parse(&CONFIG.replace("name = \"info\"", "name = \"pvs\""))
+            .expect("a TXT beside a balanced name is allowed");
+        let runtime = Runtime::new(config, None, &health_events());
+        let dns = runtime.config.dns.as_ref().expect("[dns] section");
+        let (z, _) = Zone::build(dns, &runtime, SERIAL).expect("zone builds");
+        assert_eq!(ask(&z, "pvs.boot.test.", RecordType::TXT).answers.len(), 1);
+        let any = ask(&z, "pvs.boot.test.", RecordType::ANY);
+        assert_eq!(any.answers.len(), 3, "{:?}", answered(&any));
+        assert!(any.answers.iter().all(|r| r.record_type() == RecordType::A));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! hickory: names are checked and normalised here as plain lowercase strings ending in a dot
 //! (`pvs.boot.example.internal.`), and `src/dns/zone.rs` turns them into hickory names. A name
 //! written without a trailing dot is relative to the zone (`"pvs"`), `"@"` is the apex.
+//! `[dns.rrl]`, the response-rate limit, has a file of its own ([`rrl`]).
+
+pub mod rrl;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -12,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::pool::config::PoolConfig;
+use rrl::{RawRrl, RrlConfig, validate_rrl};
 
 /// A validated `[dns]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +34,8 @@ pub struct DnsConfig {
     pub tcp_timeout: Duration,
     pub names: Vec<DnsName>,
     pub records: Vec<DnsRecord>,
+    /// Response-rate limiting of UDP answers; `None` (off) unless `[dns.rrl]` is given.
+    pub rrl: Option<RrlConfig>,
 }
 
 /// A balanced name: answered from live health, rotating.
@@ -117,6 +123,7 @@ pub(crate) struct RawDns {
     name: Vec<RawName>,
     #[serde(default)]
     record: Vec<RawRecord>,
+    rrl: Option<RawRrl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +229,7 @@ pub(crate) fn validate_dns(
     let names = validate_names(raw.name, &zone, pools, problems);
     let records = validate_records(raw.record, &zone, raw.ttl, problems);
     check_conflicts(&names, &records, &zone, problems);
+    let rrl = raw.rrl.map(|r| validate_rrl(r, problems));
     DnsConfig {
         listen,
         zone,
@@ -234,6 +242,7 @@ pub(crate) fn validate_dns(
         tcp_timeout: raw.tcp_timeout,
         names,
         records,
+        rrl,
     }
 }
 
