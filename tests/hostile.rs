@@ -210,3 +210,89 @@ async fn a_flood_of_claimed_macs_leaves_the_mac_memory_at_its_cap() {
     assert_eq!(lb.frontend.remembered_macs(), 16);
     lb.stop().await;
 }
+
+// ---- h-ahead ----
+
+/// A bigger file than `content()`: 40 blocks of 512 bytes and a short one, so windows of 4
+/// run many rounds.
+fn big_content() -> Vec<u8> {
+    pseudo_random_bytes(40 * 512 + 100, 11)
+}
+
+/// Receives one datagram from `tid` within `wait` (datagrams from anyone else are skipped).
+async fn recv_from_tid(socket: &UdpSocket, tid: SocketAddr, wait: Duration) -> Option<Vec<u8>> {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let (d, from) = recv_within(socket, left).await?;
+        if from == tid {
+            return Some(d);
+        }
+    }
+}
+
+/// A windowed download by hand (blksize 512, windowsize 4) that, once, acknowledges block 5
+/// (which tftplb has read ahead but not sent) before block 4. Returns the file, or `None`
+/// when the transfer stalls (nothing new for 3 s) or takes longer than 15 s.
+async fn download_with_a_stray_ack(lb: SocketAddr) -> Option<Vec<u8>> {
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let req = rrq("big.bin", &[("blksize", "512"), ("windowsize", "4")]);
+    client.send_to(&req, lb).await.unwrap();
+    let (oack, tid) = recv_within(&client, Duration::from_secs(3)).await?;
+    assert!(
+        matches!(Packet::decode(&oack), Ok(Packet::Oack(_))),
+        "{oack:?}"
+    );
+    client.send_to(&ack(0), tid).await.unwrap();
+    let (mut file, mut next, mut stray_sent) = (Vec::new(), 1u16, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        let datagram = recv_from_tid(&client, tid, Duration::from_secs(3)).await?;
+        let Ok(Packet::Data { block, data }) = Packet::decode(&datagram) else {
+            panic!("not DATA: {datagram:?}");
+        };
+        if block != next {
+            continue; // a resend of a block we have: wait for the next one
+        }
+        file.extend_from_slice(&data);
+        next += 1;
+        if data.len() < 512 {
+            client.send_to(&ack(block), tid).await.unwrap();
+            return Some(file);
+        }
+        if block == 4 && !stray_sent {
+            // Let the read-ahead fetch blocks 5..=8 from the backend, then ACK 5 before 4.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            client.send_to(&ack(5), tid).await.unwrap();
+            stray_sent = true;
+        }
+        if block % 4 == 0 {
+            client.send_to(&ack(block), tid).await.unwrap();
+        }
+    }
+    None
+}
+
+fn ack(block: u16) -> Vec<u8> {
+    tftplb::protocol::packet::ack_datagram(block).to_vec()
+}
+
+/// Finding 11: a client ACK for a block tftplb read ahead but had not sent was kept as the
+/// client's position, so every later valid ACK looked old: tftplb resent the same window until
+/// the session died. Now each ACK is judged on its own against what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_ack_of_a_block_read_ahead_does_not_stall_the_transfer() {
+    let server = FaultyHandler::new(&[("big.bin", big_content())], Fault::None)
+        .start()
+        .await;
+    let pool = format!(
+        "[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{}\"\n",
+        server.address
+    );
+    let lb = Tftplb::start("read_ahead = 4", &pool).await;
+    let file = download_with_a_stray_ack(lb.addr)
+        .await
+        .expect("the transfer completes after a stray ACK");
+    assert_eq!(common::sha256(&file), common::sha256(&big_content()));
+    lb.stop().await;
+}
