@@ -296,3 +296,90 @@ async fn a_stray_ack_of_a_block_read_ahead_does_not_stall_the_transfer() {
     assert_eq!(common::sha256(&file), common::sha256(&big_content()));
     lb.stop().await;
 }
+
+/// A pool of one backend at `address`.
+fn pool_of(address: SocketAddr) -> String {
+    format!("[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{address}\"\n")
+}
+
+/// Finding 6: the client set each session's memory: blksize 65464 got a 64 KiB receive buffer
+/// and a read-ahead ring of up to 128 KiB. Now a request asking more than `[tftp] max_blksize`
+/// (default 8192) is relayed asking that much (the backend sees blksize 8192, the client gets
+/// it in the OACK), and the download completes. Before, the backend saw 65464.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_blksize_is_relayed_lowered_to_max_blksize_and_completes() {
+    // What the backend receives: a bare socket in its place.
+    let fake = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let lb = Tftplb::start("", &pool_of(fake.local_addr().unwrap())).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let huge = [("tsize", "0"), ("blksize", "65464"), ("windowsize", "2")];
+    client.send_to(&rrq(FILE, &huge), lb.addr).await.unwrap();
+    let (relayed, _) = recv_within(&fake, Duration::from_secs(3))
+        .await
+        .expect("the request reaches the backend");
+    let Ok(Packet::Rrq(request)) = Packet::decode(&relayed) else {
+        panic!("not an RRQ: {relayed:?}");
+    };
+    assert_eq!(request.options.blksize(), Some(8192), "{request:?}");
+    assert_eq!(request.options.get("tsize"), Some("0"));
+    assert_eq!(request.options.get("windowsize"), Some("2"));
+    // The client's retransmission (its own bytes, not the relayed ones) is still recognised.
+    client.send_to(&rrq(FILE, &huge), lb.addr).await.unwrap();
+    assert!(
+        recv_within(&fake, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a retransmitted request opened a second backend transfer"
+    );
+    let stats = &lb.frontend.stats;
+    assert_eq!(
+        tftplb::tftp::frontend::FrontendStats::get(&stats.retransmitted_requests),
+        1
+    );
+    lb.stop().await;
+
+    // A real backend: the OACK the client gets says 8192, and the file arrives whole.
+    let server = backend().await;
+    let lb = Tftplb::start("", &pool_of(server.address)).await;
+    let cfg = tftplb::tftp::client::ClientConfig {
+        blksize: Some(65464),
+        tsize: true,
+        ..Default::default()
+    };
+    let (data, transfer) = tftplb::tftp::client::fetch(lb.addr, FILE, &cfg)
+        .await
+        .expect("the download completes");
+    assert_eq!(transfer.negotiated.blksize, 8192);
+    assert_eq!(common::sha256(&data), common::sha256(&content()));
+    lb.stop().await;
+}
+
+/// Finding 6: RFC 2347 caps a request at 512 bytes. A longer one gets ERROR 8 with the reason
+/// and never reaches a backend; before, it was relayed as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_512_bytes_gets_an_error_and_is_not_relayed() {
+    let fake = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let lb = Tftplb::start("", &pool_of(fake.local_addr().unwrap())).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let padding = "x".repeat(250);
+    let long = rrq(FILE, &[("x-pad-1", &padding), ("x-pad-2", &padding)]);
+    assert!(long.len() > 512);
+    client.send_to(&long, lb.addr).await.unwrap();
+    let (reply, _) = recv_within(&client, Duration::from_secs(3))
+        .await
+        .expect("an answer");
+    match Packet::decode(&reply) {
+        Ok(Packet::Error { code, message }) => {
+            assert_eq!(code, error_code::OPTION_REFUSED);
+            assert!(message.contains("512"), "{message}");
+        }
+        other => panic!("got {other:?}"),
+    }
+    assert!(
+        recv_within(&fake, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "relayed to the backend"
+    );
+    lb.stop().await;
+}
