@@ -3,8 +3,8 @@
 //! - Toward the client it sends from a socket bound to the exact local address the request was
 //!   sent to (port 0: a fresh TID), because clients compare the whole source address.
 //! - Toward the backend it sends the client's request (unchanged but for a blksize over
-//!   `[tftp] max_blksize`) to the backend's port, learns
-//!   the backend's TID from its first reply, and from then on talks only to that TID.
+//!   `[tftp] max_blksize`) to the backend's port, learns the backend's TID from its first
+//!   reply, and from then on talks only to that TID.
 //! - If the chosen backend does not answer within `setup_timeout`, the request goes to the next
 //!   eligible backend (a fresh socket, so a late answer of the first cannot slip in), and the
 //!   silence counts against the backend's health.
