@@ -25,6 +25,8 @@ pub const ROUTE_HITS: &str = "tftplb_route_hits_total";
 /// Client IPs whose MAC is remembered now, and how many were forgotten to stay under the cap.
 pub const MAC_MEMORY_CLIENTS: &str = "tftplb_mac_memory_clients";
 pub const MAC_MEMORY_EVICTIONS: &str = "tftplb_mac_memory_evictions_total";
+/// Requests whose blksize was above `[tftp] max_blksize`, relayed asking that much.
+pub const BLKSIZE_LOWERED: &str = "tftplb_requests_blksize_lowered_total";
 /// DNS queries answered, by `name` (the configured name, or `nxdomain` / `outside`), `type` and
 /// `rcode`.
 pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
@@ -78,6 +80,12 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &SessionEnd
         ms = r.elapsed.as_millis() as u64,
         "session end"
     );
+}
+
+/// A request asked for blksize `asked`, relayed asking `relayed` (`[tftp] max_blksize`).
+pub fn blksize_lowered(asked: u16, relayed: u16) {
+    metrics::counter!(BLKSIZE_LOWERED).increment(1);
+    tracing::debug!(asked, relayed, "requested blksize lowered");
 }
 
 /// The MAC memory's size now, and clients it just forgot to stay under its cap.

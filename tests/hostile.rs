@@ -742,3 +742,176 @@ async fn rate_limiting_in_log_only_mode_drops_nothing() {
     assert_eq!(dns_burst(dns, "127.0.0.1", 40).await, (40, 0, 0));
     lb.stop().await;
 }
+
+// ---- h-ahead ----
+
+/// A bigger file than `content()`: 40 blocks of 512 bytes and a short one, so windows of 4
+/// run many rounds.
+fn big_content() -> Vec<u8> {
+    pseudo_random_bytes(40 * 512 + 100, 11)
+}
+
+/// Receives one datagram from `tid` within `wait` (datagrams from anyone else are skipped).
+async fn recv_from_tid(socket: &UdpSocket, tid: SocketAddr, wait: Duration) -> Option<Vec<u8>> {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let (d, from) = recv_within(socket, left).await?;
+        if from == tid {
+            return Some(d);
+        }
+    }
+}
+
+/// A windowed download by hand (blksize 512, windowsize 4) that, once, acknowledges block 5
+/// (which tftplb has read ahead but not sent) before block 4. Returns the file, or `None`
+/// when the transfer stalls (nothing new for 3 s) or takes longer than 15 s.
+async fn download_with_a_stray_ack(lb: SocketAddr) -> Option<Vec<u8>> {
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let req = rrq("big.bin", &[("blksize", "512"), ("windowsize", "4")]);
+    client.send_to(&req, lb).await.unwrap();
+    let (oack, tid) = recv_within(&client, Duration::from_secs(3)).await?;
+    assert!(
+        matches!(Packet::decode(&oack), Ok(Packet::Oack(_))),
+        "{oack:?}"
+    );
+    client.send_to(&ack(0), tid).await.unwrap();
+    let (mut file, mut next, mut stray_sent) = (Vec::new(), 1u16, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        let datagram = recv_from_tid(&client, tid, Duration::from_secs(3)).await?;
+        let Ok(Packet::Data { block, data }) = Packet::decode(&datagram) else {
+            panic!("not DATA: {datagram:?}");
+        };
+        if block != next {
+            continue; // a resend of a block we have: wait for the next one
+        }
+        file.extend_from_slice(&data);
+        next += 1;
+        if data.len() < 512 {
+            client.send_to(&ack(block), tid).await.unwrap();
+            return Some(file);
+        }
+        if block == 4 && !stray_sent {
+            // Let the read-ahead fetch blocks 5..=8 from the backend, then ACK 5 before 4.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            client.send_to(&ack(5), tid).await.unwrap();
+            stray_sent = true;
+        }
+        if block % 4 == 0 {
+            client.send_to(&ack(block), tid).await.unwrap();
+        }
+    }
+    None
+}
+
+fn ack(block: u16) -> Vec<u8> {
+    tftplb::protocol::packet::ack_datagram(block).to_vec()
+}
+
+/// Finding 11: a client ACK for a block tftplb read ahead but had not sent was kept as the
+/// client's position, so every later valid ACK looked old: tftplb resent the same window until
+/// the session died. Now each ACK is judged on its own against what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_ack_of_a_block_read_ahead_does_not_stall_the_transfer() {
+    let server = FaultyHandler::new(&[("big.bin", big_content())], Fault::None)
+        .start()
+        .await;
+    let pool = format!(
+        "[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{}\"\n",
+        server.address
+    );
+    let lb = Tftplb::start("read_ahead = 4", &pool).await;
+    let file = download_with_a_stray_ack(lb.addr)
+        .await
+        .expect("the transfer completes after a stray ACK");
+    assert_eq!(common::sha256(&file), common::sha256(&big_content()));
+    lb.stop().await;
+}
+
+/// A pool of one backend at `address`.
+fn pool_of(address: SocketAddr) -> String {
+    format!("[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{address}\"\n")
+}
+
+/// Finding 6: the client set each session's memory: blksize 65464 got a 64 KiB receive buffer
+/// and a read-ahead ring of up to 128 KiB. Now a request asking more than `[tftp] max_blksize`
+/// (default 8192) is relayed asking that much (the backend sees blksize 8192, the client gets
+/// it in the OACK), and the download completes. Before, the backend saw 65464.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_blksize_is_relayed_lowered_to_max_blksize_and_completes() {
+    // What the backend receives: a bare socket in its place.
+    let fake = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let lb = Tftplb::start("", &pool_of(fake.local_addr().unwrap())).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let huge = [("tsize", "0"), ("blksize", "65464"), ("windowsize", "2")];
+    client.send_to(&rrq(FILE, &huge), lb.addr).await.unwrap();
+    let (relayed, _) = recv_within(&fake, Duration::from_secs(3))
+        .await
+        .expect("the request reaches the backend");
+    let Ok(Packet::Rrq(request)) = Packet::decode(&relayed) else {
+        panic!("not an RRQ: {relayed:?}");
+    };
+    assert_eq!(request.options.blksize(), Some(8192), "{request:?}");
+    assert_eq!(request.options.get("tsize"), Some("0"));
+    assert_eq!(request.options.get("windowsize"), Some("2"));
+    // The client's retransmission (its own bytes, not the relayed ones) is still recognised.
+    client.send_to(&rrq(FILE, &huge), lb.addr).await.unwrap();
+    assert!(
+        recv_within(&fake, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a retransmitted request opened a second backend transfer"
+    );
+    let stats = &lb.frontend.stats;
+    assert_eq!(
+        tftplb::tftp::frontend::FrontendStats::get(&stats.retransmitted_requests),
+        1
+    );
+    lb.stop().await;
+
+    // A real backend: the OACK the client gets says 8192, and the file arrives whole.
+    let server = backend().await;
+    let lb = Tftplb::start("", &pool_of(server.address)).await;
+    let cfg = tftplb::tftp::client::ClientConfig {
+        blksize: Some(65464),
+        tsize: true,
+        ..Default::default()
+    };
+    let (data, transfer) = tftplb::tftp::client::fetch(lb.addr, FILE, &cfg)
+        .await
+        .expect("the download completes");
+    assert_eq!(transfer.negotiated.blksize, 8192);
+    assert_eq!(common::sha256(&data), common::sha256(&content()));
+    lb.stop().await;
+}
+
+/// Finding 6: RFC 2347 caps a request at 512 bytes. A longer one gets ERROR 8 with the reason
+/// and never reaches a backend; before, it was relayed as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_512_bytes_gets_an_error_and_is_not_relayed() {
+    let fake = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let lb = Tftplb::start("", &pool_of(fake.local_addr().unwrap())).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let padding = "x".repeat(250);
+    let long = rrq(FILE, &[("x-pad-1", &padding), ("x-pad-2", &padding)]);
+    assert!(long.len() > 512);
+    client.send_to(&long, lb.addr).await.unwrap();
+    let (reply, _) = recv_within(&client, Duration::from_secs(3))
+        .await
+        .expect("an answer");
+    match Packet::decode(&reply) {
+        Ok(Packet::Error { code, message }) => {
+            assert_eq!(code, error_code::OPTION_REFUSED);
+            assert!(message.contains("512"), "{message}");
+        }
+        other => panic!("got {other:?}"),
+    }
+    assert!(
+        recv_within(&fake, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "relayed to the backend"
+    );
+    lb.stop().await;
+}

@@ -1,8 +1,9 @@
 //! Property test of the read-ahead as a sender between two real TFTP endpoints, lock-step and
 //! windowed (RFC 7440), modelled: a backend (sends its window on the ACK of the previous one,
 //! re-sends it on its timer), the client (takes the next block, acknowledges each window, says
-//! where it stands on a duplicate or a gap and on its timer), and four lossy one-way links. Any order of deliveries, losses and
-//! timer firings must never hand the client a wrong block, and once the links stop losing
+//! where it stands on a duplicate or a gap and on its timer, now and then acknowledges a block
+//! it does not have), and four lossy one-way links. Any order of deliveries, losses, stray ACKs
+//! and timer firings must never hand the client a wrong block, and once the links stop losing
 //! packets the transfer must finish.
 
 use std::collections::VecDeque;
@@ -29,6 +30,9 @@ enum Op {
     BackendTimer,
     RelayTimer,
     ClientTimer,
+    /// An ACK of a block the relay read ahead but has not sent, as a buggy or hostile client
+    /// sends.
+    StrayAck,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -38,6 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::BackendTimer),
         1 => Just(Op::RelayTimer),
         1 => Just(Op::ClientTimer),
+        1 => Just(Op::StrayAck),
     ]
 }
 
@@ -53,8 +58,6 @@ struct World {
     backend_base: u64,
     backend_done: bool,
     relay: ReadAhead,
-    /// Highest ACK the relay has seen (what the session passes on as `acked`).
-    relay_acked: u64,
     client_got: Vec<Vec<u8>>,
     /// Blocks the client took since its last ACK.
     client_since_ack: u64,
@@ -70,7 +73,6 @@ impl World {
             backend_base: 0,
             backend_done: false,
             relay: ReadAhead::new(ahead, BLKSIZE as u16, window, 0).expect("fits"),
-            relay_acked: 0,
             client_got: Vec::new(),
             client_since_ack: 0,
         };
@@ -118,7 +120,26 @@ impl World {
                 }
             }
             Op::ClientTimer => self.client_acks(),
+            Op::StrayAck => self.stray_ack(),
             _ => {}
+        }
+    }
+
+    /// An ACK arrives for a block the relay read ahead but has not sent: it must be ignored
+    /// (before, it was kept as the client's position and every later ACK looked old).
+    fn stray_ack(&mut self) {
+        let unacked = self.relay.unacked();
+        let sent = if unacked.is_empty() {
+            self.relay.acked()
+        } else {
+            *unacked.end()
+        };
+        if sent < self.relay.received() {
+            assert_eq!(
+                self.relay.on_ack(sent + 1),
+                None,
+                "an unsent block acknowledged"
+            );
         }
     }
 
@@ -173,9 +194,10 @@ impl World {
                 }
             }
             3 => {
-                self.relay_acked = self.relay_acked.max(pos);
-                let step = self.relay.on_ack(self.relay_acked);
-                self.apply(step);
+                // Each ACK on its own; one of a block not sent yet is ignored.
+                if let Some(step) = self.relay.on_ack(pos) {
+                    self.apply(step);
+                }
             }
             _ => {}
         }

@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tftplb::tftp::admission::admit;
 use tftplb::protocol::packet::{peek, Packet};
+use tftplb::tftp::admission::{admit, relayed_request};
 use tftplb::tftp::session::Session;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +11,18 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Packet::decode(&p.encode()), Ok(p));
     }
     let _ = peek(data);
-    let _ = admit(data);
+    // A request relayed with its blksize lowered is still a request we would admit, no
+    // longer than the client's, asking for the same file with the same options but blksize.
+    if let Ok(mut asked) = admit(data) {
+        let before = asked.clone();
+        if let Some(relayed) = relayed_request(&mut asked, 1468) {
+            assert!(relayed.len() <= data.len());
+            let again = admit(&relayed).expect("the relayed request is admitted");
+            assert_eq!(again, asked);
+            assert_eq!(again.request.filename, before.request.filename);
+            assert_eq!(again.request.options.blksize(), Some(1468));
+        }
+    }
     // The session renumbers datagrams in place: give it copies, as the relay gives its buffer.
     for mut s in [Session::new(), Session::new_write()] {
         let _ = s.on_backend(&mut data.to_vec());

@@ -60,6 +60,20 @@ impl Options {
         self.get_num::<u8>("timeout").filter(|t| *t >= 1)
     }
 
+    /// Lowers a `blksize` above `max` to `max` (the name stays as sent); whether it did.
+    /// RFC 2348 lets a server answer a smaller blksize than asked, so a client must accept it.
+    pub fn cap_blksize(&mut self, max: u16) -> bool {
+        if self.blksize().is_none_or(|b| b <= max) {
+            return false;
+        }
+        for (name, value) in &mut self.entries {
+            if name.eq_ignore_ascii_case("blksize") {
+                *value = max.to_string();
+            }
+        }
+        true
+    }
+
     /// Whether a request's options can be negotiated unambiguously: each option once, and
     /// blksize and windowsize, when given, numbers in their RFC ranges. A request that fails
     /// this would make a good server's OACK look like no answer to it (which value did it
@@ -162,6 +176,19 @@ mod tests {
         ] {
             assert!(bad.check_request().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_blksize_above_the_cap_is_lowered_in_place() {
+        let mut o = opts(&[("tsize", "0"), ("BlkSize", "65464"), ("windowsize", "4")]);
+        assert!(o.cap_blksize(8192));
+        assert_eq!(
+            o.iter().collect::<Vec<_>>(),
+            vec![("tsize", "0"), ("BlkSize", "8192"), ("windowsize", "4")]
+        );
+        assert!(!o.cap_blksize(8192), "already within");
+        assert!(!opts(&[("blksize", "1468")]).cap_blksize(8192));
+        assert!(!opts(&[("tsize", "0")]).cap_blksize(512));
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Admission on port 69: is a datagram a request we relay, and if not, what do we answer?
 //!
 //! Two steps. [`admit`] looks at the datagram alone (malformed, unknown opcode, stray packets,
-//! bad filenames, bad modes). [`policy`] looks at the request in the running configuration
+//! over 512 bytes, bad filenames, bad modes). [`policy`] looks at the request in the running configuration
 //! (client allow/deny, which pool, write allowed, file allowed). Rate and concurrency limits are
 //! checked by the frontend after retransmissions are recognised, so a retransmitted request
 //! never spends a client's budget.
+//!
+//! What is relayed is the client's request, except that a blksize above `[tftp] max_blksize`
+//! is lowered to it ([`relayed_request`]): a session's memory (its receive buffer, its
+//! read-ahead ring) follows the blksize, and a client must not set it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,6 +42,11 @@ pub enum Refusal {
     /// Options no server can answer unambiguously (given twice, blksize or windowsize out of
     /// range): ERROR 8 before any backend sees them.
     BadOptions(&'static str),
+    /// Longer than RFC 2347's 512 bytes; whether it carries options (then ERROR 8: a client
+    /// may ask again without them).
+    TooLong {
+        options: bool,
+    },
     /// DATA/ACK/OACK sent to port 69 instead of a session's TID.
     NotARequest,
     /// An ERROR sent to port 69: dropped (an error never answers an error).
@@ -61,6 +70,7 @@ impl Refusal {
             Refusal::BadFilename(_) => "bad-filename",
             Refusal::BadMode => "bad-mode",
             Refusal::BadOptions(_) => "bad-options",
+            Refusal::TooLong { .. } => "too-long",
             Refusal::NotARequest => "not-a-request",
             Refusal::StrayError => "stray-error",
             Refusal::FileNotServed => "file-not-served",
@@ -85,6 +95,14 @@ impl Refusal {
             Refusal::BadFilename(why) => Some((error_code::ACCESS_VIOLATION, why)),
             Refusal::BadMode => Some((error_code::ILLEGAL_OPERATION, "unsupported transfer mode")),
             Refusal::BadOptions(why) => Some((error_code::OPTION_REFUSED, why)),
+            Refusal::TooLong { options } => Some((
+                if options {
+                    error_code::OPTION_REFUSED
+                } else {
+                    error_code::NOT_DEFINED
+                },
+                "request longer than 512 bytes (RFC 2347)",
+            )),
             Refusal::NotARequest => Some((error_code::UNKNOWN_TID, "unknown transfer ID")),
             Refusal::FileNotServed => Some((error_code::ACCESS_VIOLATION, "file not served here")),
             Refusal::Limited(Limited::Denied) => {
@@ -94,6 +112,9 @@ impl Refusal {
         }
     }
 }
+
+/// The longest request, options included (RFC 2347).
+pub const MAX_REQUEST: usize = 512;
 
 /// Decides from the datagram alone: a request to look at further, or a refusal.
 pub fn admit(datagram: &[u8]) -> Result<Asked, Refusal> {
@@ -116,6 +137,10 @@ pub fn admit(datagram: &[u8]) -> Result<Asked, Refusal> {
         }
         _ => return Err(Refusal::Malformed),
     };
+    if datagram.len() > MAX_REQUEST {
+        let options = !request.options.is_empty();
+        return Err(Refusal::TooLong { options });
+    }
     check_filename(&request.filename).map_err(Refusal::BadFilename)?;
     if matches!(request.mode, Mode::Other(_) | Mode::Mail) {
         return Err(Refusal::BadMode);
@@ -130,6 +155,25 @@ pub fn admit(datagram: &[u8]) -> Result<Asked, Refusal> {
         write,
         name,
     })
+}
+
+/// The request to relay to backends when it is not the client's datagram as received: the
+/// request with a blksize above `max_blksize` lowered to it (`asked` is changed to match, so
+/// the relay sizes its buffers from what it asked). RFC 2348 lets a server answer a smaller
+/// blksize than asked; the client learns it from the OACK. The session table keeps the
+/// client's own bytes to recognise its retransmissions.
+pub fn relayed_request(asked: &mut Asked, max_blksize: u16) -> Option<Box<[u8]>> {
+    let asked_blksize = asked.request.options.blksize()?;
+    if !asked.request.options.cap_blksize(max_blksize) {
+        return None;
+    }
+    crate::metrics::blksize_lowered(asked_blksize, max_blksize);
+    let packet = if asked.write {
+        Packet::Wrq(asked.request.clone())
+    } else {
+        Packet::Rrq(asked.request.clone())
+    };
+    Some(packet.encode().into_boxed_slice())
 }
 
 /// Decides from the running configuration: the pool that serves the request, or a refusal.
@@ -167,5 +211,55 @@ mod tests {
             options: Default::default(),
         });
         assert!(admit(&wrq.encode()).unwrap().write);
+    }
+
+    fn rrq(filename: &str, pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut options = crate::protocol::options::Options::default();
+        for (k, v) in pairs {
+            options.push(k, v);
+        }
+        Packet::Rrq(Request {
+            filename: filename.into(),
+            mode: Mode::Octet,
+            options,
+        })
+        .encode()
+    }
+
+    #[test]
+    fn a_request_over_512_bytes_is_refused_with_a_reason() {
+        let long = "x".repeat(300);
+        let fits = rrq("f", &[("x-a", &long), ("x-b", &long[..190])]);
+        assert!(fits.len() <= MAX_REQUEST && admit(&fits).is_ok());
+        let over = rrq("f", &[("x-a", &long), ("x-b", &long)]);
+        assert_eq!(admit(&over), Err(Refusal::TooLong { options: true }));
+        let refusal = Refusal::TooLong { options: true }.answer().unwrap();
+        assert_eq!(refusal.0, error_code::OPTION_REFUSED);
+        assert!(refusal.1.contains("512"));
+        let name = "d/".repeat(300);
+        assert_eq!(
+            admit(&rrq(&name, &[])),
+            Err(Refusal::TooLong { options: false })
+        );
+    }
+
+    #[test]
+    fn a_blksize_above_the_cap_is_relayed_lowered_and_the_rest_as_sent() {
+        let asked_for = |pairs: &[(&str, &str)]| admit(&rrq("ipxe.efi", pairs)).unwrap();
+        let mut asked = asked_for(&[("tsize", "0"), ("blksize", "65464"), ("windowsize", "4")]);
+        let relayed = relayed_request(&mut asked, 8192).expect("rewritten");
+        assert_eq!(
+            Packet::decode(&relayed).unwrap(),
+            Packet::decode(&rrq(
+                "ipxe.efi",
+                &[("tsize", "0"), ("blksize", "8192"), ("windowsize", "4")]
+            ))
+            .unwrap()
+        );
+        assert_eq!(asked.request.options.blksize(), Some(8192));
+        for within in [&[("blksize", "1468")][..], &[("tsize", "0")], &[]] {
+            let mut asked = asked_for(within);
+            assert_eq!(relayed_request(&mut asked, 8192), None, "{within:?}");
+        }
     }
 }

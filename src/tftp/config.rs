@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::keys::{check_unique, parse_addr};
+use crate::protocol::options::{MAX_BLKSIZE, MIN_BLKSIZE};
 
 #[derive(Debug, Clone)]
 pub struct TftpConfig {
@@ -27,6 +28,8 @@ pub struct TftpConfig {
     pub neighbour_lookup: bool,
     /// Blocks of a read fetched ahead of the client (0: relay packet for packet).
     pub read_ahead: u16,
+    /// Largest blksize relayed: a request asking more is relayed asking this much.
+    pub max_blksize: u16,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +58,8 @@ pub struct RawTftp {
     neighbour_lookup: bool,
     #[serde(default = "default_read_ahead")]
     read_ahead: u16,
+    #[serde(default = "default_max_blksize")]
+    max_blksize: u16,
 }
 
 impl Default for RawTftp {
@@ -72,6 +77,7 @@ impl Default for RawTftp {
             mac_memory_max: default_mac_memory_max(),
             neighbour_lookup: false,
             read_ahead: default_read_ahead(),
+            max_blksize: default_max_blksize(),
         }
     }
 }
@@ -95,6 +101,13 @@ fn default_stall_timeout() -> Duration {
 /// direct against 0.62), at 4.4 KiB per session at blksize 1468.
 fn default_read_ahead() -> u16 {
     2
+}
+
+/// A session's memory follows the blksize the client asks for (its receive buffer, its
+/// read-ahead ring): 65464 would cost ~190 KiB a session. 8192 fits a jumbo frame (1468 fits
+/// Ethernet); a client asking more gets this much, as RFC 2348 lets a server answer.
+fn default_max_blksize() -> u16 {
+    8192
 }
 
 fn default_setup_attempts() -> u32 {
@@ -159,6 +172,11 @@ pub fn validate_tftp(raw: RawTftp, problems: &mut Vec<String>) -> TftpConfig {
              ahead leaves each block's two round trips in series: nothing gained)"
         ));
     }
+    if !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&raw.max_blksize) {
+        problems.push(format!(
+            "tftp.max_blksize: {MIN_BLKSIZE} to {MAX_BLKSIZE} bytes (RFC 2348)"
+        ));
+    }
     TftpConfig {
         listen,
         setup_timeout: raw.setup_timeout,
@@ -172,6 +190,7 @@ pub fn validate_tftp(raw: RawTftp, problems: &mut Vec<String>) -> TftpConfig {
         mac_memory_max: raw.mac_memory_max,
         neighbour_lookup: raw.neighbour_lookup,
         read_ahead: raw.read_ahead,
+        max_blksize: raw.max_blksize,
     }
 }
 
@@ -198,6 +217,40 @@ impl TftpConfig {
             idle_timeout: self.idle_timeout,
             stall_timeout: self.stall_timeout,
             read_ahead: self.read_ahead,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validated(raw: RawTftp) -> (TftpConfig, Vec<String>) {
+        let mut problems = Vec::new();
+        (validate_tftp(raw, &mut problems), problems)
+    }
+
+    #[test]
+    fn max_blksize_defaults_to_a_jumbo_frame_and_is_checked_by_key_path() {
+        let (c, problems) = validated(RawTftp::default());
+        assert_eq!((c.max_blksize, problems.len()), (8192, 0));
+        for bad in [0, 7, 65465] {
+            let (_, problems) = validated(RawTftp {
+                max_blksize: bad,
+                ..RawTftp::default()
+            });
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert!(
+                problems[0].starts_with("tftp.max_blksize: "),
+                "{problems:?}"
+            );
+        }
+        for good in [8, 1468, 65464] {
+            let (c, problems) = validated(RawTftp {
+                max_blksize: good,
+                ..RawTftp::default()
+            });
+            assert_eq!((c.max_blksize, problems.len()), (good, 0));
         }
     }
 }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
-use super::admission::{Asked, Refusal, admit, policy};
+use super::admission::{Asked, Refusal, admit, policy, relayed_request};
 use super::reader::{Listener, Receiving};
 use super::relay::Relay;
 use super::runtime::{Current, Runtime};
@@ -276,7 +276,7 @@ impl Frontend {
         self: &Arc<Self>,
         listener: &Receiving,
         runtime: &Arc<Runtime>,
-        (asked, pool, slot, replaces): Admitted,
+        (mut asked, pool, slot, replaces): Admitted,
         datagram: &[u8],
         key: Key,
     ) {
@@ -291,6 +291,7 @@ impl Frontend {
             self.stats.superseded.fetch_add(1, Ordering::Relaxed);
         }
         let handle = self.sessions.open(key, datagram);
+        let rewritten = relayed_request(&mut asked, runtime.config.tftp.max_blksize);
         self.stats.sessions_started.fetch_add(1, Ordering::Relaxed);
         let relay = Relay {
             client,
@@ -299,6 +300,7 @@ impl Frontend {
             settings: runtime.settings,
             handle: handle.clone(),
             requested: asked.request.options.clone(),
+            rewritten,
             write: asked.write,
         };
         let filename = crate::protocol::names::display(&asked.request.filename);

@@ -16,8 +16,9 @@
 //!   was lost): one ACK per re-sent window, never one per block;
 //! - the client gets blocks up to `w` past its last ACK as they arrive; an ACK short of what
 //!   was sent (it lost a block) restarts the window after it (RFC 7440); a duplicate ACK gets
-//!   nothing (RFC 1123 §4.2.3.1, sorcerer's apprentice); the relay's timer re-sends the
-//!   unacknowledged blocks after the transfer's timeout.
+//!   nothing (RFC 1123 §4.2.3.1, sorcerer's apprentice); an ACK of a block not sent yet (one
+//!   read ahead) is ignored, judged on its own and never kept as the client's position; the
+//!   relay's timer re-sends the unacknowledged blocks after the transfer's timeout.
 //!
 //! No sockets, no clock: the relay task does the sending and the timing. The ring is allocated
 //! once, when the first block arrives; nothing is allocated per block.
@@ -138,15 +139,25 @@ impl ReadAhead {
         Some(self.received)
     }
 
-    /// The client acknowledged position `pos`.
-    pub fn on_ack(&mut self, pos: u64) -> Step {
-        if pos <= self.acked || pos > self.sent {
-            return Step::nothing(); // a duplicate (or nonsense): never answered by a resend
+    /// The client acknowledged position `pos`; each ACK is judged on its own against what was
+    /// sent. `None` for an ACK of a block not sent yet (one read ahead, or nonsense): it is
+    /// ignored and changes nothing, so a stray ACK cannot make every later valid ACK look old.
+    pub fn on_ack(&mut self, pos: u64) -> Option<Step> {
+        if pos > self.sent {
+            return None;
+        }
+        if pos <= self.acked {
+            return Some(Step::nothing()); // a duplicate: never answered by a resend
         }
         self.acked = pos;
         // Short of what was sent: the client lost the block after it; the window restarts.
         self.sent = pos;
-        self.step()
+        Some(self.step())
+    }
+
+    /// Highest position the client acknowledged (of those it was sent).
+    pub fn acked(&self) -> u64 {
+        self.acked
     }
 
     /// A new backend leg took over and caught up to `received` (the relay acknowledged that
@@ -256,7 +267,7 @@ mod tests {
         // Three ahead of the client's ACK (0): no room after block 3, the ACK waits.
         assert_eq!(r.on_data(3, &data(3, 8)), step(none(), None));
         assert!(!r.waiting_on_backend());
-        assert_eq!(r.on_ack(1), step(2..=2, Some(3)));
+        assert_eq!(r.on_ack(1), Some(step(2..=2, Some(3))));
         assert_eq!(r.datagram(2), data(2, 8).as_slice());
         assert!(r.waiting_on_backend());
     }
@@ -266,10 +277,10 @@ mod tests {
         let mut r = ReadAhead::new(4, 8, 1, 0).unwrap();
         r.on_data(1, &data(1, 8));
         r.on_data(2, &data(2, 8));
-        assert_eq!(r.on_ack(1), step(2..=2, None));
-        assert_eq!(r.on_ack(1), Step::nothing());
-        assert_eq!(r.on_ack(0), Step::nothing());
-        assert_eq!(r.on_ack(5), Step::nothing(), "never sent");
+        assert_eq!(r.on_ack(1), Some(step(2..=2, None)));
+        assert_eq!(r.on_ack(1), Some(Step::nothing()));
+        assert_eq!(r.on_ack(0), Some(Step::nothing()));
+        assert_eq!(r.on_ack(5), None, "never sent: ignored");
         assert_eq!(r.unacked(), 2..=2);
     }
 
@@ -284,10 +295,10 @@ mod tests {
     fn the_final_block_is_acknowledged_at_once_and_completes_on_the_clients_ack() {
         let mut r = ReadAhead::new(1, 8, 1, 0).unwrap();
         assert_eq!(r.on_data(1, &data(1, 8)), step(1..=1, None));
-        assert_eq!(r.on_ack(1), step(none(), Some(1)));
+        assert_eq!(r.on_ack(1), Some(step(none(), Some(1))));
         assert_eq!(r.on_data(2, &data(2, 3)), step(2..=2, Some(2)));
         assert!(r.backend_done() && !r.complete());
-        assert_eq!(r.on_ack(2), Step::nothing());
+        assert_eq!(r.on_ack(2), Some(Step::nothing()));
         assert!(r.complete());
     }
 
@@ -320,7 +331,7 @@ mod tests {
                 // The client takes what it was sent and acknowledges it.
                 if let Some(pos) = pending_client.pop() {
                     delivered.push(r.datagram(pos).to_vec());
-                    let s = r.on_ack(pos);
+                    let s = r.on_ack(pos).expect("sent");
                     pending_client.extend(s.to_client.clone());
                     if let Some(a) = s.ack_backend {
                         backend_next = a + 1;
@@ -344,8 +355,8 @@ mod tests {
         r.resumed(); // the backend died; the new leg caught up to 2 and got our ACK of 2
         assert_eq!(r.on_data(3, &data(3, 8)), step(none(), None));
         assert_eq!(r.received(), 3);
-        assert_eq!(r.on_ack(1), step(2..=2, None));
-        assert_eq!(r.on_ack(2), step(3..=3, Some(3)));
+        assert_eq!(r.on_ack(1), Some(step(2..=2, None)));
+        assert_eq!(r.on_ack(2), Some(step(3..=3, Some(3))));
         assert_eq!(r.datagram(3), data(3, 8).as_slice());
     }
 
@@ -374,10 +385,10 @@ mod tests {
         // Window (3, 4) complete, but 4 + 2 > ACK 0 + 4: it waits for the client.
         assert_eq!(r.on_data(4, &data(4, 8)), step(none(), None));
         assert!(!r.waiting_on_backend());
-        assert_eq!(r.on_ack(2), step(3..=4, Some(4)));
+        assert_eq!(r.on_ack(2), Some(step(3..=4, Some(4))));
         // The client lost block 4: its ACK 3 restarts its window at 4.
-        assert_eq!(r.on_ack(3), step(4..=4, None));
-        assert_eq!(r.on_ack(3), Step::nothing());
+        assert_eq!(r.on_ack(3), Some(step(4..=4, None)));
+        assert_eq!(r.on_ack(3), Some(Step::nothing()));
         assert_eq!(r.unacked(), 4..=4);
     }
 
@@ -392,7 +403,32 @@ mod tests {
         for b in 2..=4 {
             assert_eq!(r.on_data(b, &data(b, 8)), step(b..=b, None));
         }
-        assert_eq!(r.on_ack(4), Step::nothing());
+        assert_eq!(r.on_ack(4), Some(Step::nothing()));
         assert_eq!(r.on_data(5, &data(5, 8)), step(5..=5, Some(5)));
+    }
+
+    #[test]
+    fn an_ack_of_a_block_read_ahead_but_not_sent_is_ignored_and_the_next_ack_counts() {
+        let mut r = ReadAhead::new(0, 8, 4, 0).unwrap(); // window 4, ahead 8
+        for b in 1..=4 {
+            assert_eq!(r.on_data(b, &data(b, 8)).to_client, b..=b);
+        }
+        for b in 5..=8 {
+            assert_eq!(
+                r.on_data(b, &data(b, 8)).to_client,
+                none(),
+                "read ahead only"
+            );
+        }
+        assert_eq!(r.received(), 8);
+        // The client acknowledges block 5, stored here but never sent to it: ignored.
+        assert_eq!(r.on_ack(5), None);
+        assert_eq!((r.acked(), r.unacked()), (0, 1..=4));
+        // Its ACK of 4 is judged on its own: the next window goes out.
+        assert_eq!(r.on_ack(4), Some(step(5..=8, Some(8))));
+        assert_eq!(r.acked(), 4);
+        // Once the next window went out, the same ACK of 5 is a short ACK like any other.
+        assert_eq!(r.on_ack(5), Some(step(6..=8, None)));
+        assert_eq!(r.unacked(), 6..=8);
     }
 }

@@ -129,6 +129,8 @@ pub struct Session {
     /// Highest position forwarded to the client, and acknowledged by it.
     delivered: u64,
     acked: u64,
+    /// Position of the client's ACK `on_client` judged last.
+    last_ack: u64,
     final_pos: Option<u64>,
     file_bytes: u64,
     /// The relay reads ahead (see `readahead`): client ACKs keep coming during a catch-up.
@@ -165,6 +167,7 @@ impl Session {
             resumes: 0,
             delivered: 0,
             acked: 0,
+            last_ack: 0,
             final_pos: None,
             file_bytes: 0,
             read_ahead: false,
@@ -366,7 +369,12 @@ impl Session {
         let Some(pos) = self.client.position(block, self.delivered) else {
             return Action::Drop;
         };
-        self.acked = self.acked.max(pos);
+        self.last_ack = pos;
+        // Reading ahead, `delivered` counts blocks stored, not sent: the ring judges the ACK
+        // against what the client was sent and reports back (`client_acked`).
+        if !self.read_ahead {
+            self.acked = self.acked.max(pos);
+        }
         set_block(datagram, self.leg.wire(pos));
         if self.final_pos == Some(pos) {
             Action::ForwardAndEnd(Outcome::Completed)
@@ -502,6 +510,17 @@ impl Session {
         self.acked
     }
 
+    /// The position of the client's ACK just judged. Reading ahead, the ring decides whether
+    /// it counts: a block stored but not sent yet cannot be acknowledged.
+    pub fn last_ack(&self) -> u64 {
+        self.last_ack
+    }
+
+    /// Reading ahead, the ring accepted the client's ACK of `pos`.
+    pub fn client_acked(&mut self, pos: u64) {
+        self.acked = self.acked.max(pos);
+    }
+
     pub fn resumes(&self) -> u32 {
         self.resumes
     }
@@ -592,6 +611,24 @@ mod tests {
             s.on_client(&mut ack(5)),
             Action::ForwardAndEnd(Outcome::Completed)
         );
+    }
+
+    #[test]
+    fn reading_ahead_the_ring_decides_which_ack_counts() {
+        let mut s = Session::new();
+        s.on_backend(&mut oack(&[("blksize", "8"), ("windowsize", "4")]));
+        s.on_client(&mut ack(0));
+        s.set_read_ahead();
+        for b in 1..=8 {
+            s.on_backend(&mut data(b, 8));
+        }
+        // Block 5 is stored in the ring but not sent: the client's ACK of it is judged there.
+        assert_eq!(s.on_client(&mut ack(5)), Action::Forward);
+        assert_eq!((s.last_ack(), s.acked()), (5, 0));
+        assert_eq!(s.on_client(&mut ack(4)), Action::Forward);
+        assert_eq!(s.last_ack(), 4);
+        s.client_acked(4);
+        assert_eq!(s.acked(), 4);
     }
 
     #[test]

@@ -56,7 +56,12 @@ impl Relay {
                 Ok(Some(Outcome::ClientAborted))
             }
             Action::Forward | Action::ForwardAndEnd(_) => {
-                let step = ahead.on_ack(t.session.acked());
+                // Each ACK on its own: one of a block not sent yet is ignored, never kept.
+                let Some(step) = ahead.on_ack(t.session.last_ack()) else {
+                    t.counts.dropped += 1;
+                    return Ok(None);
+                };
+                t.session.client_acked(ahead.acked());
                 let complete = ahead.complete();
                 self.perform(t, step).await?;
                 Ok(complete.then_some(Outcome::Completed))

@@ -2,8 +2,9 @@
 //!
 //! - Toward the client it sends from a socket bound to the exact local address the request was
 //!   sent to (port 0: a fresh TID), because clients compare the whole source address.
-//! - Toward the backend it sends the client's request unchanged to the backend's port, learns
-//!   the backend's TID from its first reply, and from then on talks only to that TID.
+//! - Toward the backend it sends the client's request (unchanged but for a blksize over
+//!   `[tftp] max_blksize`) to the backend's port, learns the backend's TID from its first
+//!   reply, and from then on talks only to that TID.
 //! - If the chosen backend does not answer within `setup_timeout`, the request goes to the next
 //!   eligible backend (a fresh socket, so a late answer of the first cannot slip in), and the
 //!   silence counts against the backend's health.
@@ -64,8 +65,11 @@ pub struct Relay {
     pub pool: Arc<Pool>,
     pub settings: RelaySettings,
     pub handle: Arc<SessionHandle>,
-    /// The options of the client's request, to recognise a genuine answer to it.
+    /// The options of the request as relayed, to recognise a genuine answer to it.
     pub requested: Options,
+    /// The request as relayed when it is not the client's datagram (a blksize lowered to
+    /// `[tftp] max_blksize`, see `admission::relayed_request`); `None`: the client's own.
+    pub rewritten: Option<Box<[u8]>>,
     /// A write request (the pool allows writes): relayed, never resumed.
     pub write: bool,
 }
@@ -198,9 +202,12 @@ impl Relay {
     /// one byte more to detect an oversized datagram, and at least the request's size for OACKs.
     fn buffer_len(&self) -> usize {
         let blksize = usize::from(self.blksize_bound());
-        (4 + blksize + 1)
-            .max(self.handle.request.len() + 64)
-            .max(1024)
+        (4 + blksize + 1).max(self.request().len() + 64).max(1024)
+    }
+
+    /// The request datagram sent to backends.
+    fn request(&self) -> &[u8] {
+        self.rewritten.as_deref().unwrap_or(&self.handle.request)
     }
 
     async fn relay(

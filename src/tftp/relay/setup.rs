@@ -80,7 +80,7 @@ impl Relay {
         // `max_sessions` both read this count); released if it never answers.
         let claim = backend.claim();
         let socket = bind_like(backend.address).await?;
-        if let Err(e) = socket.send_to(&self.handle.request, backend.address).await {
+        if let Err(e) = socket.send_to(self.request(), backend.address).await {
             // Unreachable network and the like: this backend cannot be asked; try another.
             tracing::debug!(backend = %backend.address, error = %e, "cannot send the request");
             return Ok(None);
