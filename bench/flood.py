@@ -19,6 +19,9 @@ import socket
 import struct
 import time
 
+# <linux/in.h>; Python does not name it.
+IP_PKTINFO = 8
+
 
 def rss_kib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
@@ -69,7 +72,7 @@ def main():
             # struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }
             info = struct.pack("=I4s4s", 0, socket.inet_aton(source(sent)), b"\0\0\0\0")
             try:
-                s.sendmsg([datagram], [(socket.IPPROTO_IP, socket.IP_PKTINFO, info)], 0, target)
+                s.sendmsg([datagram], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, target)
             except BlockingIOError:
                 pass
             sent += 1
