@@ -15,6 +15,8 @@ pub const SESSION_DURATION: &str = "tftplb_session_duration_seconds";
 pub const BYTES_RELAYED: &str = "tftplb_file_bytes_relayed_total";
 pub const PACKETS_RELAYED: &str = "tftplb_packets_relayed_total";
 pub const PACKETS_DROPPED: &str = "tftplb_session_packets_dropped_total";
+/// Datagrams of sessions the kernel would not send (ENOBUFS, EPERM…): lost, not fatal.
+pub const SEND_ERRORS: &str = "tftplb_session_send_errors_total";
 pub const REQUESTS_REFUSED: &str = "tftplb_requests_refused_total";
 pub const REQUESTS_RETRANSMITTED: &str = "tftplb_requests_retransmitted_total";
 pub const BACKEND_UP: &str = "tftplb_backend_up";
@@ -42,6 +44,7 @@ pub struct SessionEnd {
     pub packets_to_client: u64,
     pub packets_to_backend: u64,
     pub dropped: u64,
+    pub send_errors: u64,
     pub elapsed: Duration,
 }
 
@@ -65,6 +68,7 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &SessionEnd
     metrics::counter!(PACKETS_RELAYED, "direction" => "to-client").increment(r.packets_to_client);
     metrics::counter!(PACKETS_RELAYED, "direction" => "to-backend").increment(r.packets_to_backend);
     metrics::counter!(PACKETS_DROPPED).increment(r.dropped);
+    metrics::counter!(SEND_ERRORS).increment(r.send_errors);
     tracing::info!(
         %client, file, pool, backend, outcome,
         bytes = r.file_bytes,
@@ -155,6 +159,10 @@ fn describe() {
         "Datagrams a session dropped (stray sources, junk)."
     );
     describe_counter!(
+        SEND_ERRORS,
+        "Datagrams of sessions the kernel would not send (counted as lost packets)."
+    );
+    describe_counter!(
         REQUESTS_REFUSED,
         "Requests refused or dropped before a session, by reason (malformed, write, limits...)."
     );
@@ -191,6 +199,7 @@ fn describe() {
     );
     metrics::counter!(REQUESTS_RETRANSMITTED).increment(0);
     metrics::counter!(PACKETS_DROPPED).increment(0);
+    metrics::counter!(SEND_ERRORS).increment(0);
 }
 
 /// Makes a pool's series exist from the start (a counter that is absent until its first event

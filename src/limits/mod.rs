@@ -6,6 +6,7 @@
 //! Memory stays bounded under a flood: the rate limiter forgets idle clients on every
 //! housekeeping tick, and the per-client session counts only hold clients with live sessions.
 
+pub mod budget;
 pub mod config;
 
 use std::net::IpAddr;

@@ -24,6 +24,7 @@ use super::reader::{Listener, Receiving};
 use super::relay::Relay;
 use super::runtime::{Current, Runtime};
 use super::table::{Key, SessionTable};
+use crate::limits::budget::may_log_packet_error;
 use crate::limits::{ClientCounts, ClientSlot};
 use crate::metrics as m;
 use crate::pool::Pool;
@@ -131,7 +132,10 @@ impl Frontend {
             };
             match got {
                 Ok((n, from, local_ip)) => self.handle(&listener, &buf[..n], from, local_ip).await,
-                Err(e) => tracing::warn!(listener = %listener.local, error = %e, "receive failed"),
+                Err(e) if may_log_packet_error() => {
+                    tracing::warn!(listener = %listener.local, error = %e, "receive failed")
+                }
+                Err(_) => {}
             }
         }
     }

@@ -32,6 +32,7 @@
 mod ahead;
 mod failover;
 mod linger;
+mod send;
 mod setup;
 mod timers;
 mod transfer;
@@ -81,6 +82,7 @@ pub struct Report {
     pub packets_to_client: u64,
     pub packets_to_backend: u64,
     pub dropped: u64,
+    pub send_errors: u64,
     pub resumes: u32,
     pub elapsed: Duration,
 }
@@ -98,6 +100,7 @@ impl Report {
             packets_to_client: self.packets_to_client,
             packets_to_backend: self.packets_to_backend,
             dropped: self.dropped,
+            send_errors: self.send_errors,
             elapsed: self.elapsed,
         }
     }
@@ -124,6 +127,10 @@ struct Counts {
     to_client: u64,
     to_backend: u64,
     dropped: u64,
+    /// Datagrams the kernel would not send (counted as lost, see `send`).
+    send_errors: u64,
+    /// The backend's TID is closed (ICMP port unreachable): the loop fails over.
+    backend_gone: bool,
 }
 
 /// Everything the transfer loop works on.
@@ -189,6 +196,7 @@ impl Relay {
             packets_to_client: counts.to_client,
             packets_to_backend: counts.to_backend,
             dropped: counts.dropped,
+            send_errors: counts.send_errors,
             resumes: session.resumes(),
             elapsed: started.elapsed(),
         }
@@ -213,7 +221,7 @@ impl Relay {
         let mut tried = Vec::new();
         let leg = match self.connect(&mut tried, buf).await? {
             Ok(leg) => leg,
-            Err(why) => return Ok((self.no_backend(&client_sock, why).await?, None)),
+            Err(why) => return Ok((self.no_backend(&client_sock, why, counts).await, None)),
         };
         let mut t = Transfer {
             client_sock,

@@ -13,7 +13,8 @@ use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
 use super::linger::quarantine;
-use super::{Leg, Relay};
+use super::send::to_client;
+use super::{Counts, Leg, Relay};
 use crate::pool::Choice;
 use crate::protocol::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE};
 use crate::protocol::packet::{self, Kind, Packet, error_code};
@@ -33,17 +34,18 @@ impl Relay {
         &self,
         client_sock: &UdpSocket,
         why: NoLeg,
-    ) -> io::Result<Outcome> {
+        counts: &mut Counts,
+    ) -> Outcome {
         let (outcome, msg) = match why {
-            NoLeg::Cancelled => return Ok(self.cancel_outcome()),
+            NoLeg::Cancelled => return self.cancel_outcome(),
             // Every backend is at its limit: stay silent, the client's retry comes back later.
-            NoLeg::Busy => return Ok(Outcome::Busy),
+            NoLeg::Busy => return Outcome::Busy,
             NoLeg::NoHealthy => (Outcome::NoHealthyBackend, "no healthy boot server"),
             NoLeg::NoAnswer => (Outcome::BackendTimeout, "no boot server answered"),
         };
         let error = packet::error_datagram(error_code::NOT_DEFINED, msg);
-        client_sock.send_to(&error, self.client).await?;
-        Ok(outcome)
+        to_client(client_sock, &error, self.client, counts).await;
+        outcome
     }
 
     /// Sends the request to one backend after another until one answers.

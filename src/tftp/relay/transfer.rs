@@ -14,6 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
 
 use super::linger::Strangers;
+use super::send::{to_backend, to_client};
 use super::timers::TimerAction;
 use super::{Relay, Transfer};
 use crate::protocol::packet::ack_datagram;
@@ -140,8 +141,7 @@ impl Relay {
             TimerAction::Nothing => Ok(None),
             TimerAction::End(outcome) => Ok(Some(outcome)),
             TimerAction::ReAckBackend(block) => {
-                let ack = ack_datagram(block);
-                t.leg.socket.send_to(&ack, t.leg.tid).await?;
+                to_backend(&t.leg, &ack_datagram(block), &mut t.counts).await;
                 Ok(None)
             }
             TimerAction::FailOver(stall) => {
@@ -185,15 +185,11 @@ impl Relay {
                 Ok(None)
             }
             Action::Forward | Action::ForwardAndEnd(_) => {
-                t.client_sock.send_to(&t.buf[..n], self.client).await?;
-                t.counts.to_client += 1;
+                to_client(&t.client_sock, &t.buf[..n], self.client, &mut t.counts).await;
                 Ok(action.ends())
             }
             Action::AckBackend(block) => {
-                t.leg
-                    .socket
-                    .send_to(&ack_datagram(block), t.leg.tid)
-                    .await?;
+                to_backend(&t.leg, &ack_datagram(block), &mut t.counts).await;
                 Ok(None)
             }
             Action::Consume => Ok(None),
@@ -217,8 +213,7 @@ impl Relay {
         }
         match action {
             Action::Forward | Action::ForwardAndEnd(_) => {
-                t.leg.socket.send_to(&t.buf[..n], t.leg.tid).await?;
-                t.counts.to_backend += 1;
+                to_backend(&t.leg, &t.buf[..n], &mut t.counts).await;
                 Ok(action.ends())
             }
             _ => {
