@@ -210,3 +210,80 @@ async fn a_flood_of_claimed_macs_leaves_the_mac_memory_at_its_cap() {
     assert_eq!(lb.frontend.remembered_macs(), 16);
     lb.stop().await;
 }
+
+// ---- h-setup ----
+
+use common::pool_toml;
+use tftplb::tftp::client::{self, ClientConfig};
+
+/// A pool of one backend, not probed.
+fn plain_pool(addrs: &[SocketAddr]) -> String {
+    pool_toml("p", "round-robin", "", addrs)
+}
+
+/// Finding 7: a backend whose process dies mid-transfer closes its port; the kernel says so
+/// (ICMP port unreachable) to a socket connected to the backend's TID. Before, that was
+/// ignored and the transfer waited out `stall_timeout` (10 s here: the client gave up first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_whose_port_closes_mid_transfer_is_left_at_once() {
+    let big = pseudo_random_bytes(300_000, 9);
+    let (tx_a, mut rx_a) = tokio::sync::mpsc::unbounded_channel();
+    let (tx_b, mut rx_b) = tokio::sync::mpsc::unbounded_channel();
+    let files = [("big.bin", big.clone())];
+    let a = FaultyHandler::new(&files, Fault::NotifyAfter(100_000, tx_a))
+        .start()
+        .await;
+    let b = FaultyHandler::new(&files, Fault::NotifyAfter(100_000, tx_b))
+        .start()
+        .await;
+    let tftp = "read_ahead = 0\nstall_timeout = \"10s\"\nsetup_timeout = \"5s\"";
+    let lb = Tftplb::start(tftp, &plain_pool(&[a.address, b.address])).await;
+    let started = std::time::Instant::now();
+    let cfg = ClientConfig {
+        blksize: Some(1468),
+        ..ClientConfig::default()
+    };
+    let addr = lb.addr;
+    let fetch = tokio::spawn(async move { client::fetch(addr, "big.bin", &cfg).await });
+    tokio::select! {
+        _ = rx_a.recv() => a.kill(),
+        _ = rx_b.recv() => b.kill(),
+    }
+    let (data, _) = fetch.await.unwrap().expect("resumed on the other backend");
+    assert_eq!(common::sha256(&data), common::sha256(&big));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    lb.stop().await;
+}
+
+/// Finding 7: a backend whose port 69 is closed answers the request with ICMP port
+/// unreachable; the session moves on at once. Before, it waited out `setup_timeout` (5 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_whose_port_is_closed_is_skipped_at_once() {
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let good = backend().await;
+    let lb = Tftplb::start(
+        "setup_timeout = \"5s\"",
+        &plain_pool(&[closed, good.address]),
+    )
+    .await;
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        let (data, _) = client::fetch(lb.addr, FILE, &ClientConfig::default())
+            .await
+            .expect("served by the other backend");
+        assert_eq!(data, content());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    lb.stop().await;
+}

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::linger::release;
 use super::send::{to_backend, to_client};
+use super::setup::Answer;
 use super::{Leg, Relay, Transfer};
 use crate::pool::Choice;
 use crate::protocol::packet::{self, ack_datagram, error_code};
@@ -59,12 +60,17 @@ impl Relay {
                     .map(Some);
             };
             t.tried.push(index);
-            let Some(leg) = self.ask(index, t.buf).await? else {
-                if self.handle.cancel.is_cancelled() {
-                    return Ok(Some(self.cancel_outcome()));
+            let leg = match self.ask(index, t.buf).await? {
+                Answer::Leg(leg) => leg,
+                Answer::Cancelled => return Ok(Some(self.cancel_outcome())),
+                Answer::Silent => {
+                    self.passive_failure(index, "did not answer a takeover request");
+                    continue;
                 }
-                self.passive_failure(index, "did not answer a takeover request");
-                continue;
+                Answer::Unreachable => {
+                    self.passive_failure(index, "its port is closed");
+                    continue;
+                }
             };
             let n = leg.first_len;
             match t.session.on_takeover_reply(&mut t.buf[..n]) {

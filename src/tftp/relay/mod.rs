@@ -3,7 +3,9 @@
 //! - Toward the client it sends from a socket bound to the exact local address the request was
 //!   sent to (port 0: a fresh TID), because clients compare the whole source address.
 //! - Toward the backend it sends the client's request unchanged to the backend's port, learns
-//!   the backend's TID from its first reply, and from then on talks only to that TID.
+//!   the backend's TID from its first reply, and from then on talks only to that TID (the
+//!   socket is connected to it: the kernel drops strangers, and says when the port closes,
+//!   which fails the transfer over at once; see `backend_socket`).
 //! - If the chosen backend does not answer within `setup_timeout`, the request goes to the next
 //!   eligible backend (a fresh socket, so a late answer of the first cannot slip in), and the
 //!   silence counts against the backend's health.
@@ -22,14 +24,17 @@
 //! - One receive buffer, sized once from the request, serves the whole transfer, and the
 //!   read-ahead ring is allocated once: nothing is allocated per relayed packet.
 //!
-//! The files beside this one, by concern: `setup` finds a backend that answers the request,
+//! The files beside this one, by concern: `setup` finds a backend that answers the request
+//! (on sockets set up by `backend_socket`),
 //! `transfer` is the loop that relays between the two sides, `ahead` glues the read-ahead ring
-//! into it, `failover` moves a transfer to another backend, and `linger` lets go of sockets
+//! into it, `failover` moves a transfer to another backend, `send` sends (a failed send is a
+//! lost packet), and `linger` lets go of sockets
 //! without letting a late packet reach another session. Every decision with a clock (idle end,
 //! stall, resends, catch-up, dally) is made by the pure `timers`; the loop only asks it and
 //! does what it says.
 
 mod ahead;
+mod backend_socket;
 mod failover;
 mod linger;
 mod send;

@@ -7,11 +7,12 @@
 //! health like a failed probe.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
+use super::backend_socket::{bind_like, connect_tid};
 use super::linger::quarantine;
 use super::send::to_client;
 use super::{Counts, Leg, Relay};
@@ -19,6 +20,17 @@ use crate::pool::Choice;
 use crate::protocol::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE};
 use crate::protocol::packet::{self, Kind, Packet, error_code};
 use crate::tftp::session::Outcome;
+
+/// What asking one backend came to.
+pub(super) enum Answer {
+    /// It answered: the transfer's leg, its first reply in the buffer.
+    Leg(Leg),
+    /// Nothing within `setup_timeout`.
+    Silent,
+    /// Its port is closed or it cannot be reached (ICMP), or the request could not be sent.
+    Unreachable,
+    Cancelled,
+}
 
 /// Why no backend took the request.
 pub(super) enum NoLeg {
@@ -63,20 +75,21 @@ impl Relay {
             };
             tried.push(index);
             match self.ask(index, buf).await? {
-                Some(leg) => {
+                Answer::Leg(leg) => {
                     self.pool.remember(self.client.ip(), index);
                     return Ok(Ok(leg));
                 }
-                None if self.handle.cancel.is_cancelled() => return Ok(Err(NoLeg::Cancelled)),
-                None => self.passive_failure(index, "did not answer the request in time"),
+                Answer::Cancelled => return Ok(Err(NoLeg::Cancelled)),
+                Answer::Silent => self.passive_failure(index, "did not answer the request in time"),
+                Answer::Unreachable => self.passive_failure(index, "its port is closed"),
             }
         }
         Ok(Err(NoLeg::NoAnswer))
     }
 
-    /// Sends the request to backend `index`; its first reply (in `buf`), or `None` after
-    /// `setup_timeout` or on cancellation.
-    pub(super) async fn ask(&self, index: usize, buf: &mut [u8]) -> io::Result<Option<Leg>> {
+    /// Sends the request to backend `index`: its first reply (in `buf`) within
+    /// `setup_timeout`, or what came instead.
+    pub(super) async fn ask(&self, index: usize, buf: &mut [u8]) -> io::Result<Answer> {
         let backend = self.pool.backends[index].clone();
         // Counted from the moment it is asked, so a burst sees it busy (least-sessions and
         // `max_sessions` both read this count); released if it never answers.
@@ -85,7 +98,7 @@ impl Relay {
         if let Err(e) = socket.send_to(&self.handle.request, backend.address).await {
             // Unreachable network and the like: this backend cannot be asked; try another.
             tracing::debug!(backend = %backend.address, error = %e, "cannot send the request");
-            return Ok(None);
+            return Ok(Answer::Unreachable);
         }
         let wait = timeout(
             self.settings.setup_timeout,
@@ -95,22 +108,29 @@ impl Relay {
             _ = self.handle.cancel.cancelled() => None,
             reply = wait => Some(reply),
         };
-        match reply {
-            Some(Ok(Ok((first_len, tid)))) => Ok(Some(Leg {
-                index,
-                socket,
-                tid,
-                claim,
-                first_len,
-            })),
-            Some(Ok(Err(e))) => Err(e),
-            // The backend may still answer later: its transfer must not find this port free
-            // for another session to take.
-            _ => {
-                quarantine(socket);
-                Ok(None)
+        let answer = match reply {
+            Some(Ok(Ok((first_len, tid)))) => {
+                connect_tid(&socket, tid).await?;
+                return Ok(Answer::Leg(Leg {
+                    index,
+                    socket,
+                    tid,
+                    claim,
+                    first_len,
+                }));
             }
-        }
+            // ICMP port (or host) unreachable: nothing will come from there.
+            Some(Ok(Err(e))) => {
+                tracing::debug!(backend = %backend.address, error = %e, "request refused");
+                return Ok(Answer::Unreachable);
+            }
+            Some(Err(_)) => Answer::Silent,
+            None => Answer::Cancelled,
+        };
+        // The backend may still answer later: its transfer must not find this port free for
+        // another session to take.
+        quarantine(socket);
+        Ok(answer)
     }
 
     /// Waits for the backend's answer to our request: the first datagram from `backend_ip`
@@ -129,8 +149,7 @@ impl Relay {
                     return Ok((n, from));
                 }
                 Ok(_) => {}
-                // ICMP port unreachable from a dead backend: keep waiting out the setup timeout.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                // ICMP port unreachable (reported with IP_RECVERR, see `backend_socket`).
                 Err(e) => return Err(e),
             }
         }
@@ -185,13 +204,4 @@ impl Relay {
                 .record_passive_failure(&backend.address.to_string(), h.fall);
         }
     }
-}
-
-/// A socket on an ephemeral port of the same family as `peer`.
-async fn bind_like(peer: SocketAddr) -> io::Result<UdpSocket> {
-    let any: IpAddr = match peer {
-        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-    };
-    UdpSocket::bind(SocketAddr::new(any, 0)).await
 }

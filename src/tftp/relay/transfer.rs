@@ -57,6 +57,11 @@ impl Relay {
             if let Some(end) = end {
                 return Ok(end);
             }
+            if t.counts.backend_gone
+                && let Some(end) = self.leave_closed_backend(t).await?
+            {
+                return Ok(end);
+            }
             // The read-ahead's retransmission timer may now be due before the timer fires.
             if let Some(due) = t.timers.resend_due(&t.facts())
                 && due < timer.deadline()
@@ -73,8 +78,16 @@ impl Relay {
         strangers: &mut Strangers,
     ) -> io::Result<Option<Outcome>> {
         for _ in 0..BATCH {
-            let Some((n, from)) = try_recv(&t.leg.socket, t.buf)? else {
-                break;
+            let (n, from) = match try_recv(&t.leg.socket, t.buf) {
+                Ok(Some(got)) => got,
+                Ok(None) => break,
+                // The socket is connected to the TID: its port closed (ICMP port unreachable),
+                // or the backend cannot be reached any more.
+                Err(e) => {
+                    tracing::debug!(client = %self.client, backend = %t.leg.address(), error = %e, "backend socket error");
+                    t.counts.backend_gone = true;
+                    break;
+                }
             };
             if from != t.leg.tid {
                 strangers.backend.answer(&t.leg.socket, from).await;
@@ -113,8 +126,12 @@ impl Relay {
         strangers: &mut Strangers,
     ) -> io::Result<Option<Outcome>> {
         for _ in 0..BATCH {
-            let Some((n, from)) = try_recv(&t.client_sock, t.buf)? else {
-                break;
+            let (n, from) = match try_recv(&t.client_sock, t.buf) {
+                Ok(Some(got)) => got,
+                Ok(None) => break,
+                // A previous send hit a closed port (ICMP unreachable): not fatal for a relay.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
+                Err(e) => return Err(e),
             };
             if from != self.client {
                 strangers.client.answer(&t.client_sock, from).await;
@@ -129,6 +146,17 @@ impl Relay {
             }
         }
         Ok(None)
+    }
+
+    /// The backend's TID is closed (its process is gone): another backend takes over at once,
+    /// unless its transfer was over anyway (read ahead to the end, the port closed after).
+    async fn leave_closed_backend(&self, t: &mut Transfer<'_>) -> io::Result<Option<Outcome>> {
+        t.counts.backend_gone = false;
+        if t.ahead.as_ref().is_some_and(ReadAhead::backend_done) {
+            return Ok(None);
+        }
+        self.passive_failure(t.leg.index, "closed its port mid-transfer");
+        self.fail_over(t, "backend port closed").await
     }
 
     /// The timer fired: asks the timers what is due, and does it.
@@ -229,8 +257,6 @@ fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, Soc
     match socket.try_recv_from(buf) {
         Ok(got) => Ok(Some(got)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        // A previous send hit a closed port (ICMP unreachable): not fatal for a relay.
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(None),
         Err(e) => Err(e),
     }
 }
