@@ -27,6 +27,10 @@ pub const ROUTE_HITS: &str = "tftplb_route_hits_total";
 /// Client IPs whose MAC is remembered now, and how many were forgotten to stay under the cap.
 pub const MAC_MEMORY_CLIENTS: &str = "tftplb_mac_memory_clients";
 pub const MAC_MEMORY_EVICTIONS: &str = "tftplb_mac_memory_evictions_total";
+/// Sockets a session let go of that stay bound for a while (quarantine, a write's dally), and
+/// those closed at once because the cap on them was reached.
+pub const SOCKETS_LINGERING: &str = "tftplb_sockets_lingering";
+pub const SOCKETS_CLOSED_EARLY: &str = "tftplb_sockets_closed_early_total";
 /// DNS queries answered, by `name` (the configured name, or `nxdomain` / `outside`), `type` and
 /// `rcode`.
 pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
@@ -84,6 +88,16 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &SessionEnd
 pub fn mac_memory(clients: usize, evicted: u64) {
     metrics::gauge!(MAC_MEMORY_CLIENTS).set(clients as f64);
     metrics::counter!(MAC_MEMORY_EVICTIONS).increment(evicted);
+}
+
+/// The number of sockets lingering now.
+pub fn sockets_lingering(now: usize) {
+    metrics::gauge!(SOCKETS_LINGERING).set(now as f64);
+}
+
+/// A socket that should have lingered was closed at once (the cap was reached).
+pub fn socket_closed_early() {
+    metrics::counter!(SOCKETS_CLOSED_EARLY).increment(1);
 }
 
 // ---- the exporter (admin listener's `/metrics`) ----
@@ -192,6 +206,14 @@ fn describe() {
     );
     describe_gauge!(BACKEND_ELIGIBLE, "1 when a backend may get new transfers.");
     describe_counter!(RELOADS, "Configuration reloads applied since start.");
+    describe_gauge!(
+        SOCKETS_LINGERING,
+        "Sockets a session let go of, kept bound so late packets cannot reach another session."
+    );
+    describe_counter!(
+        SOCKETS_CLOSED_EARLY,
+        "Sockets closed at once because the cap on lingering sockets was reached."
+    );
     describe_gauge!(MAC_MEMORY_CLIENTS, "Client IPs whose MAC is remembered.");
     describe_counter!(
         MAC_MEMORY_EVICTIONS,
@@ -200,6 +222,8 @@ fn describe() {
     metrics::counter!(REQUESTS_RETRANSMITTED).increment(0);
     metrics::counter!(PACKETS_DROPPED).increment(0);
     metrics::counter!(SEND_ERRORS).increment(0);
+    metrics::counter!(SOCKETS_CLOSED_EARLY).increment(0);
+    metrics::gauge!(SOCKETS_LINGERING).set(0.0);
 }
 
 /// Makes a pool's series exist from the start (a counter that is absent until its first event

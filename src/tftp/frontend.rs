@@ -287,14 +287,10 @@ impl Frontend {
             write: asked.write,
         };
         let filename = asked.request.filename;
-        let frontend = self.clone();
+        let live = Live::enter(self.clone(), key, handle.id, &pool.name, slot);
         let run = async move {
-            let active = metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.name.clone());
-            active.increment(1.0);
+            let _live = live;
             let report = relay.run().await;
-            active.decrement(1.0);
-            drop(slot);
-            frontend.sessions.close(&key, handle.id);
             if let Some(b) = report.backend.and_then(|a| pool.index_of(a)) {
                 pool.backends[b].add_bytes(report.file_bytes);
             }
@@ -307,5 +303,77 @@ impl Frontend {
     /// for up to `grace`, then ends the rest.
     pub async fn drain(&self, grace: std::time::Duration) {
         self.sessions.drain(grace).await;
+    }
+}
+
+/// A running session's place in the table, its client's slot and the active gauge, given back
+/// when its task ends however it ends: a panic in a relay must not leak them.
+struct Live {
+    frontend: Arc<Frontend>,
+    key: Key,
+    id: u64,
+    active: metrics::Gauge,
+    _slot: ClientSlot,
+}
+
+impl Live {
+    fn enter(frontend: Arc<Frontend>, key: Key, id: u64, pool: &str, slot: ClientSlot) -> Live {
+        let active = metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.to_string());
+        active.increment(1.0);
+        Live {
+            frontend,
+            key,
+            id,
+            active,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.active.decrement(1.0);
+        self.frontend.sessions.close(&self.key, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::health::health_events;
+
+    fn frontend() -> Arc<Frontend> {
+        let text = "[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:9\"\n";
+        let events = health_events();
+        let runtime = Runtime::new(Config::parse(text).unwrap(), None, &events);
+        Arc::new(Frontend::new(Arc::new(Current::new(runtime, events))))
+    }
+
+    #[tokio::test]
+    async fn a_session_task_that_panics_gives_its_place_back() {
+        let frontend = frontend();
+        let client: SocketAddr = "127.0.0.1:2072".parse().unwrap();
+        let key = (client, "127.0.0.1:69".parse().unwrap());
+        let handle = frontend.sessions.open(key, b"request");
+        let runtime = frontend.runtime();
+        let slot = runtime
+            .limiter
+            .claim_client(&frontend.clients, client.ip())
+            .unwrap();
+        let live = Live::enter(frontend.clone(), key, handle.id, "p", slot);
+        assert_eq!(
+            (frontend.live_sessions(), frontend.tracked_clients()),
+            (1, 1)
+        );
+        let task = tokio::spawn(async move {
+            let _live = live;
+            panic!("a bug in a relay");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(
+            (frontend.live_sessions(), frontend.tracked_clients()),
+            (0, 0)
+        );
     }
 }

@@ -58,6 +58,7 @@ use super::table::SessionHandle;
 use crate::balance::SessionClaim;
 use crate::pool::Pool;
 use crate::protocol::options::{Negotiated, Options};
+pub use linger::MAX_LINGERING;
 use linger::{answer_final_data, release};
 use timers::{Ahead, Facts, Timers};
 
