@@ -27,6 +27,9 @@ pub const ROUTE_HITS: &str = "tftplb_route_hits_total";
 /// Client IPs whose MAC is remembered now, and how many were forgotten to stay under the cap.
 pub const MAC_MEMORY_CLIENTS: &str = "tftplb_mac_memory_clients";
 pub const MAC_MEMORY_EVICTIONS: &str = "tftplb_mac_memory_evictions_total";
+/// Requests a backend did not answer within `setup_timeout` (busy or dead: its probes say
+/// which), by pool and backend.
+pub const SETUP_TIMEOUTS: &str = "tftplb_backend_setup_timeouts_total";
 /// Sockets a session let go of that stay bound for a while (quarantine, a write's dally), and
 /// those closed at once because the cap on them was reached.
 pub const SOCKETS_LINGERING: &str = "tftplb_sockets_lingering";
@@ -88,6 +91,12 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &SessionEnd
 pub fn mac_memory(clients: usize, evicted: u64) {
     metrics::gauge!(MAC_MEMORY_CLIENTS).set(clients as f64);
     metrics::counter!(MAC_MEMORY_EVICTIONS).increment(evicted);
+}
+
+/// A backend did not answer a request within `setup_timeout`.
+pub fn setup_timeout(pool: &str, backend: SocketAddr) {
+    let labels = [("pool", pool.to_string()), ("backend", backend.to_string())];
+    metrics::counter!(SETUP_TIMEOUTS, &labels).increment(1);
 }
 
 /// The number of sockets lingering now.
@@ -206,6 +215,10 @@ fn describe() {
     );
     describe_gauge!(BACKEND_ELIGIBLE, "1 when a backend may get new transfers.");
     describe_counter!(RELOADS, "Configuration reloads applied since start.");
+    describe_counter!(
+        SETUP_TIMEOUTS,
+        "Requests a backend did not answer within setup_timeout (busy or dead), by backend."
+    );
     describe_gauge!(
         SOCKETS_LINGERING,
         "Sockets a session let go of, kept bound so late packets cannot reach another session."

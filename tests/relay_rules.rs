@@ -209,8 +209,9 @@ async fn late_packets_of_an_older_transfer_are_not_taken_for_the_answer() {
 
 #[tokio::test]
 async fn a_late_answer_to_an_abandoned_request_is_told_to_stop() {
-    // The first backend answers after the setup timeout: the session has moved on, but the
-    // port it asked from stays bound and tells the late transfer to stop, so the kernel cannot
+    // The first backend is silent past the setup timeout, so a second one is asked, and
+    // answers first: the session takes it. The first one's answer comes later still: the port
+    // it was asked from stays bound and tells the late transfer to stop, so the kernel cannot
     // hand that port to another session that would take the late OACK for its own answer.
     let slow = FakeBackend::new().await;
     let good = FakeBackend::new().await;
@@ -225,17 +226,17 @@ async fn a_late_answer_to_an_abandoned_request_is_told_to_stop() {
     let (_, peer, tid) = good.accept().await;
     let mut o = Options::default();
     o.push("tsize", "3");
-    late_tid
-        .send_to(&Packet::Oack(o.clone()).encode(), abandoned)
-        .await
-        .unwrap();
-    let message = expect_error(&late_tid, 0).await;
-    assert_eq!(message, "transfer cancelled");
     tid.send_to(&Packet::Oack(o.clone()).encode(), peer)
         .await
         .unwrap();
     let (p, _) = recv(&client).await.unwrap();
-    assert_eq!(p, Packet::Oack(o));
+    assert_eq!(p, Packet::Oack(o.clone()));
+    late_tid
+        .send_to(&Packet::Oack(o).encode(), abandoned)
+        .await
+        .unwrap();
+    let message = expect_error(&late_tid, 0).await;
+    assert_eq!(message, "transfer cancelled");
 }
 
 #[tokio::test]
@@ -517,16 +518,28 @@ async fn a_silent_backend_is_skipped_within_the_setup_timeout() {
     }
 }
 
+/// A backend at its capacity drops requests silently; the client's retransmission is the
+/// retry. So when no backend answers, the client hears nothing (no ERROR that would end its
+/// boot), its retransmissions reach every backend asked, and the session ends once it stops.
 #[tokio::test]
-async fn when_no_backend_answers_the_client_gets_error_0() {
+async fn when_no_backend_answers_the_client_hears_nothing_and_its_retries_are_passed_on() {
     let silent = [FakeBackend::new().await, FakeBackend::new().await];
     let addrs: Vec<_> = silent.iter().map(|b| b.addr()).collect();
     let tftp = "setup_timeout = \"100ms\"\nsetup_attempts = 2";
     let lb = Tftplb::start(tftp, &common::pool_toml("p", "round-robin", "", &addrs)).await;
     let client = client_socket().await;
-    client.send_to(&rrq("f", &[]), lb.addr).await.unwrap();
-    let msg = expect_error(&client, 0).await;
-    assert!(msg.contains("no boot server"), "{msg}");
+    let request = rrq("f", &[]);
+    client.send_to(&request, lb.addr).await.unwrap();
+    let mut asked_from = Vec::new();
+    for b in &silent {
+        asked_from.push(b.accept().await.1);
+        assert!(!b.another_request_within(Duration::from_millis(300)).await);
+    }
+    client.send_to(&request, lb.addr).await.unwrap();
+    for (b, from) in silent.iter().zip(&asked_from) {
+        assert_eq!(b.accept().await.1, *from, "passed on from the same port");
+    }
+    assert!(silent_for(&client, Duration::from_millis(2500)).await);
     assert!(lb.wait_idle().await);
 }
 

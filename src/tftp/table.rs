@@ -1,7 +1,8 @@
 //! The table of live sessions, keyed by (client address, contacted address), and what it
 //! decides for a request whose key it already holds:
 //! - a retransmitted request (same bytes, while the client has not yet talked to the session) is
-//!   absorbed instead of opening a second backend transfer, and
+//!   absorbed instead of opening a second backend transfer (the session hears of it: while no
+//!   backend has answered, it passes it on to those it asked), and
 //! - a new request from an address whose session is finished or stale (PXE ROMs reuse port 2072
 //!   on every boot) starts a new session, replacing the old one, never swallowed by it.
 //!
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,6 +34,9 @@ pub struct SessionHandle {
     pub client_seen: AtomicBool,
     pub cancel: CancellationToken,
     pub superseded: AtomicBool,
+    /// Told of each retransmission of the request absorbed here: while no backend has
+    /// answered, the session passes it on (it is the client's retry, see `relay::setup`).
+    pub retransmitted: Notify,
 }
 
 /// The live sessions and their tasks.
@@ -68,7 +73,11 @@ impl SessionTable {
         let Some(old) = self.sessions.get(key).map(|e| e.value().clone()) else {
             return false;
         };
-        !old.client_seen.load(Ordering::Relaxed) && *old.request == *datagram
+        let again = !old.client_seen.load(Ordering::Relaxed) && *old.request == *datagram;
+        if again {
+            old.retransmitted.notify_one();
+        }
+        again
     }
 
     /// Ends the session at `key`, if there is one, because a new request from the same address
@@ -90,6 +99,7 @@ impl SessionTable {
             client_seen: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             superseded: AtomicBool::new(false),
+            retransmitted: Notify::new(),
         });
         self.sessions.insert(key, handle.clone());
         handle

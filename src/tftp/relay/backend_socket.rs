@@ -13,6 +13,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use nix::sys::socket::{setsockopt, sockopt};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// A socket on an ephemeral port of the same family as `peer`, reporting ICMP errors.
@@ -34,6 +35,31 @@ pub(super) async fn connect_tid(socket: &UdpSocket, tid: SocketAddr) -> io::Resu
     socket.connect(tid).await?;
     let _ = report_icmp(socket, tid, false);
     Ok(())
+}
+
+/// Waits for an error the kernel reports on `socket` (an ICMP error: the TID's port closed),
+/// and takes it. Needed because such an error makes a socket neither readable nor writable.
+pub(super) async fn reported_error(socket: &UdpSocket) -> io::Error {
+    socket
+        .async_io(Interest::ERROR, || take_reported(socket))
+        .await
+        .unwrap_or_else(|e| e)
+}
+
+/// The error the kernel reported on `socket` if it reported one now; `None` clears the
+/// socket's error readiness (so waiting on it again does not spin).
+pub(super) fn reported_now(socket: &UdpSocket) -> Option<io::Error> {
+    socket
+        .try_io(Interest::ERROR, || take_reported(socket))
+        .ok()
+}
+
+fn take_reported(socket: &UdpSocket) -> io::Result<io::Error> {
+    match socket.take_error() {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(e) => Ok(e),
+    }
 }
 
 fn report_icmp(socket: &UdpSocket, peer: SocketAddr, on: bool) -> io::Result<()> {
@@ -65,6 +91,21 @@ mod tests {
         let got = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await;
         let err = got.expect("reported at once").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    /// Connected to the TID, a closed port is reported on the socket.
+    #[tokio::test]
+    async fn a_closed_tid_is_reported_on_the_leg() {
+        let tid = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let closed = tid.local_addr().unwrap();
+        let socket = bind_like(closed).await.unwrap();
+        connect_tid(&socket, closed).await.unwrap();
+        drop(tid);
+        socket.send_to(b"\x00\x04\x00\x01", closed).await.unwrap();
+        let wait = tokio::time::timeout(Duration::from_secs(2), reported_error(&socket));
+        let err = wait.await.expect("reported at once");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(reported_now(&socket).is_none(), "taken once");
     }
 
     /// Connected to the TID, the socket hears only the TID.

@@ -11,8 +11,8 @@ use std::io;
 use tokio::time::Instant;
 
 use super::linger::release;
+use super::reply::Answer;
 use super::send::{to_backend, to_client};
-use super::setup::Answer;
 use super::{Leg, Relay, Transfer};
 use crate::pool::Choice;
 use crate::protocol::packet::{self, ack_datagram, error_code};
@@ -64,7 +64,7 @@ impl Relay {
                 Answer::Leg(leg) => leg,
                 Answer::Cancelled => return Ok(Some(self.cancel_outcome())),
                 Answer::Silent => {
-                    self.passive_failure(index, "did not answer a takeover request");
+                    self.silent(index);
                     continue;
                 }
                 Answer::Unreachable => {

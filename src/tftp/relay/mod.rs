@@ -7,8 +7,10 @@
 //!   socket is connected to it: the kernel drops strangers, and says when the port closes,
 //!   which fails the transfer over at once; see `backend_socket`).
 //! - If the chosen backend does not answer within `setup_timeout`, the request goes to the next
-//!   eligible backend (a fresh socket, so a late answer of the first cannot slip in), and the
-//!   silence counts against the backend's health.
+//!   eligible backend too, from a socket of its own; the first answer wins. When none answers,
+//!   the client hears nothing (backends at their capacity drop requests silently): its own
+//!   retransmissions are passed on until one answers or it stops (see `setup`). Silence is not
+//!   held against a backend's health; a closed port is.
 //! - If the backend stops sending mid-transfer (no DATA for `stall_timeout` while the client is
 //!   still asking) or gives up with an ERROR, another backend takes over: the same request,
 //!   its blocks consumed up to the client's last ACK, the rest forwarded (see `session`).
@@ -25,7 +27,7 @@
 //!   read-ahead ring is allocated once: nothing is allocated per relayed packet.
 //!
 //! The files beside this one, by concern: `setup` finds a backend that answers the request
-//! (on sockets set up by `backend_socket`),
+//! (when, says `setup_clock`; what an answer is, `reply`; the sockets, `backend_socket`),
 //! `transfer` is the loop that relays between the two sides, `ahead` glues the read-ahead ring
 //! into it, `failover` moves a transfer to another backend, `send` sends (a failed send is a
 //! lost packet), and `linger` lets go of sockets
@@ -37,8 +39,10 @@ mod ahead;
 mod backend_socket;
 mod failover;
 mod linger;
+mod reply;
 mod send;
 mod setup;
+mod setup_clock;
 mod timers;
 mod transfer;
 

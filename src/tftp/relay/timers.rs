@@ -36,6 +36,21 @@ pub const QUARANTINE: Duration = Duration::from_secs(15);
 /// most servers start with).
 const DEFAULT_CLIENT_TIMEOUT: u8 = 1;
 
+/// The longest retransmission interval assumed of a client, whatever `timeout` it asked for: a
+/// spoofed request naming 255 s must not hold a session for minutes.
+const MAX_CLIENT_INTERVAL: u8 = 5;
+
+/// How long a session waits on a client that has not answered (or retransmitted its request)
+/// before giving up: two of the client's retransmission intervals, its `timeout` (at most 5 s),
+/// else 1 s. A client that lost a reply retransmits within that; a spoofed source never does.
+pub fn unanswered_patience(timeout: Option<u8>) -> Duration {
+    secs(
+        timeout
+            .unwrap_or(DEFAULT_CLIENT_TIMEOUT)
+            .clamp(1, MAX_CLIENT_INTERVAL),
+    ) * 2
+}
+
 /// The timeout a write's final ACK is kept ready for when the client negotiated none.
 const DEFAULT_DALLY_TIMEOUT: u8 = 3;
 
@@ -609,6 +624,13 @@ mod tests {
         let f = ahead(false, true);
         assert_eq!(t.next_deadline(t0 + ms(1_000), &f), t0 + ms(1_000) + STALL);
         assert_eq!(t.on_timer(t0 + STALL, &f), nothing());
+    }
+
+    #[test]
+    fn an_unanswered_client_is_waited_for_two_of_its_intervals_at_most_ten_seconds() {
+        assert_eq!(unanswered_patience(None), Duration::from_secs(2));
+        assert_eq!(unanswered_patience(Some(3)), Duration::from_secs(6));
+        assert_eq!(unanswered_patience(Some(255)), Duration::from_secs(10));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
 
+use super::backend_socket::reported_error;
 use super::linger::Strangers;
 use super::send::{to_backend, to_client};
 use super::timers::TimerAction;
@@ -48,6 +49,11 @@ impl Relay {
                 ready = t.leg.socket.readable() => {
                     ready?;
                     self.drain_backend(t, &mut strangers).await?
+                }
+                e = reported_error(&t.leg.socket) => {
+                    tracing::debug!(client = %self.client, backend = %t.leg.address(), error = %e, "backend socket error");
+                    t.counts.backend_gone = true;
+                    None
                 }
                 ready = t.client_sock.readable() => {
                     ready?;
