@@ -222,6 +222,19 @@ fn plain_pool(addrs: &[SocketAddr]) -> String {
     pool_toml("p", "round-robin", "", addrs)
 }
 
+/// Every datagram `socket` receives within `window`.
+async fn all_within(socket: &UdpSocket, window: Duration) -> Vec<Vec<u8>> {
+    let until = tokio::time::Instant::now() + window;
+    let mut got = Vec::new();
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        match recv_within(socket, left).await {
+            Some((datagram, _)) => got.push(datagram),
+            None => return got,
+        }
+    }
+}
+
 /// Finding 10: a backend at its capacity (atftpd `--maxthread`, dnsmasq `--tftp-max`) drops new
 /// requests without a word, and clients retransmit until a slot frees. Before, tftplb gave up
 /// after its setup attempts with ERROR 0 "no boot server answered", and counted each silence
@@ -250,8 +263,40 @@ async fn a_backend_at_its_capacity_serves_every_client_in_turn() {
         finished += 1;
     }
     assert_eq!(finished, 8);
-    assert!(busy.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0, "it was at capacity");
+    assert!(
+        busy.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "it was at capacity"
+    );
     assert_eq!(health_of(&lb), vec![Health::Up], "busy is not dead");
+    lb.stop().await;
+}
+
+/// Finding 9: what one spoofed request makes tftplb send to the source it names. Before, the
+/// relay passed on all six of the backend's OACKs (with options) or re-sent DATA 1 five times
+/// itself (without), and kept the session for 30 s (6 s). Now the source gets the first reply
+/// and at most two more, and the session is gone within two of the client's timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_request_gets_at_most_three_datagrams() {
+    let a = backend().await;
+    let lb = Tftplb::start("", &plain_pool(&[a.address])).await;
+    let with_options = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let without = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let request = rrq(FILE, &[("blksize", "1468"), ("tsize", "0")]);
+    with_options.send_to(&request, lb.addr).await.unwrap();
+    without.send_to(&rrq(FILE, &[]), lb.addr).await.unwrap();
+    let window = Duration::from_secs(5);
+    let (a_got, b_got) = tokio::join!(
+        all_within(&with_options, window),
+        all_within(&without, window)
+    );
+    for (what, got) in [("with options", a_got), ("without", b_got)] {
+        assert!(
+            (1..=3).contains(&got.len()),
+            "{what}: {} datagrams to a source that never answered",
+            got.len()
+        );
+    }
+    assert_eq!(lb.frontend.live_sessions(), 0, "unanswered sessions ended");
     lb.stop().await;
 }
 
@@ -304,7 +349,11 @@ async fn a_backend_whose_port_is_closed_is_skipped_at_once() {
         .local_addr()
         .unwrap();
     let good = backend().await;
-    let lb = Tftplb::start("setup_timeout = \"10s\"", &plain_pool(&[closed, good.address])).await;
+    let lb = Tftplb::start(
+        "setup_timeout = \"10s\"",
+        &plain_pool(&[closed, good.address]),
+    )
+    .await;
     for _ in 0..4 {
         let started = std::time::Instant::now();
         let (data, _) = client::fetch(lb.addr, FILE, &ClientConfig::default())

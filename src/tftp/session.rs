@@ -45,6 +45,9 @@ pub enum Outcome {
     Shutdown,
     /// A socket error ended the session.
     Failed,
+    /// The client never answered the first reply (a spoofed source, or a client gone): given
+    /// up after two of its retransmission intervals.
+    Unanswered,
 }
 
 impl Outcome {
@@ -61,6 +64,7 @@ impl Outcome {
             Outcome::Superseded => "superseded",
             Outcome::Shutdown => "shutdown",
             Outcome::Failed => "failed",
+            Outcome::Unanswered => "unanswered",
         }
     }
 }

@@ -219,7 +219,12 @@ impl Relay {
                 Ok(None)
             }
             Action::Forward | Action::ForwardAndEnd(_) => {
-                to_client(&t.client_sock, &t.buf[..n], self.client, &mut t.counts).await;
+                // A client that never answered gets no more than a few (see `timers`).
+                if t.timers.may_send_to_client() {
+                    to_client(&t.client_sock, &t.buf[..n], self.client, &mut t.counts).await;
+                } else {
+                    t.counts.dropped += 1;
+                }
                 Ok(action.ends())
             }
             Action::AckBackend(block) => {
