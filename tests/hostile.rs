@@ -222,6 +222,16 @@ fn plain_pool(addrs: &[SocketAddr]) -> String {
     pool_toml("p", "round-robin", "", addrs)
 }
 
+/// A download of [`FILE`] that must start (and, the file being small, end) within a second.
+async fn download_within_a_second(lb: SocketAddr) -> Vec<u8> {
+    let cfg = ClientConfig::default();
+    let (data, _) = tokio::time::timeout(Duration::from_secs(1), client::fetch(lb, FILE, &cfg))
+        .await
+        .expect("the download starts (and ends) within a second")
+        .expect("the download is admitted");
+    data
+}
+
 /// Every datagram `socket` receives within `window`.
 async fn all_within(socket: &UdpSocket, window: Duration) -> Vec<Vec<u8>> {
     let until = tokio::time::Instant::now() + window;
@@ -268,6 +278,49 @@ async fn a_backend_at_its_capacity_serves_every_client_in_turn() {
         "it was at capacity"
     );
     assert_eq!(health_of(&lb), vec![Health::Up], "busy is not dead");
+    lb.stop().await;
+}
+
+/// Finding 2: requests whose source never answers count against that address's session limit
+/// no more. Before, 16 of them (the default `max_sessions_per_client`) held its slots for the
+/// 30 s idle timeout, and the machine behind the address was refused "too many transfers".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_requests_do_not_lock_their_address_out() {
+    let a = backend().await;
+    let pools = format!(
+        "{}\n[limits]\nmax_sessions_per_client = 16\n",
+        plain_pool(&[a.address])
+    );
+    let lb = Tftplb::start("", &pools).await;
+    let mut spoofed = Vec::new();
+    for _ in 0..16 {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let request = rrq(FILE, &[("blksize", "1468"), ("tsize", "0")]);
+        s.send_to(&request, lb.addr).await.unwrap();
+        // The OACK shows the request was admitted; it is never acknowledged.
+        recv_within(&s, Duration::from_secs(3)).await.expect("OACK");
+        spoofed.push(s);
+    }
+    assert_eq!(download_within_a_second(lb.addr).await, content());
+    lb.stop().await;
+}
+
+/// Finding 2: unanswered requests from many addresses cannot fill the session table either.
+/// Before, 16 of them filled a table of 16 for 30 s and every other request was dropped; now
+/// the oldest session whose client has not answered makes room for a new request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_requests_do_not_fill_the_session_table() {
+    let a = backend().await;
+    let lb = Tftplb::start("max_sessions = 16", &plain_pool(&[a.address])).await;
+    let mut spoofed = Vec::new();
+    for i in 1..=16u8 {
+        let s = UdpSocket::bind(format!("127.0.9.{i}:0")).await.unwrap();
+        let request = rrq(FILE, &[("blksize", "1468"), ("tsize", "0")]);
+        s.send_to(&request, lb.addr).await.unwrap();
+        recv_within(&s, Duration::from_secs(3)).await.expect("OACK");
+        spoofed.push(s);
+    }
+    assert_eq!(download_within_a_second(lb.addr).await, content());
     lb.stop().await;
 }
 

@@ -5,6 +5,8 @@
 //!
 //! Memory stays bounded under a flood: the rate limiter forgets idle clients on every
 //! housekeeping tick, and the per-client session counts only hold clients with live sessions.
+//! Those counts hold only sessions whose client answered: a spoofed request names someone
+//! else's address, and must not use up that client's sessions.
 
 pub mod budget;
 pub mod config;
@@ -12,7 +14,7 @@ pub mod config;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use config::LimitsConfig;
 use dashmap::DashMap;
@@ -86,13 +88,25 @@ impl Limiter {
         }
     }
 
-    /// A session slot for `ip`, held until the returned guard drops.
+    /// A place for a new session from `ip` in its client's count, refused when the client
+    /// already has `max_sessions_per_client` sessions it answered. The session counts only once
+    /// its client answers ([`ClientSlot::answered`]): requests from a source that never answers
+    /// (spoofed ones, naming this client's address) cannot lock the client out.
     pub fn claim_client(
         &self,
         counts: &Arc<ClientCounts>,
         ip: IpAddr,
     ) -> Result<ClientSlot, Limited> {
-        counts.claim(ip, self.cfg.max_sessions_per_client)
+        let max = self.cfg.max_sessions_per_client;
+        if max > 0 && counts.answered(ip) >= max {
+            return Err(Limited::TooManyFromClient);
+        }
+        Ok(ClientSlot {
+            counts: counts.clone(),
+            ip,
+            max,
+            counted: AtomicBool::new(false),
+        })
     }
 
     /// Whether a refusal may be logged now (at most 10 lines a second).
@@ -121,14 +135,20 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Live sessions per client IP; entries exist only while a client has sessions.
+/// Live sessions per client IP whose client has answered; entries exist only while a client
+/// has some.
 #[derive(Debug, Default)]
 pub struct ClientCounts {
     live: DashMap<IpAddr, AtomicUsize>,
 }
 
 impl ClientCounts {
-    fn claim(self: &Arc<Self>, ip: IpAddr, max: usize) -> Result<ClientSlot, Limited> {
+    fn answered(&self, ip: IpAddr) -> usize {
+        self.live.get(&ip).map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// Counts one more session for `ip`, unless it has `max` already (0: no limit).
+    fn count(&self, ip: IpAddr, max: usize) -> Result<(), Limited> {
         let entry = self.live.entry(ip).or_insert_with(|| AtomicUsize::new(0));
         let now = entry.fetch_add(1, Ordering::Relaxed);
         if max > 0 && now >= max {
@@ -138,26 +158,44 @@ impl ClientCounts {
                 .remove_if(&ip, |_, n| n.load(Ordering::Relaxed) == 0);
             return Err(Limited::TooManyFromClient);
         }
-        Ok(ClientSlot {
-            counts: self.clone(),
-            ip,
-        })
+        Ok(())
     }
 
+    /// Client IPs with sessions they answered.
     pub fn clients(&self) -> usize {
         self.live.len()
     }
 }
 
-/// A live session counted against its client; released on drop.
+/// A session's place in its client's count: not counted until the client answers, given back
+/// on drop.
 #[derive(Debug)]
 pub struct ClientSlot {
     counts: Arc<ClientCounts>,
     ip: IpAddr,
+    max: usize,
+    counted: AtomicBool,
+}
+
+impl ClientSlot {
+    /// The client answered its session: from now on the session counts against the client's
+    /// limit. Refused when that would make more than the limit (several of its requests were
+    /// answered at once); the session must then end.
+    pub fn answered(&self) -> Result<(), Limited> {
+        if self.counted.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.counts.count(self.ip, self.max).inspect_err(|_| {
+            self.counted.store(false, Ordering::Relaxed);
+        })
+    }
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
+        if !self.counted.load(Ordering::Relaxed) {
+            return;
+        }
         if let Some(n) = self.counts.live.get(&self.ip) {
             n.fetch_sub(1, Ordering::Relaxed);
         }
@@ -238,15 +276,42 @@ mod tests {
         let counts = Arc::new(ClientCounts::default());
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let s1 = l.claim_client(&counts, ip).unwrap();
-        let _s2 = l.claim_client(&counts, ip).unwrap();
+        let s2 = l.claim_client(&counts, ip).unwrap();
+        s1.answered().unwrap();
+        s2.answered().unwrap();
         assert_eq!(
             l.claim_client(&counts, ip).unwrap_err(),
             Limited::TooManyFromClient
         );
         drop(s1);
-        let _s3 = l.claim_client(&counts, ip).unwrap();
-        drop(_s3);
-        drop(_s2);
+        let s3 = l.claim_client(&counts, ip).unwrap();
+        s3.answered().unwrap();
+        drop(s3);
+        drop(s2);
         assert_eq!(counts.clients(), 0, "no entry left behind");
+    }
+
+    #[test]
+    fn sessions_whose_client_never_answers_do_not_count() {
+        let l = limiter(RawLimits {
+            max_sessions_per_client: 2,
+            ..RawLimits::default()
+        });
+        let counts = Arc::new(ClientCounts::default());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let spoofed: Vec<_> = (0..16)
+            .map(|_| l.claim_client(&counts, ip).unwrap())
+            .collect();
+        assert_eq!(counts.clients(), 0, "nothing counted for them");
+        let real = l
+            .claim_client(&counts, ip)
+            .expect("the real client is not locked out");
+        real.answered().unwrap();
+        // Answered at once, more of them than the limit: the one beyond is refused.
+        spoofed[0].answered().unwrap();
+        assert_eq!(spoofed[1].answered(), Err(Limited::TooManyFromClient));
+        drop(spoofed);
+        drop(real);
+        assert_eq!(counts.clients(), 0);
     }
 }

@@ -256,7 +256,8 @@ impl Frontend {
         }
     }
 
-    /// Starts a session, replacing a stale one from the same client address (port reuse).
+    /// Starts a session, replacing a stale one from the same client address (port reuse). A
+    /// full table makes room by ending its oldest session whose client has not answered.
     fn start(
         self: &Arc<Self>,
         listener: &Receiving,
@@ -269,7 +270,7 @@ impl Frontend {
             self.stats.superseded.fetch_add(1, Ordering::Relaxed);
         }
         let client = key.0;
-        if self.sessions.len() >= runtime.max_sessions() {
+        if !self.sessions.has_room(runtime.max_sessions()) {
             self.stats.over_limit.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::REQUESTS_REFUSED, "reason" => "max-sessions").increment(1);
             tracing::debug!(%client, "session limit reached: request left unanswered");
@@ -285,9 +286,10 @@ impl Frontend {
             handle: handle.clone(),
             requested: asked.request.options.clone(),
             write: asked.write,
+            slot,
         };
         let filename = asked.request.filename;
-        let live = Live::enter(self.clone(), key, handle.id, &pool.name, slot);
+        let live = Live::enter(self.clone(), key, handle.id, &pool.name);
         let run = async move {
             let _live = live;
             let report = relay.run().await;
@@ -306,18 +308,18 @@ impl Frontend {
     }
 }
 
-/// A running session's place in the table, its client's slot and the active gauge, given back
-/// when its task ends however it ends: a panic in a relay must not leak them.
+/// A running session's place in the table and in the active gauge, given back when its task
+/// ends however it ends: a panic in a relay must not leak them (the relay's own fields, its
+/// place in its client's count among them, are dropped with it).
 struct Live {
     frontend: Arc<Frontend>,
     key: Key,
     id: u64,
     active: metrics::Gauge,
-    _slot: ClientSlot,
 }
 
 impl Live {
-    fn enter(frontend: Arc<Frontend>, key: Key, id: u64, pool: &str, slot: ClientSlot) -> Live {
+    fn enter(frontend: Arc<Frontend>, key: Key, id: u64, pool: &str) -> Live {
         let active = metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.to_string());
         active.increment(1.0);
         Live {
@@ -325,7 +327,6 @@ impl Live {
             key,
             id,
             active,
-            _slot: slot,
         }
     }
 }
@@ -361,13 +362,14 @@ mod tests {
             .limiter
             .claim_client(&frontend.clients, client.ip())
             .unwrap();
-        let live = Live::enter(frontend.clone(), key, handle.id, "p", slot);
+        slot.answered().unwrap();
+        let live = Live::enter(frontend.clone(), key, handle.id, "p");
         assert_eq!(
             (frontend.live_sessions(), frontend.tracked_clients()),
             (1, 1)
         );
         let task = tokio::spawn(async move {
-            let _live = live;
+            let (_live, _slot) = (live, slot);
             panic!("a bug in a relay");
         });
         assert!(task.await.unwrap_err().is_panic());

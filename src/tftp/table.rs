@@ -6,12 +6,17 @@
 //! - a new request from an address whose session is finished or stale (PXE ROMs reuse port 2072
 //!   on every boot) starts a new session, replacing the old one, never swallowed by it.
 //!
+//! When the table is full, the oldest session whose client has not answered yet gives way to a
+//! new request ([`SessionTable::make_room`]): a flood of spoofed requests, whose sources never
+//! answer, churns among its own sessions and never crowds out a client that answered.
+//!
 //! It also tracks the sessions' tasks, so a shutdown can let them finish and then end the rest.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -34,6 +39,8 @@ pub struct SessionHandle {
     pub client_seen: AtomicBool,
     pub cancel: CancellationToken,
     pub superseded: AtomicBool,
+    /// Ended to make room for a new request while its client had not answered.
+    pub evicted: AtomicBool,
     /// Told of each retransmission of the request absorbed here: while no backend has
     /// answered, the session passes it on (it is the client's retry, see `relay::setup`).
     pub retransmitted: Notify,
@@ -43,6 +50,9 @@ pub struct SessionHandle {
 #[derive(Debug)]
 pub struct SessionTable {
     sessions: DashMap<Key, Arc<SessionHandle>>,
+    /// Sessions in the order they were opened, for [`SessionTable::has_room`]; those that
+    /// ended or whose client answered are dropped from it as they come to the front.
+    opened: Mutex<VecDeque<Weak<SessionHandle>>>,
     next_id: AtomicU64,
     tasks: TaskTracker,
 }
@@ -51,6 +61,7 @@ impl Default for SessionTable {
     fn default() -> Self {
         SessionTable {
             sessions: DashMap::new(),
+            opened: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(1),
             tasks: TaskTracker::new(),
         }
@@ -99,10 +110,52 @@ impl SessionTable {
             client_seen: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             superseded: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
             retransmitted: Notify::new(),
         });
         self.sessions.insert(key, handle.clone());
+        self.remember_opened(&handle);
         handle
+    }
+
+    /// Whether a new session may start with `max` sessions at most: there is room, or the
+    /// oldest session whose client has not answered yet ends to make some. A session ended so
+    /// stays in the table until its task has let go of its sockets, and the table holds at
+    /// most a sixteenth more than `max` of those: however fast a flood comes, the sessions
+    /// alive never grow past that.
+    pub fn has_room(&self, max: usize) -> bool {
+        let live = self.len();
+        live < max || (live < max + max / 16 + 1 && self.make_room())
+    }
+
+    /// Ends the oldest session whose client has not answered yet; whether there was one.
+    fn make_room(&self) -> bool {
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(weak) = opened.pop_front() {
+            let Some(old) = weak.upgrade().filter(|h| is_unanswered(h)) else {
+                continue;
+            };
+            old.evicted.store(true, Ordering::Relaxed);
+            old.cancel.cancel();
+            return true;
+        }
+        false
+    }
+
+    fn remember_opened(&self, handle: &Arc<SessionHandle>) {
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        opened.push_back(Arc::downgrade(handle));
+        // Those that ended or answered leave from the front; now and then, from anywhere (a
+        // client waiting long at the front must not make the queue grow with the traffic).
+        while opened
+            .front()
+            .is_some_and(|w| !w.upgrade().is_some_and(|h| is_unanswered(&h)))
+        {
+            opened.pop_front();
+        }
+        if opened.len() > 2 * self.sessions.len() + 64 {
+            opened.retain(|w| w.upgrade().is_some_and(|h| is_unanswered(&h)));
+        }
     }
 
     /// Removes the session `id` from `key` (a newer session there stays).
@@ -130,5 +183,79 @@ impl SessionTable {
             }
             self.tasks.wait().await;
         }
+    }
+}
+
+/// A session still running whose client has not sent it anything.
+fn is_unanswered(handle: &SessionHandle) -> bool {
+    !handle.client_seen.load(Ordering::Relaxed) && !handle.cancel.is_cancelled()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16) -> Key {
+        let local = "127.0.0.1:69".parse().unwrap();
+        (SocketAddr::from(([127, 0, 0, 1], port)), local)
+    }
+
+    #[test]
+    fn the_oldest_unanswered_session_makes_room_and_answered_ones_never_do() {
+        let table = SessionTable::default();
+        let answered = table.open(key(1), b"a");
+        answered.client_seen.store(true, Ordering::Relaxed);
+        let oldest = table.open(key(2), b"b");
+        let newer = table.open(key(3), b"c");
+        assert!(table.has_room(4), "room without ending anyone");
+        assert!(!oldest.cancel.is_cancelled());
+        assert!(table.has_room(3));
+        assert!(oldest.cancel.is_cancelled() && oldest.evicted.load(Ordering::Relaxed));
+        assert!(table.has_room(3));
+        assert!(newer.cancel.is_cancelled());
+        assert!(
+            !table.has_room(3),
+            "only an answered session is left to end"
+        );
+        assert!(!answered.cancel.is_cancelled());
+    }
+
+    #[test]
+    fn sessions_ended_to_make_room_count_until_their_task_ends() {
+        let table = SessionTable::default();
+        let max = 32;
+        let handles: Vec<_> = (0..max as u16).map(|i| table.open(key(i), b"x")).collect();
+        // A flood: each newcomer ends an unanswered session, whose task has not ended yet.
+        let mut admitted = 0;
+        for i in 0..1_000u16 {
+            if table.has_room(max) {
+                table.open(key(1_000 + i), b"y");
+                admitted += 1;
+            }
+        }
+        assert_eq!(table.len(), max + max / 16 + 1, "a sixteenth more at most");
+        assert_eq!(admitted, max / 16 + 1);
+        // Their tasks end: room again.
+        for h in &handles {
+            table.close(&key(h.id as u16 - 1), h.id);
+        }
+        assert!(table.has_room(max));
+    }
+
+    #[test]
+    fn the_queue_of_opened_sessions_does_not_grow_with_the_traffic() {
+        let table = SessionTable::default();
+        // One client waits long at the front; thousands come and go behind it.
+        let _waiting = table.open(key(1), b"w");
+        for i in 0..5_000u16 {
+            let h = table.open(key(2 + i % 100), b"x");
+            h.client_seen.store(true, Ordering::Relaxed);
+        }
+        let queued = table.opened.lock().unwrap().len();
+        assert!(
+            queued <= 2 * table.len() + 65,
+            "{queued} queued for {} live",
+            table.len()
+        );
     }
 }

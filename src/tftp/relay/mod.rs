@@ -60,6 +60,7 @@ use super::readahead::ReadAhead;
 use super::session::{Outcome, Session};
 use super::table::SessionHandle;
 use crate::balance::SessionClaim;
+use crate::limits::ClientSlot;
 use crate::pool::Pool;
 use crate::protocol::options::{Negotiated, Options};
 pub use linger::MAX_LINGERING;
@@ -79,6 +80,8 @@ pub struct Relay {
     pub requested: Options,
     /// A write request (the pool allows writes): relayed, never resumed.
     pub write: bool,
+    /// The session's place in its client's count, taken when the client answers.
+    pub slot: ClientSlot,
 }
 
 /// What a finished session reports (log line and metrics).
@@ -263,6 +266,8 @@ impl Relay {
     fn cancel_outcome(&self) -> Outcome {
         if self.handle.superseded.load(Ordering::Relaxed) {
             Outcome::Superseded
+        } else if self.handle.evicted.load(Ordering::Relaxed) {
+            Outcome::Evicted
         } else {
             Outcome::Shutdown
         }

@@ -145,7 +145,14 @@ impl Relay {
                 continue;
             }
             t.timers.heard_client(Instant::now());
-            self.handle.client_seen.store(true, Ordering::Relaxed);
+            if !self.handle.client_seen.swap(true, Ordering::Relaxed)
+                && let Err(limited) = self.slot.answered()
+            {
+                return self.fail_client(t, limited.message()).await.map(|_| {
+                    tracing::info!(client = %self.client, "client over its session limit");
+                    Some(Outcome::ClientLimit)
+                });
+            }
             let action = t.session.on_client(&mut t.buf[..n]);
             if let Some(end) = self.apply_client(t, action, n).await? {
                 return Ok(Some(end));
