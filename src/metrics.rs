@@ -19,6 +19,8 @@ pub const PACKETS_DROPPED: &str = "tftplb_session_packets_dropped_total";
 pub const SEND_ERRORS: &str = "tftplb_session_send_errors_total";
 pub const REQUESTS_REFUSED: &str = "tftplb_requests_refused_total";
 pub const REQUESTS_RETRANSMITTED: &str = "tftplb_requests_retransmitted_total";
+/// Refusals on port 69 left without their ERROR: the source had its share of ERRORs.
+pub const ERRORS_WITHHELD: &str = "tftplb_error_replies_withheld_total";
 pub const BACKEND_UP: &str = "tftplb_backend_up";
 pub const BACKEND_INCONSISTENT: &str = "tftplb_backend_inconsistent";
 pub const PROBE_DURATION: &str = "tftplb_probe_duration_seconds";
@@ -91,6 +93,11 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &SessionEnd
 pub fn mac_memory(clients: usize, evicted: u64) {
     metrics::gauge!(MAC_MEMORY_CLIENTS).set(clients as f64);
     metrics::counter!(MAC_MEMORY_EVICTIONS).increment(evicted);
+}
+
+/// A refusal on port 69 left without its ERROR (the source had its share).
+pub fn error_withheld() {
+    metrics::counter!(ERRORS_WITHHELD).increment(1);
 }
 
 /// A backend did not answer a request within `setup_timeout`.
@@ -216,6 +223,10 @@ fn describe() {
     describe_gauge!(BACKEND_ELIGIBLE, "1 when a backend may get new transfers.");
     describe_counter!(RELOADS, "Configuration reloads applied since start.");
     describe_counter!(
+        ERRORS_WITHHELD,
+        "Refusals on port 69 left without their ERROR: the source had its share of ERRORs."
+    );
+    describe_counter!(
         SETUP_TIMEOUTS,
         "Requests a backend did not answer within setup_timeout (busy or dead), by backend."
     );
@@ -236,6 +247,7 @@ fn describe() {
     metrics::counter!(PACKETS_DROPPED).increment(0);
     metrics::counter!(SEND_ERRORS).increment(0);
     metrics::counter!(SOCKETS_CLOSED_EARLY).increment(0);
+    metrics::counter!(ERRORS_WITHHELD).increment(0);
     metrics::gauge!(SOCKETS_LINGERING).set(0.0);
 }
 

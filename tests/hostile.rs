@@ -353,6 +353,38 @@ async fn a_spoofed_request_gets_at_most_three_datagrams() {
     lb.stop().await;
 }
 
+/// Finding 9: refusals on port 69 are ERRORs sent to whatever source a request names; a burst
+/// from one source gets a bounded number of them. Before, 200 refused requests got 200 ERRORs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_refused_requests_gets_a_bounded_number_of_errors() {
+    let a = backend().await;
+    let lb = Tftplb::start("", &plain_pool(&[a.address])).await;
+    let source = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let refused = rrq(FILE, &[("blksize", "7")]);
+    for _ in 0..200 {
+        source.send_to(&refused, lb.addr).await.unwrap();
+    }
+    let errors = all_within(&source, Duration::from_millis(1500)).await.len();
+    assert!(
+        (1..=40).contains(&errors),
+        "{errors} ERRORs for 200 refusals"
+    );
+    // Another source still gets its answer at once.
+    let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    other.send_to(&refused, lb.addr).await.unwrap();
+    let (reply, _) = recv_within(&other, Duration::from_secs(1))
+        .await
+        .expect("another source is answered");
+    assert!(matches!(
+        Packet::decode(&reply),
+        Ok(Packet::Error {
+            code: error_code::OPTION_REFUSED,
+            ..
+        })
+    ));
+    lb.stop().await;
+}
+
 /// Finding 7: a backend whose process dies mid-transfer closes its port; the kernel says so
 /// (ICMP port unreachable) to a socket connected to the backend's TID. Before, that was
 /// ignored and the transfer waited out `stall_timeout` (10 s here: the client, whose retries

@@ -46,12 +46,23 @@ impl Limited {
     }
 }
 
+/// ERROR replies on port 69 per source address: a second's worth at once, then this many a
+/// second. A request names its source, and an ERROR goes to whatever source it names: beyond
+/// this, a flood of refused requests naming one victim gets silence. A booting client is
+/// refused a handful of times at most (pxelinux asks a dozen names in a row).
+const ERROR_REPLIES_PER_SECOND: u32 = 16;
+const ERROR_REPLIES_BURST: u32 = 32;
+/// Buckets of the ERROR reply budget: fixed, whatever the number of sources (a few hundred
+/// KiB); sources that share one share its budget.
+const ERROR_REPLY_BUCKETS: usize = 4096;
+
 /// The limits in force (rebuilt on reload) plus the live per-client counts (kept across).
 #[derive(Debug)]
 pub struct Limiter {
     cfg: LimitsConfig,
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
     log: DefaultDirectRateLimiter,
+    replies: budget::KeyedBudget,
 }
 
 impl Limiter {
@@ -61,7 +72,17 @@ impl Limiter {
             RateLimiter::keyed(Quota::per_second(r).allow_burst(burst))
         });
         let log = RateLimiter::direct(Quota::per_second(NonZeroU32::new(10).expect("10 > 0")));
-        Limiter { cfg, rate, log }
+        let replies = budget::KeyedBudget::new(
+            ERROR_REPLIES_PER_SECOND,
+            ERROR_REPLIES_BURST,
+            ERROR_REPLY_BUCKETS,
+        );
+        Limiter {
+            cfg,
+            rate,
+            log,
+            replies,
+        }
     }
 
     pub fn silent(&self) -> bool {
@@ -107,6 +128,11 @@ impl Limiter {
             max,
             counted: AtomicBool::new(false),
         })
+    }
+
+    /// Whether an ERROR may go to `ip` now, in reply to a request refused on port 69.
+    pub fn may_answer(&self, ip: IpAddr) -> bool {
+        self.replies.take(canonical(ip), std::time::Instant::now())
     }
 
     /// Whether a refusal may be logged now (at most 10 lines a second).
@@ -265,6 +291,16 @@ mod tests {
         }
         assert_eq!(l.check_rate(a), Err(Limited::RateLimited));
         assert_eq!(l.check_rate(b), Ok(()), "another client has its own budget");
+    }
+
+    #[test]
+    fn error_replies_to_one_source_are_bounded_and_others_keep_theirs() {
+        let l = limiter(RawLimits::default());
+        let victim: IpAddr = "192.0.2.1".parse().unwrap();
+        let answered = (0..1000).filter(|_| l.may_answer(victim)).count();
+        // The burst, and whatever the rate refilled while the loop ran.
+        assert!((32..=40).contains(&answered), "{answered}");
+        assert!(l.may_answer("192.0.2.99".parse().unwrap()));
     }
 
     #[test]

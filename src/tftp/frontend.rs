@@ -250,6 +250,11 @@ impl Frontend {
             return;
         }
         if let Some((code, msg)) = refusal.answer() {
+            // An ERROR goes to whatever source the request names: a bounded number per source.
+            if !runtime.limiter.may_answer(from.ip()) {
+                m::error_withheld();
+                return;
+            }
             let _ = listener
                 .reply(&packet::error_datagram(code, msg), from, local_ip)
                 .await;
