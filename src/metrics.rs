@@ -15,8 +15,12 @@ pub const SESSION_DURATION: &str = "tftplb_session_duration_seconds";
 pub const BYTES_RELAYED: &str = "tftplb_file_bytes_relayed_total";
 pub const PACKETS_RELAYED: &str = "tftplb_packets_relayed_total";
 pub const PACKETS_DROPPED: &str = "tftplb_session_packets_dropped_total";
+/// Datagrams of sessions the kernel would not send (ENOBUFS, EPERM…): lost, not fatal.
+pub const SEND_ERRORS: &str = "tftplb_session_send_errors_total";
 pub const REQUESTS_REFUSED: &str = "tftplb_requests_refused_total";
 pub const REQUESTS_RETRANSMITTED: &str = "tftplb_requests_retransmitted_total";
+/// Refusals on port 69 left without their ERROR: the source had its share of ERRORs.
+pub const ERRORS_WITHHELD: &str = "tftplb_error_replies_withheld_total";
 pub const BACKEND_UP: &str = "tftplb_backend_up";
 pub const BACKEND_INCONSISTENT: &str = "tftplb_backend_inconsistent";
 pub const PROBE_DURATION: &str = "tftplb_probe_duration_seconds";
@@ -27,6 +31,13 @@ pub const MAC_MEMORY_CLIENTS: &str = "tftplb_mac_memory_clients";
 pub const MAC_MEMORY_EVICTIONS: &str = "tftplb_mac_memory_evictions_total";
 /// Requests whose blksize was above `[tftp] max_blksize`, relayed asking that much.
 pub const BLKSIZE_LOWERED: &str = "tftplb_requests_blksize_lowered_total";
+/// Requests a backend did not answer within `setup_timeout` (busy or dead: its probes say
+/// which), by pool and backend.
+pub const SETUP_TIMEOUTS: &str = "tftplb_backend_setup_timeouts_total";
+/// Sockets a session let go of that stay bound for a while (quarantine, a write's dally), and
+/// those closed at once because the cap on them was reached.
+pub const SOCKETS_LINGERING: &str = "tftplb_sockets_lingering";
+pub const SOCKETS_CLOSED_EARLY: &str = "tftplb_sockets_closed_early_total";
 /// DNS queries answered, by `name` (the configured name, or `nxdomain` / `outside`), `type` and
 /// `rcode`.
 pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
@@ -48,6 +59,7 @@ pub struct SessionEnd {
     pub packets_to_client: u64,
     pub packets_to_backend: u64,
     pub dropped: u64,
+    pub send_errors: u64,
     pub elapsed: Duration,
 }
 
@@ -71,6 +83,7 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &SessionEnd
     metrics::counter!(PACKETS_RELAYED, "direction" => "to-client").increment(r.packets_to_client);
     metrics::counter!(PACKETS_RELAYED, "direction" => "to-backend").increment(r.packets_to_backend);
     metrics::counter!(PACKETS_DROPPED).increment(r.dropped);
+    metrics::counter!(SEND_ERRORS).increment(r.send_errors);
     tracing::info!(
         %client, file, pool, backend, outcome,
         bytes = r.file_bytes,
@@ -104,6 +117,27 @@ pub fn dns_rate_limited(slipped: bool, log_only: bool) {
     };
     let mode = if log_only { "log-only" } else { "enforce" };
     metrics::counter!(name, "mode" => mode).increment(1);
+}
+
+/// A refusal on port 69 left without its ERROR (the source had its share).
+pub fn error_withheld() {
+    metrics::counter!(ERRORS_WITHHELD).increment(1);
+}
+
+/// A backend did not answer a request within `setup_timeout`.
+pub fn setup_timeout(pool: &str, backend: SocketAddr) {
+    let labels = [("pool", pool.to_string()), ("backend", backend.to_string())];
+    metrics::counter!(SETUP_TIMEOUTS, &labels).increment(1);
+}
+
+/// The number of sockets lingering now.
+pub fn sockets_lingering(now: usize) {
+    metrics::gauge!(SOCKETS_LINGERING).set(now as f64);
+}
+
+/// A socket that should have lingered was closed at once (the cap was reached).
+pub fn socket_closed_early() {
+    metrics::counter!(SOCKETS_CLOSED_EARLY).increment(1);
 }
 
 // ---- the exporter (admin listener's `/metrics`) ----
@@ -179,6 +213,10 @@ fn describe() {
         "Datagrams a session dropped (stray sources, junk)."
     );
     describe_counter!(
+        SEND_ERRORS,
+        "Datagrams of sessions the kernel would not send (counted as lost packets)."
+    );
+    describe_counter!(
         REQUESTS_REFUSED,
         "Requests refused or dropped before a session, by reason (malformed, write, limits...)."
     );
@@ -216,6 +254,22 @@ fn describe() {
     );
     describe_gauge!(BACKEND_ELIGIBLE, "1 when a backend may get new transfers.");
     describe_counter!(RELOADS, "Configuration reloads applied since start.");
+    describe_counter!(
+        ERRORS_WITHHELD,
+        "Refusals on port 69 left without their ERROR: the source had its share of ERRORs."
+    );
+    describe_counter!(
+        SETUP_TIMEOUTS,
+        "Requests a backend did not answer within setup_timeout (busy or dead), by backend."
+    );
+    describe_gauge!(
+        SOCKETS_LINGERING,
+        "Sockets a session let go of, kept bound so late packets cannot reach another session."
+    );
+    describe_counter!(
+        SOCKETS_CLOSED_EARLY,
+        "Sockets closed at once because the cap on lingering sockets was reached."
+    );
     describe_gauge!(MAC_MEMORY_CLIENTS, "Client IPs whose MAC is remembered.");
     describe_counter!(
         MAC_MEMORY_EVICTIONS,
@@ -223,6 +277,10 @@ fn describe() {
     );
     metrics::counter!(REQUESTS_RETRANSMITTED).increment(0);
     metrics::counter!(PACKETS_DROPPED).increment(0);
+    metrics::counter!(SEND_ERRORS).increment(0);
+    metrics::counter!(SOCKETS_CLOSED_EARLY).increment(0);
+    metrics::counter!(ERRORS_WITHHELD).increment(0);
+    metrics::gauge!(SOCKETS_LINGERING).set(0.0);
 }
 
 /// Makes a pool's series exist from the start (a counter that is absent until its first event

@@ -407,7 +407,7 @@ async fn names_are_bytes_and_odd_options_get_an_answer() {
 }
 
 /// Finding 14: out of file descriptors, accepted transfers failed (EMFILE on a backend socket,
-/// a takeover that could not open one). tftplb under a limit of 160 open files, 80 clients at
+/// a takeover that could not open one). tftplb under a limit of 160 open files, 48 clients at
 /// once: it admits what the limit holds (20 here), leaves the rest unanswered until sessions
 /// end, and every client finishes; no session meets EMFILE. Before, the log showed "Too many
 /// open files" and the sessions that met it failed.
@@ -450,11 +450,12 @@ async fn under_a_low_file_limit_every_client_finishes() {
         .unwrap();
     assert!(files.contains(" 160 "), "the limit did not hold: {files}");
     let patient = tftplb::tftp::client::ClientConfig {
-        retry_timeout: Duration::from_millis(300),
-        retries: 60,
+        // A PXE ROM's patience: EDK2 retries for 24 s, iPXE longer.
+        retry_timeout: Duration::from_secs(1),
+        retries: 30,
         ..Default::default()
     };
-    let tasks: Vec<_> = (0..80)
+    let tasks: Vec<_> = (0..48)
         .map(|_| {
             let cfg = patient.clone();
             tokio::spawn(async move { tftplb::tftp::client::fetch(addr, "img", &cfg).await })
@@ -470,7 +471,7 @@ async fn under_a_low_file_limit_every_client_finishes() {
         .collect();
     assert!(
         failed.is_empty(),
-        "{} of 80 failed: {failed:?}",
+        "{} of 48 failed: {failed:?}",
         failed.len()
     );
     for (got, _) in results.into_iter().flatten() {
@@ -913,5 +914,252 @@ async fn a_request_over_512_bytes_gets_an_error_and_is_not_relayed() {
             .is_none(),
         "relayed to the backend"
     );
+    lb.stop().await;
+}
+
+// ---- h-setup ----
+
+use common::capped::CappedServer;
+use common::pool_toml;
+use tftplb::tftp::client::{self, ClientConfig};
+
+/// A pool of one backend, not probed.
+fn plain_pool(addrs: &[SocketAddr]) -> String {
+    pool_toml("p", "round-robin", "", addrs)
+}
+
+/// A download of [`FILE`] that must start (and, the file being small, end) within a second,
+/// by a client that retries as iPXE does (its backoff starts at 0.25 s).
+async fn download_within_a_second(lb: SocketAddr) -> Vec<u8> {
+    let cfg = ClientConfig {
+        retry_timeout: Duration::from_millis(250),
+        ..ClientConfig::default()
+    };
+    let (data, _) = tokio::time::timeout(Duration::from_secs(1), client::fetch(lb, FILE, &cfg))
+        .await
+        .expect("the download starts (and ends) within a second")
+        .expect("the download is admitted");
+    data
+}
+
+/// Every datagram `socket` receives within `window`.
+async fn all_within(socket: &UdpSocket, window: Duration) -> Vec<Vec<u8>> {
+    let until = tokio::time::Instant::now() + window;
+    let mut got = Vec::new();
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        match recv_within(socket, left).await {
+            Some((datagram, _)) => got.push(datagram),
+            None => return got,
+        }
+    }
+}
+
+/// Finding 10: a backend at its capacity (atftpd `--maxthread`, dnsmasq `--tftp-max`) drops new
+/// requests without a word, and clients retransmit until a slot frees. Before, tftplb gave up
+/// after its setup attempts with ERROR 0 "no boot server answered", and counted each silence
+/// against the backend's health until it was marked down: 8 clients against a backend that
+/// serves 2 at once did not all finish. Now tftplb stays silent, passes the clients'
+/// retransmissions on, and a busy backend stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_at_its_capacity_serves_every_client_in_turn() {
+    let busy = CappedServer::start(FILE, content(), 2, Duration::from_millis(20)).await;
+    let lb = Tftplb::start("", &probed_pool(&[busy.address], "5s", 3)).await;
+    wait_all_up(&lb).await;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let addr = lb.addr;
+        // A client that retransmits for 10 s, as PXE ROMs do (EDK2: 4 s x 6 tries).
+        let cfg = ClientConfig {
+            retries: 10,
+            ..ClientConfig::default()
+        };
+        clients.spawn(async move { client::fetch(addr, FILE, &cfg).await });
+    }
+    let mut finished = 0;
+    while let Some(done) = clients.join_next().await {
+        let (data, _) = done.unwrap().expect("every client finishes");
+        assert_eq!(common::sha256(&data), common::sha256(&content()));
+        finished += 1;
+    }
+    assert_eq!(finished, 8);
+    assert!(
+        busy.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "it was at capacity"
+    );
+    assert_eq!(health_of(&lb), vec![Health::Up], "busy is not dead");
+    lb.stop().await;
+}
+
+/// Finding 2: requests whose source never answers count against that address's session limit
+/// no more. Before, 16 of them (the default `max_sessions_per_client`) held its slots for the
+/// 30 s idle timeout, and the machine behind the address was refused "too many transfers".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_requests_do_not_lock_their_address_out() {
+    let a = backend().await;
+    let pools = format!(
+        "{}\n[limits]\nmax_sessions_per_client = 16\n",
+        plain_pool(&[a.address])
+    );
+    let lb = Tftplb::start("", &pools).await;
+    let mut spoofed = Vec::new();
+    for _ in 0..16 {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let request = rrq(FILE, &[("blksize", "1468"), ("tsize", "0")]);
+        s.send_to(&request, lb.addr).await.unwrap();
+        // The OACK shows the request was admitted; it is never acknowledged.
+        recv_within(&s, Duration::from_secs(3)).await.expect("OACK");
+        spoofed.push(s);
+    }
+    assert_eq!(download_within_a_second(lb.addr).await, content());
+    lb.stop().await;
+}
+
+/// Finding 2: unanswered requests from many addresses cannot fill the session table either.
+/// Before, 16 of them filled a table of 16 for 30 s and every other request was dropped; now
+/// the oldest session whose client has not answered makes room for a new request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_requests_do_not_fill_the_session_table() {
+    let a = backend().await;
+    let lb = Tftplb::start("max_sessions = 16", &plain_pool(&[a.address])).await;
+    let mut spoofed = Vec::new();
+    for i in 1..=16u8 {
+        let s = UdpSocket::bind(format!("127.0.9.{i}:0")).await.unwrap();
+        let request = rrq(FILE, &[("blksize", "1468"), ("tsize", "0")]);
+        s.send_to(&request, lb.addr).await.unwrap();
+        recv_within(&s, Duration::from_secs(3)).await.expect("OACK");
+        spoofed.push(s);
+    }
+    assert_eq!(download_within_a_second(lb.addr).await, content());
+    lb.stop().await;
+}
+
+/// Finding 9: what one spoofed request makes tftplb send to the source it names. Before, the
+/// relay passed on all six of the backend's OACKs (with options) or re-sent DATA 1 five times
+/// itself (without), and kept the session for 30 s (6 s). Now the source gets the first reply
+/// and at most two more, and the session is gone within two of the client's timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_request_gets_at_most_three_datagrams() {
+    let a = backend().await;
+    let lb = Tftplb::start("", &plain_pool(&[a.address])).await;
+    let with_options = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let without = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let request = rrq(FILE, &[("blksize", "1468"), ("tsize", "0")]);
+    with_options.send_to(&request, lb.addr).await.unwrap();
+    without.send_to(&rrq(FILE, &[]), lb.addr).await.unwrap();
+    let window = Duration::from_secs(5);
+    let (a_got, b_got) = tokio::join!(
+        all_within(&with_options, window),
+        all_within(&without, window)
+    );
+    for (what, got) in [("with options", a_got), ("without", b_got)] {
+        assert!(
+            (1..=3).contains(&got.len()),
+            "{what}: {} datagrams to a source that never answered",
+            got.len()
+        );
+    }
+    assert_eq!(lb.frontend.live_sessions(), 0, "unanswered sessions ended");
+    lb.stop().await;
+}
+
+/// Finding 9: refusals on port 69 are ERRORs sent to whatever source a request names; a burst
+/// from one source gets a bounded number of them. Before, 200 refused requests got 200 ERRORs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_refused_requests_gets_a_bounded_number_of_errors() {
+    let a = backend().await;
+    let lb = Tftplb::start("", &plain_pool(&[a.address])).await;
+    let source = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let refused = rrq(FILE, &[("blksize", "7")]);
+    for _ in 0..200 {
+        source.send_to(&refused, lb.addr).await.unwrap();
+    }
+    let errors = all_within(&source, Duration::from_millis(1500)).await.len();
+    assert!(
+        (1..=40).contains(&errors),
+        "{errors} ERRORs for 200 refusals"
+    );
+    // Another source still gets its answer at once.
+    let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    other.send_to(&refused, lb.addr).await.unwrap();
+    let (reply, _) = recv_within(&other, Duration::from_secs(1))
+        .await
+        .expect("another source is answered");
+    assert!(matches!(
+        Packet::decode(&reply),
+        Ok(Packet::Error {
+            code: error_code::OPTION_REFUSED,
+            ..
+        })
+    ));
+    lb.stop().await;
+}
+
+/// Finding 7: a backend whose process dies mid-transfer closes its port; the kernel says so
+/// (ICMP port unreachable) to a socket connected to the backend's TID. Before, that was
+/// ignored and the transfer waited out `stall_timeout` (10 s here: the client, whose retries
+/// last 6 s, gave up first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_whose_port_closes_mid_transfer_is_left_at_once() {
+    let big = pseudo_random_bytes(300_000, 9);
+    let (tx_a, mut rx_a) = tokio::sync::mpsc::unbounded_channel();
+    let (tx_b, mut rx_b) = tokio::sync::mpsc::unbounded_channel();
+    let files = [("big.bin", big.clone())];
+    let a = FaultyHandler::new(&files, Fault::NotifyAfter(100_000, tx_a))
+        .start()
+        .await;
+    let b = FaultyHandler::new(&files, Fault::NotifyAfter(100_000, tx_b))
+        .start()
+        .await;
+    let tftp = "read_ahead = 0\nstall_timeout = \"10s\"\nsetup_timeout = \"5s\"";
+    let lb = Tftplb::start(tftp, &plain_pool(&[a.address, b.address])).await;
+    let started = std::time::Instant::now();
+    let cfg = ClientConfig {
+        blksize: Some(1468),
+        ..ClientConfig::default()
+    };
+    let addr = lb.addr;
+    let fetch = tokio::spawn(async move { client::fetch(addr, "big.bin", &cfg).await });
+    tokio::select! {
+        _ = rx_a.recv() => a.kill(),
+        _ = rx_b.recv() => b.kill(),
+    }
+    let (data, _) = fetch.await.unwrap().expect("resumed on the other backend");
+    assert_eq!(common::sha256(&data), common::sha256(&big));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    lb.stop().await;
+}
+
+/// Finding 7: a backend whose port 69 is closed answers the request with ICMP port
+/// unreachable; the session moves on at once. Before, it waited out `setup_timeout` (10 s
+/// here: the client, whose retries last 6 s, gave up first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_whose_port_is_closed_is_skipped_at_once() {
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let good = backend().await;
+    let lb = Tftplb::start(
+        "setup_timeout = \"10s\"",
+        &plain_pool(&[closed, good.address]),
+    )
+    .await;
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        let (data, _) = client::fetch(lb.addr, FILE, &ClientConfig::default())
+            .await
+            .expect("served by the other backend");
+        assert_eq!(data, content());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
     lb.stop().await;
 }

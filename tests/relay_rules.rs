@@ -209,8 +209,9 @@ async fn late_packets_of_an_older_transfer_are_not_taken_for_the_answer() {
 
 #[tokio::test]
 async fn a_late_answer_to_an_abandoned_request_is_told_to_stop() {
-    // The first backend answers after the setup timeout: the session has moved on, but the
-    // port it asked from stays bound and tells the late transfer to stop, so the kernel cannot
+    // The first backend is silent past the setup timeout, so a second one is asked, and
+    // answers first: the session takes it. The first one's answer comes later still: the port
+    // it was asked from stays bound and tells the late transfer to stop, so the kernel cannot
     // hand that port to another session that would take the late OACK for its own answer.
     let slow = FakeBackend::new().await;
     let good = FakeBackend::new().await;
@@ -225,17 +226,17 @@ async fn a_late_answer_to_an_abandoned_request_is_told_to_stop() {
     let (_, peer, tid) = good.accept().await;
     let mut o = Options::default();
     o.push("tsize", "3");
-    late_tid
-        .send_to(&Packet::Oack(o.clone()).encode(), abandoned)
-        .await
-        .unwrap();
-    let message = expect_error(&late_tid, 0).await;
-    assert_eq!(message, "transfer cancelled");
     tid.send_to(&Packet::Oack(o.clone()).encode(), peer)
         .await
         .unwrap();
     let (p, _) = recv(&client).await.unwrap();
-    assert_eq!(p, Packet::Oack(o));
+    assert_eq!(p, Packet::Oack(o.clone()));
+    late_tid
+        .send_to(&Packet::Oack(o).encode(), abandoned)
+        .await
+        .unwrap();
+    let message = expect_error(&late_tid, 0).await;
+    assert_eq!(message, "transfer cancelled");
 }
 
 #[tokio::test]
@@ -379,7 +380,8 @@ async fn packets_from_strangers_get_error_5_and_change_nothing() {
     let stranger = client_socket().await;
     stranger.send_to(&ack_datagram(1), session).await.unwrap();
     expect_error(&stranger, 5).await;
-    // …and another to the backend-facing port, from the backend's IP but the wrong port.
+    // …and another to the backend-facing port, from the backend's IP but the wrong port: that
+    // socket is connected to the backend's TID, so the kernel drops it (no ERROR 5 needed).
     let wrong_tid = client_socket().await;
     wrong_tid
         .send_to(
@@ -392,7 +394,13 @@ async fn packets_from_strangers_get_error_5_and_change_nothing() {
         )
         .await
         .unwrap();
-    expect_error(&wrong_tid, 5).await;
+    let mut buf = [0u8; 64];
+    assert!(
+        timeout(Duration::from_millis(300), wrong_tid.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "nothing reaches the session from a wrong TID"
+    );
     // The transfer goes on.
     client.send_to(&ack_datagram(1), session).await.unwrap();
     let (p, _) = recv(&tid).await.unwrap();
@@ -516,16 +524,28 @@ async fn a_silent_backend_is_skipped_within_the_setup_timeout() {
     }
 }
 
+/// A backend at its capacity drops requests silently; the client's retransmission is the
+/// retry. So when no backend answers, the client hears nothing (no ERROR that would end its
+/// boot), its retransmissions reach every backend asked, and the session ends once it stops.
 #[tokio::test]
-async fn when_no_backend_answers_the_client_gets_error_0() {
+async fn when_no_backend_answers_the_client_hears_nothing_and_its_retries_are_passed_on() {
     let silent = [FakeBackend::new().await, FakeBackend::new().await];
     let addrs: Vec<_> = silent.iter().map(|b| b.addr()).collect();
     let tftp = "setup_timeout = \"100ms\"\nsetup_attempts = 2";
     let lb = Tftplb::start(tftp, &common::pool_toml("p", "round-robin", "", &addrs)).await;
     let client = client_socket().await;
-    client.send_to(&rrq("f", &[]), lb.addr).await.unwrap();
-    let msg = expect_error(&client, 0).await;
-    assert!(msg.contains("no boot server"), "{msg}");
+    let request = rrq("f", &[]);
+    client.send_to(&request, lb.addr).await.unwrap();
+    let mut asked_from = Vec::new();
+    for b in &silent {
+        asked_from.push(b.accept().await.1);
+        assert!(!b.another_request_within(Duration::from_millis(300)).await);
+    }
+    client.send_to(&request, lb.addr).await.unwrap();
+    for (b, from) in silent.iter().zip(&asked_from) {
+        assert_eq!(b.accept().await.1, *from, "passed on from the same port");
+    }
+    assert!(silent_for(&client, Duration::from_millis(2500)).await);
     assert!(lb.wait_idle().await);
 }
 
@@ -709,18 +729,44 @@ async fn a_client_that_went_silent_gets_a_few_retransmissions_then_the_session_e
     let client = client_socket().await;
     client.send_to(&rrq("f", &[]), lb.addr).await.unwrap();
     let (_, peer, tid) = backend.accept().await;
-    tid.send_to(&data(1, 10), peer).await.unwrap(); // the whole file: the backend is done
+    tid.send_to(&data(1, 512), peer).await.unwrap();
     expect_ack(&tid, 1).await;
-    // The client never answers: block 1, then one copy per second, five of them.
+    tid.send_to(&data(2, 10), peer).await.unwrap(); // the whole file: the backend is done
+    expect_ack(&tid, 2).await;
+    let session = expect_data(&client, 1).await;
+    client.send_to(&ack_datagram(1), session).await.unwrap();
+    expect_data(&client, 2).await;
+    // The client answered once, then went silent: one copy per second, five of them.
     let mut copies = 0;
     while !silent_for(&client, Duration::from_millis(2500)).await {
         copies += 1;
-        assert!(copies <= 6, "more than five retransmissions");
+        assert!(copies <= 5, "more than five retransmissions");
     }
-    // The first recv in silent_for consumed a datagram each time it was not silent.
-    assert_eq!(copies, 6, "block 1 and five retransmissions");
+    assert_eq!(copies, 5, "five retransmissions");
     assert!(
         lb.wait_idle().await,
         "the session ended long before the idle timeout"
     );
+}
+
+/// A request whose source never answers (a spoofed one, naming someone else's address) makes
+/// the relay send little there: the first block, one more copy, and the session ends after two
+/// of the client's retransmission intervals.
+#[tokio::test]
+async fn a_client_that_never_answers_gets_block_1_and_one_copy_then_the_session_ends() {
+    let backend = FakeBackend::new().await;
+    let pools = common::pool_toml("p", "round-robin", "", &[backend.addr()]);
+    let lb = Tftplb::start("idle_timeout = \"60s\"", &pools).await;
+    let client = client_socket().await;
+    client.send_to(&rrq("f", &[]), lb.addr).await.unwrap();
+    let (_, peer, tid) = backend.accept().await;
+    tid.send_to(&data(1, 10), peer).await.unwrap(); // the whole file: the backend is done
+    expect_ack(&tid, 1).await;
+    let mut got = 0;
+    while !silent_for(&client, Duration::from_millis(2500)).await {
+        got += 1;
+        assert!(got <= 3, "more than the first reply and two more");
+    }
+    assert_eq!(got, 2, "block 1 and one copy");
+    assert!(lb.wait_idle().await, "the session ended");
 }

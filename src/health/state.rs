@@ -137,14 +137,16 @@ impl BackendState {
         self.count(&mut r, who, ok, &detail, rise, fall);
     }
 
-    /// A relayed request the backend never answered counts as a failed probe.
+    /// A relayed transfer the backend failed (its port closed, an ERROR or a stall
+    /// mid-transfer) counts as a failed probe. Silence to a request does not: a backend at its
+    /// capacity drops requests and is busy, not dead; its probes tell which.
     pub fn record_passive_failure(&self, who: &str, fall: u32) {
         let mut r = self.lock();
         self.count(
             &mut r,
             who,
             false,
-            "did not answer a relayed request",
+            "failed a relayed transfer",
             u32::MAX,
             fall,
         );

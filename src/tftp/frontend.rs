@@ -24,6 +24,7 @@ use super::reader::{Listener, Receiving};
 use super::relay::Relay;
 use super::runtime::{Current, Runtime};
 use super::table::{Key, Repeat, SessionTable};
+use crate::limits::budget::may_log_packet_error;
 use crate::limits::{ClientCounts, ClientSlot};
 use crate::metrics as m;
 use crate::pool::Pool;
@@ -137,7 +138,10 @@ impl Frontend {
             };
             match got {
                 Ok((n, from, local_ip)) => self.handle(&listener, &buf[..n], from, local_ip).await,
-                Err(e) => tracing::warn!(listener = %listener.local, error = %e, "receive failed"),
+                Err(e) if may_log_packet_error() => {
+                    tracing::warn!(listener = %listener.local, error = %e, "receive failed")
+                }
+                Err(_) => {}
             }
         }
     }
@@ -265,6 +269,11 @@ impl Frontend {
             return;
         }
         if let Some((code, msg)) = refusal.answer() {
+            // An ERROR goes to whatever source the request names: a bounded number per source.
+            if !runtime.limiter.may_answer(from.ip()) {
+                m::error_withheld();
+                return;
+            }
             let _ = listener
                 .reply(&packet::error_datagram(code, msg), from, local_ip)
                 .await;
@@ -272,6 +281,7 @@ impl Frontend {
     }
 
     /// Starts a session; one it replaces (port reuse) is ended only once this one is admitted.
+    /// A full table makes room by ending its oldest session whose client has not answered.
     fn start(
         self: &Arc<Self>,
         listener: &Receiving,
@@ -281,7 +291,11 @@ impl Frontend {
         key: Key,
     ) {
         let client = key.0;
-        if self.sessions.len().saturating_sub(usize::from(replaces)) >= runtime.max_sessions() {
+        // A session this one replaces leaves the table: it does not count against the cap.
+        if !self
+            .sessions
+            .has_room(runtime.max_sessions() + usize::from(replaces))
+        {
             self.stats.over_limit.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::REQUESTS_REFUSED, "reason" => "max-sessions").increment(1);
             tracing::debug!(%client, "session limit reached: request left unanswered");
@@ -302,16 +316,13 @@ impl Frontend {
             requested: asked.request.options.clone(),
             rewritten,
             write: asked.write,
+            slot,
         };
         let filename = crate::protocol::names::display(&asked.request.filename);
-        let frontend = self.clone();
+        let live = Live::enter(self.clone(), key, handle.id, &pool.name);
         let run = async move {
-            let active = metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.name.clone());
-            active.increment(1.0);
+            let _live = live;
             let report = relay.run().await;
-            active.decrement(1.0);
-            drop(slot);
-            frontend.sessions.close(&key, handle.id);
             if let Some(b) = report.backend.and_then(|a| pool.index_of(a)) {
                 pool.backends[b].add_bytes(report.file_bytes);
             }
@@ -324,5 +335,77 @@ impl Frontend {
     /// for up to `grace`, then ends the rest.
     pub async fn drain(&self, grace: std::time::Duration) {
         self.sessions.drain(grace).await;
+    }
+}
+
+/// A running session's place in the table and in the active gauge, given back when its task
+/// ends however it ends: a panic in a relay must not leak them (the relay's own fields, its
+/// place in its client's count among them, are dropped with it).
+struct Live {
+    frontend: Arc<Frontend>,
+    key: Key,
+    id: u64,
+    active: metrics::Gauge,
+}
+
+impl Live {
+    fn enter(frontend: Arc<Frontend>, key: Key, id: u64, pool: &str) -> Live {
+        let active = metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.to_string());
+        active.increment(1.0);
+        Live {
+            frontend,
+            key,
+            id,
+            active,
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.active.decrement(1.0);
+        self.frontend.sessions.close(&self.key, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::health::health_events;
+
+    fn frontend() -> Arc<Frontend> {
+        let text = "[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:9\"\n";
+        let events = health_events();
+        let runtime = Runtime::new(Config::parse(text).unwrap(), None, &events);
+        Arc::new(Frontend::new(Arc::new(Current::new(runtime, events))))
+    }
+
+    #[tokio::test]
+    async fn a_session_task_that_panics_gives_its_place_back() {
+        let frontend = frontend();
+        let client: SocketAddr = "127.0.0.1:2072".parse().unwrap();
+        let key = (client, "127.0.0.1:69".parse().unwrap());
+        let handle = frontend.sessions.open(key, b"request");
+        let runtime = frontend.runtime();
+        let slot = runtime
+            .limiter
+            .claim_client(&frontend.clients, client.ip())
+            .unwrap();
+        slot.answered().unwrap();
+        let live = Live::enter(frontend.clone(), key, handle.id, "p");
+        assert_eq!(
+            (frontend.live_sessions(), frontend.tracked_clients()),
+            (1, 1)
+        );
+        let task = tokio::spawn(async move {
+            let (_live, _slot) = (live, slot);
+            panic!("a bug in a relay");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(
+            (frontend.live_sessions(), frontend.tracked_clients()),
+            (0, 0)
+        );
     }
 }

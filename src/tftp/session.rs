@@ -45,6 +45,14 @@ pub enum Outcome {
     Shutdown,
     /// A socket error ended the session.
     Failed,
+    /// The client never answered the first reply (a spoofed source, or a client gone): given
+    /// up after two of its retransmission intervals.
+    Unanswered,
+    /// The table was full and this session, whose client had not answered, made room for a
+    /// new request.
+    Evicted,
+    /// The client answered while it had as many sessions as `max_sessions_per_client`.
+    ClientLimit,
 }
 
 impl Outcome {
@@ -61,6 +69,9 @@ impl Outcome {
             Outcome::Superseded => "superseded",
             Outcome::Shutdown => "shutdown",
             Outcome::Failed => "failed",
+            Outcome::Unanswered => "unanswered",
+            Outcome::Evicted => "evicted",
+            Outcome::ClientLimit => "client-session-limit",
         }
     }
 }

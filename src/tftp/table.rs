@@ -1,7 +1,8 @@
 //! The table of live sessions, keyed by (client address, contacted address), and what it
 //! decides for a request whose key it already holds:
 //! - a retransmitted request (same bytes, while the client has not yet talked to the session) is
-//!   absorbed instead of opening a second backend transfer, and
+//!   absorbed instead of opening a second backend transfer (the session hears of it: while no
+//!   backend has answered, it passes it on to those it asked), and
 //! - a new request from an address whose session is finished or stale (PXE ROMs reuse port 2072
 //!   on every boot) starts a new session, replacing the old one, never swallowed by it;
 //! - but an identical request while the session's client is still talking to it is a stray or
@@ -9,15 +10,21 @@
 //!   have been silent for [`REUSE_AFTER_SILENCE`] before its address may start the same
 //!   transfer again. The front end replaces a session only once the new one is admitted.
 //!
+//! When the table is full, the oldest session whose client has not answered yet gives way to a
+//! new request ([`SessionTable::make_room`]): a flood of spoofed requests, whose sources never
+//! answer, churns among its own sessions and never crowds out a client that answered.
+//!
 //! It also tracks the sessions' tasks, so a shutdown can let them finish and then end the rest.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,6 +61,17 @@ pub struct SessionHandle {
     pub request: Box<[u8]>,
     pub cancel: CancellationToken,
     pub superseded: AtomicBool,
+    /// Set once the client has sent anything to the session's port (see `heard_client`).
+    pub client_seen: AtomicBool,
+    /// Milliseconds after `opened`, plus one, when a backend's first answer was passed to the
+    /// client; 0 before. A client locks onto the session's port then: for [`ANSWER_GRACE`]
+    /// the session is not ended to make room (a live client answers within a round trip).
+    replied_ms: AtomicU64,
+    /// Ended to make room for a new request while its client had not answered.
+    pub evicted: AtomicBool,
+    /// Told of each retransmission of the request absorbed here: while no backend has
+    /// answered, the session passes it on (it is the client's retry, see `relay::setup`).
+    pub retransmitted: Notify,
     /// When the session was entered; `heard_ms` counts from here.
     opened: Instant,
     /// Milliseconds after `opened`, plus one, when the client last sent to the session's
@@ -68,15 +86,37 @@ impl SessionHandle {
             request: request.into(),
             cancel: CancellationToken::new(),
             superseded: AtomicBool::new(false),
+            client_seen: AtomicBool::new(false),
+            replied_ms: AtomicU64::new(0),
+            evicted: AtomicBool::new(false),
+            retransmitted: Notify::new(),
             opened,
             heard_ms: AtomicU64::new(0),
         }
     }
 
-    /// The client sent something to the session's port at `now`.
+    /// The client sent something to the session's port at `now` (`client_seen` is the
+    /// relay's to set: it charges the client's slot on the first time).
     pub fn heard_client(&self, now: Instant) {
         let ms = now.saturating_duration_since(self.opened).as_millis() as u64;
         self.heard_ms.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// The first answer went to the client at `now`.
+    pub fn replied(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.opened).as_millis() as u64;
+        self.replied_ms.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// Whether this session may be ended at `now` to make room: running, its client silent,
+    /// and no answer sent to it, or sent longer than [`ANSWER_GRACE`] ago.
+    fn evictable(&self, now: Instant) -> bool {
+        let replied = match self.replied_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.opened + Duration::from_millis(ms - 1)),
+        };
+        is_unanswered(self)
+            && replied.is_none_or(|at| now.saturating_duration_since(at) >= ANSWER_GRACE)
     }
 
     /// When the client last sent to the session, if it has.
@@ -106,6 +146,9 @@ impl SessionHandle {
 #[derive(Debug)]
 pub struct SessionTable {
     sessions: DashMap<Key, Arc<SessionHandle>>,
+    /// Sessions in the order they were opened, for [`SessionTable::has_room`]; those that
+    /// ended or whose client answered are dropped from it as they come to the front.
+    opened: Mutex<VecDeque<Weak<SessionHandle>>>,
     next_id: AtomicU64,
     tasks: TaskTracker,
 }
@@ -114,6 +157,7 @@ impl Default for SessionTable {
     fn default() -> Self {
         SessionTable {
             sessions: DashMap::new(),
+            opened: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(1),
             tasks: TaskTracker::new(),
         }
@@ -130,10 +174,22 @@ impl SessionTable {
         self.sessions.is_empty()
     }
 
-    /// What a request from `key` is to the live session there, if there is one.
+    /// What a request from `key` is to the live session there, if there is one. A
+    /// retransmission is passed to the session (while no backend answered, it is the client's
+    /// retry, see `relay::setup`).
     pub fn judge(&self, key: &Key, datagram: &[u8], now: Instant) -> Option<Repeat> {
-        let old = self.sessions.get(key).map(|e| e.value().clone())?;
-        Some(old.judge(datagram, now))
+        // A session being ended (evicted, superseded, shut down) answers nothing more: a
+        // request from its address is a new one.
+        let old = self
+            .sessions
+            .get(key)
+            .map(|e| e.value().clone())
+            .filter(|h| !h.cancel.is_cancelled())?;
+        let repeat = old.judge(datagram, now);
+        if repeat == Repeat::Retransmission {
+            old.retransmitted.notify_one();
+        }
+        Some(repeat)
     }
 
     /// Ends the session at `key`, if there is one, because a new request from the same address
@@ -152,7 +208,49 @@ impl SessionTable {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let handle = Arc::new(SessionHandle::new(id, request, Instant::now()));
         self.sessions.insert(key, handle.clone());
+        self.remember_opened(&handle);
         handle
+    }
+
+    /// Whether a new session may start with `max` sessions at most: there is room, or the
+    /// oldest session whose client has not answered yet ends to make some. A session ended so
+    /// stays in the table until its task has let go of its sockets, and the table holds at
+    /// most a sixteenth more than `max` of those: however fast a flood comes, the sessions
+    /// alive never grow past that.
+    pub fn has_room(&self, max: usize) -> bool {
+        let live = self.len();
+        live < max || (live < max + max / 16 + 1 && self.make_room())
+    }
+
+    /// Ends the oldest session whose client has not answered yet; whether there was one.
+    fn make_room(&self) -> bool {
+        let now = Instant::now();
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        let found = opened
+            .iter()
+            .position(|w| w.upgrade().is_some_and(|h| h.evictable(now)));
+        let Some(old) = found.and_then(|i| opened.remove(i)?.upgrade()) else {
+            return false;
+        };
+        old.evicted.store(true, Ordering::Relaxed);
+        old.cancel.cancel();
+        true
+    }
+
+    fn remember_opened(&self, handle: &Arc<SessionHandle>) {
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        opened.push_back(Arc::downgrade(handle));
+        // Those that ended or answered leave from the front; now and then, from anywhere (a
+        // client waiting long at the front must not make the queue grow with the traffic).
+        while opened
+            .front()
+            .is_some_and(|w| !w.upgrade().is_some_and(|h| is_unanswered(&h)))
+        {
+            opened.pop_front();
+        }
+        if opened.len() > 2 * self.sessions.len() + 64 {
+            opened.retain(|w| w.upgrade().is_some_and(|h| is_unanswered(&h)));
+        }
     }
 
     /// Removes the session `id` from `key` (a newer session there stays).
@@ -183,6 +281,16 @@ impl SessionTable {
     }
 }
 
+/// How long a session that sent its client the first answer is safe from being ended to make
+/// room: the client may be locked onto its port, and a live one answers within a round trip
+/// (milliseconds on a LAN; a quarter second leaves a loaded host its scheduling delays).
+pub const ANSWER_GRACE: Duration = Duration::from_millis(250);
+
+/// A session still running whose client has sent it nothing.
+fn is_unanswered(handle: &SessionHandle) -> bool {
+    !handle.client_seen.load(Ordering::Relaxed) && !handle.cancel.is_cancelled()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +317,70 @@ mod tests {
             h.judge(b"rrq", at(2_999)),
             Repeat::Duplicate,
             "heard at its opening"
+        );
+    }
+
+    fn key(port: u16) -> Key {
+        let local = "127.0.0.1:69".parse().unwrap();
+        (SocketAddr::from(([127, 0, 0, 1], port)), local)
+    }
+
+    #[test]
+    fn the_oldest_unanswered_session_makes_room_and_answered_ones_never_do() {
+        let table = SessionTable::default();
+        let answered = table.open(key(1), b"a");
+        answered.client_seen.store(true, Ordering::Relaxed);
+        let oldest = table.open(key(2), b"b");
+        let newer = table.open(key(3), b"c");
+        assert!(table.has_room(4), "room without ending anyone");
+        assert!(!oldest.cancel.is_cancelled());
+        assert!(table.has_room(3));
+        assert!(oldest.cancel.is_cancelled() && oldest.evicted.load(Ordering::Relaxed));
+        assert!(table.has_room(3));
+        assert!(newer.cancel.is_cancelled());
+        assert!(
+            !table.has_room(3),
+            "only an answered session is left to end"
+        );
+        assert!(!answered.cancel.is_cancelled());
+    }
+
+    #[test]
+    fn sessions_ended_to_make_room_count_until_their_task_ends() {
+        let table = SessionTable::default();
+        let max = 32;
+        let handles: Vec<_> = (0..max as u16).map(|i| table.open(key(i), b"x")).collect();
+        // A flood: each newcomer ends an unanswered session, whose task has not ended yet.
+        let mut admitted = 0;
+        for i in 0..1_000u16 {
+            if table.has_room(max) {
+                table.open(key(1_000 + i), b"y");
+                admitted += 1;
+            }
+        }
+        assert_eq!(table.len(), max + max / 16 + 1, "a sixteenth more at most");
+        assert_eq!(admitted, max / 16 + 1);
+        // Their tasks end: room again.
+        for h in &handles {
+            table.close(&key(h.id as u16 - 1), h.id);
+        }
+        assert!(table.has_room(max));
+    }
+
+    #[test]
+    fn the_queue_of_opened_sessions_does_not_grow_with_the_traffic() {
+        let table = SessionTable::default();
+        // One client waits long at the front; thousands come and go behind it.
+        let _waiting = table.open(key(1), b"w");
+        for i in 0..5_000u16 {
+            let h = table.open(key(2 + i % 100), b"x");
+            h.client_seen.store(true, Ordering::Relaxed);
+        }
+        let queued = table.opened.lock().unwrap().len();
+        assert!(
+            queued <= 2 * table.len() + 65,
+            "{queued} queued for {} live",
+            table.len()
         );
     }
 }

@@ -4,6 +4,7 @@
 //! Every port is bound at :0 and read back; every child process is ours, killed by handle.
 #![allow(dead_code)]
 
+pub mod capped;
 pub mod daemon;
 
 pub mod faulty;

@@ -9,6 +9,7 @@ use std::io;
 
 use tokio::time::Instant;
 
+use super::send::{to_backend, to_client};
 use super::{Relay, Transfer};
 use crate::protocol::packet::{self, Kind, ack_datagram};
 use crate::tftp::readahead::{ReadAhead, Step};
@@ -50,8 +51,7 @@ impl Relay {
         match action {
             Action::ForwardAndEnd(Outcome::ClientAborted) => {
                 if !ahead.backend_done() {
-                    t.leg.socket.send_to(&t.buf[..n], t.leg.tid).await?;
-                    t.counts.to_backend += 1;
+                    to_backend(&t.leg, &t.buf[..n], &mut t.counts).await;
                 }
                 Ok(Some(Outcome::ClientAborted))
             }
@@ -108,8 +108,7 @@ impl Relay {
     /// Our own ACK of position `pos` to the backend, in its numbering: its turn starts now.
     async fn ack_backend(&self, t: &mut Transfer<'_>, pos: u64) -> io::Result<()> {
         let ack = ack_datagram(t.session.leg_wire(pos));
-        t.leg.socket.send_to(&ack, t.leg.tid).await?;
-        t.counts.to_backend += 1;
+        to_backend(&t.leg, &ack, &mut t.counts).await;
         t.timers.acked_backend(Instant::now());
         Ok(())
     }
@@ -127,10 +126,13 @@ impl Relay {
             return Ok(());
         }
         for pos in positions {
-            t.client_sock
-                .send_to(ahead.datagram(pos), self.client)
-                .await?;
-            t.counts.to_client += 1;
+            // A client that never answered gets no more than a few (see `timers`).
+            if !t.timers.may_send_to_client() {
+                t.counts.dropped += 1;
+                continue;
+            }
+            let datagram = ahead.datagram(pos);
+            to_client(&t.client_sock, datagram, self.client, &mut t.counts).await;
         }
         t.timers.served_client(Instant::now());
         Ok(())

@@ -11,6 +11,8 @@ use std::io;
 use tokio::time::Instant;
 
 use super::linger::release;
+use super::reply::Answer;
+use super::send::{to_backend, to_client};
 use super::{Leg, Relay, Transfer};
 use crate::pool::Choice;
 use crate::protocol::packet::{self, ack_datagram, error_code};
@@ -58,17 +60,22 @@ impl Relay {
                     .map(Some);
             };
             t.tried.push(index);
-            let Some(leg) = self.ask(index, t.buf).await? else {
-                if self.handle.cancel.is_cancelled() {
-                    return Ok(Some(self.cancel_outcome()));
+            let leg = match self.ask(index, t.buf).await? {
+                Answer::Leg(leg) => leg,
+                Answer::Cancelled => return Ok(Some(self.cancel_outcome())),
+                Answer::Silent => {
+                    self.silent(index);
+                    continue;
                 }
-                self.passive_failure(index, "did not answer a takeover request");
-                continue;
+                Answer::Unreachable => {
+                    self.passive_failure(index, "its port is closed");
+                    continue;
+                }
             };
             let n = leg.first_len;
             match t.session.on_takeover_reply(&mut t.buf[..n]) {
                 Takeover::AckOack => {
-                    leg.socket.send_to(&ack_datagram(0), leg.tid).await?;
+                    to_backend(&leg, &ack_datagram(0), &mut t.counts).await;
                     return Ok(self.switch(t, leg));
                 }
                 Takeover::Data(action) => {
@@ -113,7 +120,7 @@ impl Relay {
     pub(super) async fn fail_client(&self, t: &mut Transfer<'_>, why: &str) -> io::Result<Outcome> {
         tracing::warn!(client = %self.client, why, "transfer failed");
         let error = packet::error_datagram(error_code::NOT_DEFINED, why);
-        t.client_sock.send_to(&error, self.client).await?;
+        to_client(&t.client_sock, &error, self.client, &mut t.counts).await;
         Ok(Outcome::ResumeFailed)
     }
 }

@@ -7,6 +7,7 @@
 //! no socket of ours can be turned into an amplifier.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -56,6 +57,59 @@ impl StrangerReply {
 /// Answers sent from one quarantined socket at most.
 const QUARANTINE_REPLIES: u32 = 8;
 
+/// Sockets lingering at most in the whole process (quarantined, or a finished write answering
+/// its final DATA). Beyond, a socket is closed at once: the strict first reply of `setup` still
+/// keeps a late packet from taking over another session (the quarantine is a second line), and
+/// every lingering socket is a file descriptor the sessions need.
+pub const MAX_LINGERING: usize = 1024;
+
+static LINGERING: Lingering = Lingering::new(MAX_LINGERING);
+
+/// Counts the sockets lingering now, up to a cap.
+#[derive(Debug)]
+struct Lingering {
+    now: AtomicUsize,
+    max: usize,
+}
+
+/// One socket's place among the lingering; given back when dropped.
+struct LingerSlot(&'static Lingering);
+
+impl Lingering {
+    const fn new(max: usize) -> Lingering {
+        Lingering {
+            now: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A place for one more lingering socket, unless all are taken.
+    fn enter(&'static self) -> Option<LingerSlot> {
+        let taken = self
+            .now
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        match taken {
+            Ok(n) => {
+                crate::metrics::sockets_lingering(n + 1);
+                Some(LingerSlot(self))
+            }
+            Err(_) => {
+                crate::metrics::socket_closed_early();
+                None
+            }
+        }
+    }
+}
+
+impl Drop for LingerSlot {
+    fn drop(&mut self) {
+        let before = self.0.now.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::sockets_lingering(before - 1);
+    }
+}
+
 /// Lets go of a backend leg. A transfer that is over (completed, or ended by an ERROR) just
 /// closes. One the backend may still be sending is told to stop, and its socket quarantined,
 /// so the port cannot carry its late packets to another session.
@@ -99,12 +153,17 @@ pub(super) fn answer_final_data(
 
 /// Keeps `socket` bound for `hold`, then closes it; meanwhile answers a datagram (its first
 /// four bytes and its sender) with what `reply` makes of it, at most [`QUARANTINE_REPLIES`]
-/// times, so a flood cannot turn the socket into an amplifier.
+/// times, so a flood cannot turn the socket into an amplifier. With [`MAX_LINGERING`] sockets
+/// lingering already, it is closed at once.
 fn linger<F>(socket: UdpSocket, hold: Duration, reply: F)
 where
     F: Fn(&[u8], SocketAddr) -> Option<Vec<u8>> + Send + 'static,
 {
+    let Some(slot) = LINGERING.enter() else {
+        return;
+    };
     tokio::spawn(async move {
+        let _slot = slot;
         let deadline = tokio::time::sleep(hold);
         tokio::pin!(deadline);
         let mut head = [0u8; 4];
@@ -133,6 +192,22 @@ fn error_code_bytes() -> [u8; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lingering_sockets_are_capped_and_their_places_given_back() {
+        let lingering: &'static Lingering = Box::leak(Box::new(Lingering::new(2)));
+        let a = lingering.enter().expect("first");
+        let _b = lingering.enter().expect("second");
+        assert!(
+            lingering.enter().is_none(),
+            "beyond the cap: closed at once"
+        );
+        drop(a);
+        assert!(
+            lingering.enter().is_some(),
+            "a place given back is taken again"
+        );
+    }
 
     #[test]
     fn strangers_get_at_most_one_reply_per_interval() {

@@ -4,10 +4,14 @@
 //!   sent to (port 0: a fresh TID), because clients compare the whole source address.
 //! - Toward the backend it sends the client's request (unchanged but for a blksize over
 //!   `[tftp] max_blksize`) to the backend's port, learns the backend's TID from its first
-//!   reply, and from then on talks only to that TID.
+//!   reply, and from then on talks only to that TID (the socket is connected to it: the kernel
+//!   drops strangers, and says when the port closes, which fails the transfer over at once;
+//!   see `backend_socket`).
 //! - If the chosen backend does not answer within `setup_timeout`, the request goes to the next
-//!   eligible backend (a fresh socket, so a late answer of the first cannot slip in), and the
-//!   silence counts against the backend's health.
+//!   eligible backend too, from a socket of its own; the first answer wins. When none answers,
+//!   the client hears nothing (backends at their capacity drop requests silently): its own
+//!   retransmissions are passed on until one answers or it stops (see `setup`). Silence is not
+//!   held against a backend's health; a closed port is.
 //! - If the backend stops sending mid-transfer (no DATA for `stall_timeout` while the client is
 //!   still asking) or gives up with an ERROR, another backend takes over: the same request,
 //!   its blocks consumed up to the client's last ACK, the rest forwarded (see `session`).
@@ -23,17 +27,23 @@
 //! - One receive buffer, sized once from the request, serves the whole transfer, and the
 //!   read-ahead ring is allocated once: nothing is allocated per relayed packet.
 //!
-//! The files beside this one, by concern: `setup` finds a backend that answers the request,
+//! The files beside this one, by concern: `setup` finds a backend that answers the request
+//! (when, says `setup_clock`; what an answer is, `reply`; the sockets, `backend_socket`),
 //! `transfer` is the loop that relays between the two sides, `ahead` glues the read-ahead ring
-//! into it, `failover` moves a transfer to another backend, and `linger` lets go of sockets
+//! into it, `failover` moves a transfer to another backend, `send` sends (a failed send is a
+//! lost packet), and `linger` lets go of sockets
 //! without letting a late packet reach another session. Every decision with a clock (idle end,
 //! stall, resends, catch-up, dally) is made by the pure `timers`; the loop only asks it and
 //! does what it says.
 
 mod ahead;
+mod backend_socket;
 mod failover;
 mod linger;
+mod reply;
+mod send;
 mod setup;
+mod setup_clock;
 mod timers;
 mod transfer;
 
@@ -51,8 +61,10 @@ use super::readahead::ReadAhead;
 use super::session::{Outcome, Session};
 use super::table::SessionHandle;
 use crate::balance::SessionClaim;
+use crate::limits::ClientSlot;
 use crate::pool::Pool;
 use crate::protocol::options::{Negotiated, Options};
+pub use linger::MAX_LINGERING;
 use linger::{answer_final_data, release};
 use timers::{Ahead, Facts, Timers};
 
@@ -72,6 +84,8 @@ pub struct Relay {
     pub rewritten: Option<Box<[u8]>>,
     /// A write request (the pool allows writes): relayed, never resumed.
     pub write: bool,
+    /// The session's place in its client's count, taken when the client answers.
+    pub slot: ClientSlot,
 }
 
 /// What a finished session reports (log line and metrics).
@@ -85,6 +99,7 @@ pub struct Report {
     pub packets_to_client: u64,
     pub packets_to_backend: u64,
     pub dropped: u64,
+    pub send_errors: u64,
     pub resumes: u32,
     pub elapsed: Duration,
 }
@@ -102,6 +117,7 @@ impl Report {
             packets_to_client: self.packets_to_client,
             packets_to_backend: self.packets_to_backend,
             dropped: self.dropped,
+            send_errors: self.send_errors,
             elapsed: self.elapsed,
         }
     }
@@ -128,6 +144,10 @@ struct Counts {
     to_client: u64,
     to_backend: u64,
     dropped: u64,
+    /// Datagrams the kernel would not send (counted as lost, see `send`).
+    send_errors: u64,
+    /// The backend's TID is closed (ICMP port unreachable): the loop fails over.
+    backend_gone: bool,
 }
 
 /// Everything the transfer loop works on.
@@ -193,6 +213,7 @@ impl Relay {
             packets_to_client: counts.to_client,
             packets_to_backend: counts.to_backend,
             dropped: counts.dropped,
+            send_errors: counts.send_errors,
             resumes: session.resumes(),
             elapsed: started.elapsed(),
         }
@@ -206,7 +227,7 @@ impl Relay {
     }
 
     /// The request datagram sent to backends.
-    fn request(&self) -> &[u8] {
+    pub(super) fn request(&self) -> &[u8] {
         self.rewritten.as_deref().unwrap_or(&self.handle.request)
     }
 
@@ -220,8 +241,11 @@ impl Relay {
         let mut tried = Vec::new();
         let leg = match self.connect(&mut tried, buf).await? {
             Ok(leg) => leg,
-            Err(why) => return Ok((self.no_backend(&client_sock, why).await?, None)),
+            Err(why) => return Ok((self.no_backend(&client_sock, why, counts).await, None)),
         };
+        // The backend's first answer goes to the client now: from here the client may be
+        // locked onto this session's port, and ending it to make room would strand it.
+        self.handle.replied(std::time::Instant::now());
         let mut t = Transfer {
             client_sock,
             leg,
@@ -252,6 +276,8 @@ impl Relay {
     fn cancel_outcome(&self) -> Outcome {
         if self.handle.superseded.load(Ordering::Relaxed) {
             Outcome::Superseded
+        } else if self.handle.evicted.load(Ordering::Relaxed) {
+            Outcome::Evicted
         } else {
             Outcome::Shutdown
         }

@@ -1,22 +1,32 @@
-//! Finding a backend for the request: ask one eligible backend after another, each from a
-//! fresh socket, and take the first reply that can answer this very request (the backend's TID).
+//! A session's setup: finding a backend that answers the request.
 //!
-//! Why a fresh socket per backend and such a strict first reply: a late answer of a backend
-//! given up on, or a late packet of an older transfer that used the same local port, must never
-//! lock the session onto the wrong transfer. A backend that stays silent counts against its
-//! health like a failed probe.
+//! The request goes to one eligible backend, from a socket of its own; if that one is silent
+//! for `setup_timeout`, to another (up to `setup_attempts` backends, each asked once, each from
+//! its own socket), while the ones asked before may still answer: the first answer to this very
+//! request (see `reply`) wins, and the others' sockets are quarantined.
+//!
+//! Why keep waiting in silence rather than give up with an ERROR: a backend at its capacity
+//! drops new requests without a word and clients retransmit until a slot frees. Each
+//! retransmission of the client's request (the port-69 front end absorbs it, see `table`) is
+//! passed on to every backend asked that has been silent for `setup_timeout`, as if the client
+//! had sent it there (a backend that is merely slow never gets a duplicate that could start a
+//! second transfer); the relay adds no retransmission of its own. The session ends silently when the client stops retransmitting
+//! (the clock in `setup_clock`); a retransmission after that starts a new session.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::net::UdpSocket;
-use tokio::time::timeout;
+use tokio::time::{Instant, sleep_until};
 
+use super::backend_socket::bind_like;
 use super::linger::quarantine;
-use super::{Leg, Relay};
+use super::reply::{Asking, any_ready};
+use super::send::to_client;
+use super::setup_clock::{SetupClock, SetupStep};
+use super::{Counts, Leg, Relay};
+use crate::limits::budget::may_log_packet_error;
 use crate::pool::Choice;
-use crate::protocol::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE};
-use crate::protocol::packet::{self, Kind, Packet, error_code};
+use crate::protocol::packet::{self, error_code};
 use crate::tftp::session::Outcome;
 
 /// Why no backend took the request.
@@ -27,169 +37,170 @@ pub(super) enum NoLeg {
     Cancelled,
 }
 
+/// What an event of the setup came to.
+enum Setup {
+    Waiting,
+    Answered(Leg),
+    Over(NoLeg),
+}
+
 impl Relay {
-    /// Tells the client why nothing will come, and names the outcome.
+    /// Tells the client why nothing will come when there is something to tell, and names the
+    /// outcome.
     pub(super) async fn no_backend(
         &self,
         client_sock: &UdpSocket,
         why: NoLeg,
-    ) -> io::Result<Outcome> {
-        let (outcome, msg) = match why {
-            NoLeg::Cancelled => return Ok(self.cancel_outcome()),
+        counts: &mut Counts,
+    ) -> Outcome {
+        match why {
+            NoLeg::Cancelled => self.cancel_outcome(),
             // Every backend is at its limit: stay silent, the client's retry comes back later.
-            NoLeg::Busy => return Ok(Outcome::Busy),
-            NoLeg::NoHealthy => (Outcome::NoHealthyBackend, "no healthy boot server"),
-            NoLeg::NoAnswer => (Outcome::BackendTimeout, "no boot server answered"),
-        };
-        let error = packet::error_datagram(error_code::NOT_DEFINED, msg);
-        client_sock.send_to(&error, self.client).await?;
-        Ok(outcome)
+            NoLeg::Busy => Outcome::Busy,
+            // Nobody answered and the client stopped asking: silence (see the module doc).
+            NoLeg::NoAnswer => Outcome::BackendTimeout,
+            NoLeg::NoHealthy => {
+                let msg = "no healthy boot server";
+                let error = packet::error_datagram(error_code::NOT_DEFINED, msg);
+                to_client(client_sock, &error, self.client, counts).await;
+                Outcome::NoHealthyBackend
+            }
+        }
     }
 
-    /// Sends the request to one backend after another until one answers.
+    /// Asks backends for the request until one answers, or the client stops asking.
     pub(super) async fn connect(
         &self,
         tried: &mut Vec<usize>,
         buf: &mut [u8],
     ) -> io::Result<Result<Leg, NoLeg>> {
-        for _ in 0..self.settings.setup_attempts {
-            let index = match self.next_backend(tried) {
+        let mut clock = SetupClock::new(&self.settings, self.requested.timeout(), Instant::now());
+        let mut asking = Vec::new();
+        let mut setup = self.ask_another(tried, &mut asking, &mut clock).await?;
+        while let Setup::Waiting = setup {
+            setup = self.wait(tried, &mut asking, &mut clock, buf).await?;
+        }
+        // Those still asked may answer late: their ports must not go to another session yet.
+        let now = Instant::now();
+        for a in asking {
+            if now >= a.since + self.settings.setup_timeout {
+                self.silent(a.index);
+            }
+            quarantine(a.socket);
+        }
+        Ok(match setup {
+            Setup::Answered(leg) => {
+                self.pool.remember(self.client.ip(), leg.index);
+                Ok(leg)
+            }
+            Setup::Over(why) => Err(why),
+            Setup::Waiting => unreachable!("the loop ends on an answer or the end"),
+        })
+    }
+
+    /// Waits for the next event: an answer, the clock, the client's retransmission, the end.
+    async fn wait(
+        &self,
+        tried: &mut Vec<usize>,
+        asking: &mut Vec<Asking>,
+        clock: &mut SetupClock,
+        buf: &mut [u8],
+    ) -> io::Result<Setup> {
+        tokio::select! {
+            _ = self.handle.cancel.cancelled() => Ok(Setup::Over(NoLeg::Cancelled)),
+            _ = sleep_until(clock.next_deadline()) => match clock.on_timer(Instant::now()) {
+                SetupStep::Wait => Ok(Setup::Waiting),
+                SetupStep::AskAnother => self.ask_another(tried, asking, clock).await,
+                SetupStep::GiveUp => Ok(Setup::Over(NoLeg::NoAnswer)),
+            },
+            _ = self.handle.retransmitted.notified() => {
+                clock.client_retransmitted(Instant::now());
+                self.pass_on_retransmission(asking, clock).await;
+                Ok(Setup::Waiting)
+            }
+            i = any_ready(asking) => match self.take_answer(&asking[i], buf) {
+                None => Ok(Setup::Waiting),
+                Some(Ok((n, tid))) => {
+                    let a = asking.swap_remove(i);
+                    Ok(Setup::Answered(a.into_leg(tid, n).await?))
+                }
+                Some(Err(e)) => {
+                    let a = asking.swap_remove(i);
+                    tracing::debug!(backend = %self.pool.backends[a.index].address, error = %e, "request refused");
+                    self.passive_failure(a.index, "its port is closed");
+                    // Nothing will come from there: the next one is asked at once.
+                    match asking.is_empty() {
+                        true => self.ask_another(tried, asking, clock).await,
+                        false => Ok(Setup::Waiting),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Asks one more backend, one not asked yet in this session; when none is left and
+    /// nothing is being waited for, the setup is over.
+    async fn ask_another(
+        &self,
+        tried: &mut Vec<usize>,
+        asking: &mut Vec<Asking>,
+        clock: &mut SetupClock,
+    ) -> io::Result<Setup> {
+        loop {
+            let index = match self.pool.choose(self.client.ip(), &|i| !tried.contains(&i)) {
                 Choice::Backend(i) => i,
-                Choice::NoHealthy if tried.is_empty() => return Ok(Err(NoLeg::NoHealthy)),
-                Choice::Full if tried.is_empty() => return Ok(Err(NoLeg::Busy)),
-                _ => break,
+                Choice::NoHealthy if tried.is_empty() => return Ok(Setup::Over(NoLeg::NoHealthy)),
+                Choice::Full if tried.is_empty() => return Ok(Setup::Over(NoLeg::Busy)),
+                _ => {
+                    clock.none_left();
+                    return Ok(match asking.is_empty() {
+                        true => Setup::Over(NoLeg::NoAnswer),
+                        false => Setup::Waiting,
+                    });
+                }
             };
             tried.push(index);
-            match self.ask(index, buf).await? {
-                Some(leg) => {
-                    self.pool.remember(self.client.ip(), index);
-                    return Ok(Ok(leg));
+            let backend = self.pool.backends[index].clone();
+            // Counted from the moment it is asked, so a burst sees it busy (least-sessions and
+            // `max_sessions` both read this count); released if it never answers.
+            let claim = backend.claim();
+            let socket = bind_like(backend.address).await?;
+            let now = Instant::now();
+            clock.asked(now);
+            match socket.send_to(self.request(), backend.address).await {
+                Ok(_) => {
+                    let ip = backend.address.ip();
+                    let (since, sent) = (now, now);
+                    asking.push(Asking {
+                        index,
+                        socket,
+                        ip,
+                        claim,
+                        since,
+                        sent,
+                    });
+                    return Ok(Setup::Waiting);
                 }
-                None if self.handle.cancel.is_cancelled() => return Ok(Err(NoLeg::Cancelled)),
-                None => self.passive_failure(index, "did not answer the request in time"),
-            }
-        }
-        Ok(Err(NoLeg::NoAnswer))
-    }
-
-    /// Sends the request to backend `index`; its first reply (in `buf`), or `None` after
-    /// `setup_timeout` or on cancellation.
-    pub(super) async fn ask(&self, index: usize, buf: &mut [u8]) -> io::Result<Option<Leg>> {
-        let backend = self.pool.backends[index].clone();
-        // Counted from the moment it is asked, so a burst sees it busy (least-sessions and
-        // `max_sessions` both read this count); released if it never answers.
-        let claim = backend.claim();
-        let socket = bind_like(backend.address).await?;
-        if let Err(e) = socket.send_to(self.request(), backend.address).await {
-            // Unreachable network and the like: this backend cannot be asked; try another.
-            tracing::debug!(backend = %backend.address, error = %e, "cannot send the request");
-            return Ok(None);
-        }
-        let wait = timeout(
-            self.settings.setup_timeout,
-            self.first_reply(&socket, backend.address.ip(), buf),
-        );
-        let reply = tokio::select! {
-            _ = self.handle.cancel.cancelled() => None,
-            reply = wait => Some(reply),
-        };
-        match reply {
-            Some(Ok(Ok((first_len, tid)))) => Ok(Some(Leg {
-                index,
-                socket,
-                tid,
-                claim,
-                first_len,
-            })),
-            Some(Ok(Err(e))) => Err(e),
-            // The backend may still answer later: its transfer must not find this port free
-            // for another session to take.
-            _ => {
-                quarantine(socket);
-                Ok(None)
+                // No route and the like: this backend cannot be asked now; the next one is.
+                Err(e) => {
+                    tracing::debug!(backend = %backend.address, error = %e, "cannot send the request");
+                }
             }
         }
     }
 
-    /// Waits for the backend's answer to our request: the first datagram from `backend_ip`
-    /// (any port: that port becomes its TID) that can answer this request. Anything else is a
-    /// late packet of an older transfer that used the same local port, and is ignored: taking
-    /// it would lock the session onto the wrong transfer.
-    async fn first_reply(
-        &self,
-        socket: &UdpSocket,
-        backend_ip: IpAddr,
-        buf: &mut [u8],
-    ) -> io::Result<(usize, SocketAddr)> {
-        loop {
-            match socket.recv_from(buf).await {
-                Ok((n, from)) if from.ip() == backend_ip && self.answers_request(&buf[..n]) => {
-                    return Ok((n, from));
-                }
-                Ok(_) => {}
-                // ICMP port unreachable from a dead backend: keep waiting out the setup timeout.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(e) => return Err(e),
+    /// The client sent its request again: so does every backend asked that has been silent
+    /// for `setup_timeout`, from its socket.
+    async fn pass_on_retransmission(&self, asking: &mut [Asking], clock: &SetupClock) {
+        let now = Instant::now();
+        for a in asking.iter_mut().filter(|a| clock.pass_on(a.sent, now)) {
+            a.sent = now;
+            let to = self.pool.backends[a.index].address;
+            if let Err(e) = a.socket.send_to(self.request(), to).await
+                && may_log_packet_error()
+            {
+                tracing::warn!(backend = %to, error = %e, "send failed: counted as a lost packet");
             }
         }
     }
-
-    /// Whether a datagram can be the answer to this session's request: an ERROR, an OACK with
-    /// only requested options and no larger blksize, or DATA 1 (read) / ACK 0 (write) that fits
-    /// the block size in force without options.
-    fn answers_request(&self, datagram: &[u8]) -> bool {
-        match packet::peek(datagram) {
-            // ERROR 5 is what a stranger's packet gets, never an answer to a request.
-            Ok(Kind::Error { code }) => code != error_code::UNKNOWN_TID,
-            Ok(Kind::Oack) => match Packet::decode(datagram) {
-                Ok(Packet::Oack(o)) => {
-                    o.iter().all(|(k, _)| self.requested.get(k).is_some())
-                        && o.blksize().unwrap_or(DEFAULT_BLKSIZE) <= self.blksize_bound()
-                }
-                _ => false,
-            },
-            Ok(Kind::Data { block: 1, len }) => !self.write && len <= usize::from(DEFAULT_BLKSIZE),
-            Ok(Kind::Ack { block: 0 }) => self.write,
-            _ => false,
-        }
-    }
-
-    /// The largest block the backend may send: what the client asked for; a blksize the
-    /// client wrote out of range may be clamped by the server to anything up to the maximum.
-    pub(super) fn blksize_bound(&self) -> u16 {
-        match (self.requested.blksize(), self.requested.get("blksize")) {
-            (Some(b), _) => b,
-            (None, Some(_)) => MAX_BLKSIZE,
-            (None, None) => DEFAULT_BLKSIZE,
-        }
-    }
-
-    /// A backend not tried yet in this session; when all were tried, any eligible one again.
-    fn next_backend(&self, tried: &[usize]) -> Choice {
-        let ip = self.client.ip();
-        match self.pool.choose(ip, &|i| !tried.contains(&i)) {
-            Choice::Exhausted if !tried.is_empty() => self.pool.choose(ip, &|_| true),
-            other => other,
-        }
-    }
-
-    /// A backend that failed a session counts it like a failed probe (when the pool probes).
-    pub(super) fn passive_failure(&self, index: usize, why: &str) {
-        let backend = &self.pool.backends[index];
-        tracing::debug!(backend = %backend.address, client = %self.client, why, "backend failed a session");
-        if let Some(h) = &self.pool.health {
-            backend
-                .state
-                .record_passive_failure(&backend.address.to_string(), h.fall);
-        }
-    }
-}
-
-/// A socket on an ephemeral port of the same family as `peer`.
-async fn bind_like(peer: SocketAddr) -> io::Result<UdpSocket> {
-    let any: IpAddr = match peer {
-        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-    };
-    UdpSocket::bind(SocketAddr::new(any, 0)).await
 }

@@ -1,6 +1,14 @@
 //! Every decision of a relayed transfer that depends on the clock: when the session has been
-//! idle too long, when a backend counts as stalled, when the client gets its blocks again and how
-//! often, how often a backend catching up gets our ACK again, and how long a socket lingers.
+//! idle too long, when a client that never answered is given up, when a backend counts as
+//! stalled, when the client gets its blocks again and how often, how often a backend catching
+//! up gets our ACK again, and how long a socket lingers.
+//!
+//! A client that has not answered the first reply may be a spoofed source: the request named
+//! someone else's address, and everything sent there is reflected at that victim. Until the
+//! client answers, it gets the first reply and at most two more datagrams (the backend's
+//! retransmissions passed on, or our own read-ahead resends), and the session ends after two of
+//! its retransmission intervals ([`unanswered_patience`]): a client that lost the reply
+//! retransmits its request within that, or starts a new session after it.
 //!
 //! Why a type of its own: these rules interact (a resend, an idle end and a stall can all fall
 //! due at once) and are easy to get subtly wrong, for instance a deadline already past that
@@ -19,6 +27,9 @@ use tokio::time::Instant;
 use crate::tftp::config::RelaySettings;
 use crate::tftp::session::Outcome;
 
+/// Datagrams a client that has not answered yet gets besides the first reply.
+pub const UNANSWERED_REPEATS: u32 = 2;
+
 /// Retransmissions of our own ACK to a backend taking over, before trying yet another.
 pub const CATCH_UP_RETRIES: u32 = 3;
 
@@ -35,6 +46,21 @@ pub const QUARANTINE: Duration = Duration::from_secs(15);
 /// The retransmission timeout toward the client when it negotiated none (what tftpd-hpa and
 /// most servers start with).
 const DEFAULT_CLIENT_TIMEOUT: u8 = 1;
+
+/// The longest retransmission interval assumed of a client, whatever `timeout` it asked for: a
+/// spoofed request naming 255 s must not hold a session for minutes.
+const MAX_CLIENT_INTERVAL: u8 = 5;
+
+/// How long a session waits on a client that has not answered (or retransmitted its request)
+/// before giving up: two of the client's retransmission intervals, its `timeout` (at most 5 s),
+/// else 1 s. A client that lost a reply retransmits within that; a spoofed source never does.
+pub fn unanswered_patience(timeout: Option<u8>) -> Duration {
+    secs(
+        timeout
+            .unwrap_or(DEFAULT_CLIENT_TIMEOUT)
+            .clamp(1, MAX_CLIENT_INTERVAL),
+    ) * 2
+}
 
 /// The timeout a write's final ACK is kept ready for when the client negotiated none.
 const DEFAULT_DALLY_TIMEOUT: u8 = 3;
@@ -141,6 +167,12 @@ pub struct Timers {
     resends: u32,
     /// Our own ACK re-sent to a backend catching up, since its last block.
     catch_up_retries: u32,
+    /// When the first reply went to the client.
+    started: Instant,
+    /// Whether the client ever sent anything to the session.
+    client_answered: bool,
+    /// Datagrams sent to the client before it answered.
+    unanswered_sent: u32,
 }
 
 impl Timers {
@@ -156,6 +188,9 @@ impl Timers {
             sent_at: now,
             resends: 0,
             catch_up_retries: 0,
+            started: now,
+            client_answered: false,
+            unanswered_sent: 0,
         }
     }
 
@@ -163,6 +198,23 @@ impl Timers {
     pub fn heard_client(&mut self, now: Instant) {
         self.last_client = now;
         self.resends = 0;
+        self.client_answered = true;
+    }
+
+    /// Whether a datagram may go to the client now: always once it answered; before, the
+    /// first reply and [`UNANSWERED_REPEATS`] more (counted here).
+    pub fn may_send_to_client(&mut self) -> bool {
+        if self.client_answered {
+            return true;
+        }
+        self.unanswered_sent += 1;
+        self.unanswered_sent <= 1 + UNANSWERED_REPEATS
+    }
+
+    /// When a client that has not answered is given up.
+    fn unanswered_deadline(&self, facts: &Facts) -> Option<Instant> {
+        (!self.client_answered)
+            .then(|| self.started + unanswered_patience(facts.negotiated_timeout))
     }
 
     /// The backend made progress (a block, an OACK), or a new backend took over.
@@ -186,6 +238,9 @@ impl Timers {
     /// a backend that owes nothing has been quiet (that would spin the loop).
     pub fn next_deadline(&self, now: Instant, facts: &Facts) -> Instant {
         let idle = self.idle_deadline();
+        let idle = self
+            .unanswered_deadline(facts)
+            .map_or(idle, |u| u.min(idle));
         let next = self.resend_due(facts).map_or(idle, |due| due.min(idle));
         if !self.resume {
             return next;
@@ -214,6 +269,9 @@ impl Timers {
     pub fn on_timer(&mut self, now: Instant, facts: &Facts) -> Due {
         if now >= self.idle_deadline() {
             return Due::end(Outcome::IdleTimeout);
+        }
+        if self.unanswered_deadline(facts).is_some_and(|u| now >= u) {
+            return Due::end(Outcome::Unanswered);
         }
         let resend_to_client = self.resend_due(facts).is_some_and(|due| now >= due);
         if resend_to_client {
@@ -316,8 +374,20 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// A clock started at `t0`, the pool resuming.
+    /// A clock started at `t0`, the pool resuming, the client having answered at once (most
+    /// rules are about a transfer under way).
     fn timers(t0: Instant) -> Timers {
+        with_resume(true, t0)
+    }
+
+    fn with_resume(resume: bool, t0: Instant) -> Timers {
+        let mut t = Timers::new(&settings(), resume, t0);
+        t.heard_client(t0);
+        t
+    }
+
+    /// A clock started at `t0` whose client has not answered.
+    fn unanswered(t0: Instant) -> Timers {
         Timers::new(&settings(), true, t0)
     }
 
@@ -420,7 +490,7 @@ mod tests {
     #[test]
     fn with_resume_off_a_stall_is_not_judged() {
         let t0 = Instant::now();
-        let mut t = Timers::new(&settings(), false, t0);
+        let mut t = with_resume(false, t0);
         t.heard_client(t0 + ms(100));
         let f = relayed();
         assert_eq!(t.next_deadline(t0 + ms(100), &f), t0 + IDLE);
@@ -579,7 +649,7 @@ mod tests {
     #[test]
     fn a_session_nobody_speaks_in_ends_after_the_idle_timeout() {
         let t0 = Instant::now();
-        let mut t = Timers::new(&settings(), false, t0);
+        let mut t = with_resume(false, t0);
         t.heard_backend(t0 + ms(5_000));
         let f = relayed();
         // Idle counts from the side heard from longest ago.
@@ -609,6 +679,64 @@ mod tests {
         let f = ahead(false, true);
         assert_eq!(t.next_deadline(t0 + ms(1_000), &f), t0 + ms(1_000) + STALL);
         assert_eq!(t.on_timer(t0 + STALL, &f), nothing());
+    }
+
+    #[test]
+    fn an_unanswered_client_is_waited_for_two_of_its_intervals_at_most_ten_seconds() {
+        assert_eq!(unanswered_patience(None), Duration::from_secs(2));
+        assert_eq!(unanswered_patience(Some(3)), Duration::from_secs(6));
+        assert_eq!(unanswered_patience(Some(255)), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_client_that_never_answers_is_given_up_after_two_of_its_intervals() {
+        let t0 = Instant::now();
+        let mut t = unanswered(t0);
+        let f = relayed();
+        assert_eq!(t.next_deadline(t0, &f), t0 + ms(2_000));
+        assert_eq!(t.on_timer(t0 + ms(1_999), &f), nothing());
+        assert_eq!(
+            t.on_timer(t0 + ms(2_000), &f),
+            Due::end(Outcome::Unanswered)
+        );
+        // Its negotiated timeout is its interval, but a spoofed 255 s holds it 10 s at most.
+        let slow = Facts {
+            negotiated_timeout: Some(255),
+            ..relayed()
+        };
+        assert_eq!(unanswered(t0).next_deadline(t0, &slow), t0 + ms(10_000));
+    }
+
+    #[test]
+    fn a_client_that_never_answers_gets_the_first_reply_and_two_more_datagrams() {
+        let t0 = Instant::now();
+        let mut t = unanswered(t0);
+        assert!((0..3).all(|_| t.may_send_to_client()));
+        assert!(!t.may_send_to_client());
+        // Once it answers, everything goes.
+        t.heard_client(t0 + ms(10));
+        assert!((0..100).all(|_| t.may_send_to_client()));
+    }
+
+    #[test]
+    fn a_client_that_answered_is_never_given_up_as_unanswered() {
+        let t0 = Instant::now();
+        let mut t = with_resume(false, t0);
+        let f = relayed();
+        assert_eq!(t.on_timer(t0 + ms(2_000), &f), nothing());
+        assert_eq!(t.next_deadline(t0, &f), t0 + IDLE);
+    }
+
+    #[test]
+    fn read_ahead_resends_to_a_client_that_never_answered_stop_with_the_session() {
+        let t0 = Instant::now();
+        let mut t = unanswered(t0);
+        let f = ahead(true, false);
+        assert_eq!(t.on_timer(t0 + ms(1_000), &f), RESEND);
+        assert_eq!(
+            t.on_timer(t0 + ms(2_000), &f),
+            Due::end(Outcome::Unanswered)
+        );
     }
 
     #[test]

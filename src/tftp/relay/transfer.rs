@@ -8,11 +8,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
 
+use super::backend_socket::reported_error;
 use super::linger::Strangers;
+use super::send::{to_backend, to_client};
 use super::timers::TimerAction;
 use super::{Relay, Transfer};
 use crate::protocol::packet::ack_datagram;
@@ -47,12 +50,22 @@ impl Relay {
                     ready?;
                     self.drain_backend(t, &mut strangers).await?
                 }
+                e = reported_error(&t.leg.socket) => {
+                    tracing::debug!(client = %self.client, backend = %t.leg.address(), error = %e, "backend socket error");
+                    t.counts.backend_gone = true;
+                    None
+                }
                 ready = t.client_sock.readable() => {
                     ready?;
                     self.drain_client(t, &mut strangers).await?
                 }
             };
             if let Some(end) = end {
+                return Ok(end);
+            }
+            if t.counts.backend_gone
+                && let Some(end) = self.leave_closed_backend(t).await?
+            {
                 return Ok(end);
             }
             // The read-ahead's retransmission timer may now be due before the timer fires.
@@ -71,8 +84,16 @@ impl Relay {
         strangers: &mut Strangers,
     ) -> io::Result<Option<Outcome>> {
         for _ in 0..BATCH {
-            let Some((n, from)) = try_recv(&t.leg.socket, t.buf)? else {
-                break;
+            let (n, from) = match try_recv(&t.leg.socket, t.buf) {
+                Ok(Some(got)) => got,
+                Ok(None) => break,
+                // The socket is connected to the TID: its port closed (ICMP port unreachable),
+                // or the backend cannot be reached any more.
+                Err(e) => {
+                    tracing::debug!(client = %self.client, backend = %t.leg.address(), error = %e, "backend socket error");
+                    t.counts.backend_gone = true;
+                    break;
+                }
             };
             if from != t.leg.tid {
                 strangers.backend.answer(&t.leg.socket, from).await;
@@ -111,8 +132,12 @@ impl Relay {
         strangers: &mut Strangers,
     ) -> io::Result<Option<Outcome>> {
         for _ in 0..BATCH {
-            let Some((n, from)) = try_recv(&t.client_sock, t.buf)? else {
-                break;
+            let (n, from) = match try_recv(&t.client_sock, t.buf) {
+                Ok(Some(got)) => got,
+                Ok(None) => break,
+                // A previous send hit a closed port (ICMP unreachable): not fatal for a relay.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
+                Err(e) => return Err(e),
             };
             if from != self.client {
                 strangers.client.answer(&t.client_sock, from).await;
@@ -122,12 +147,31 @@ impl Relay {
             t.timers.heard_client(Instant::now());
             // The session table's clock is the wall clock (it judges requests on port 69).
             self.handle.heard_client(std::time::Instant::now());
+            if !self.handle.client_seen.swap(true, Ordering::Relaxed)
+                && let Err(limited) = self.slot.answered()
+            {
+                return self.fail_client(t, limited.message()).await.map(|_| {
+                    tracing::info!(client = %self.client, "client over its session limit");
+                    Some(Outcome::ClientLimit)
+                });
+            }
             let action = t.session.on_client(&mut t.buf[..n]);
             if let Some(end) = self.apply_client(t, action, n).await? {
                 return Ok(Some(end));
             }
         }
         Ok(None)
+    }
+
+    /// The backend's TID is closed (its process is gone): another backend takes over at once,
+    /// unless its transfer was over anyway (read ahead to the end, the port closed after).
+    async fn leave_closed_backend(&self, t: &mut Transfer<'_>) -> io::Result<Option<Outcome>> {
+        t.counts.backend_gone = false;
+        if t.ahead.as_ref().is_some_and(ReadAhead::backend_done) {
+            return Ok(None);
+        }
+        self.passive_failure(t.leg.index, "closed its port mid-transfer");
+        self.fail_over(t, "backend port closed").await
     }
 
     /// The timer fired: asks the timers what is due, and does it.
@@ -140,8 +184,7 @@ impl Relay {
             TimerAction::Nothing => Ok(None),
             TimerAction::End(outcome) => Ok(Some(outcome)),
             TimerAction::ReAckBackend(block) => {
-                let ack = ack_datagram(block);
-                t.leg.socket.send_to(&ack, t.leg.tid).await?;
+                to_backend(&t.leg, &ack_datagram(block), &mut t.counts).await;
                 Ok(None)
             }
             TimerAction::FailOver(stall) => {
@@ -185,15 +228,16 @@ impl Relay {
                 Ok(None)
             }
             Action::Forward | Action::ForwardAndEnd(_) => {
-                t.client_sock.send_to(&t.buf[..n], self.client).await?;
-                t.counts.to_client += 1;
+                // A client that never answered gets no more than a few (see `timers`).
+                if t.timers.may_send_to_client() {
+                    to_client(&t.client_sock, &t.buf[..n], self.client, &mut t.counts).await;
+                } else {
+                    t.counts.dropped += 1;
+                }
                 Ok(action.ends())
             }
             Action::AckBackend(block) => {
-                t.leg
-                    .socket
-                    .send_to(&ack_datagram(block), t.leg.tid)
-                    .await?;
+                to_backend(&t.leg, &ack_datagram(block), &mut t.counts).await;
                 Ok(None)
             }
             Action::Consume => Ok(None),
@@ -217,8 +261,7 @@ impl Relay {
         }
         match action {
             Action::Forward | Action::ForwardAndEnd(_) => {
-                t.leg.socket.send_to(&t.buf[..n], t.leg.tid).await?;
-                t.counts.to_backend += 1;
+                to_backend(&t.leg, &t.buf[..n], &mut t.counts).await;
                 Ok(action.ends())
             }
             _ => {
@@ -234,8 +277,6 @@ fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, Soc
     match socket.try_recv_from(buf) {
         Ok(got) => Ok(Some(got)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        // A previous send hit a closed port (ICMP unreachable): not fatal for a relay.
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(None),
         Err(e) => Err(e),
     }
 }
