@@ -62,12 +62,16 @@ impl FakeBackend {
     }
 
     /// Waits for a request; returns it, who sent it, and a fresh TID socket to answer from.
+    /// Other datagrams are skipped, as a server's port 69 skips them: with tests running side
+    /// by side, a port the kernel handed this backend may still get a late DATA of a transfer
+    /// that used it before.
     async fn accept(&self) -> (Request, SocketAddr, UdpSocket) {
-        let (p, from) = recv(&self.listen).await.expect("backend got no request");
-        let Packet::Rrq(req) = p else {
-            panic!("backend got {p:?}")
-        };
-        (req, from, UdpSocket::bind("127.0.0.1:0").await.unwrap())
+        loop {
+            let (p, from) = recv(&self.listen).await.expect("backend got no request");
+            if let Packet::Rrq(req) = p {
+                return (req, from, UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            }
+        }
     }
 
     /// Whether another request arrives within `d`.
