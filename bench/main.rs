@@ -60,6 +60,8 @@ enum Scenario {
     Failover(scenarios::failover::Params),
     /// DNS queries per second and latency: tftplb beside NSD and Knot, driven by dnsperf.
     Dns(scenarios::dns::Params),
+    /// What a spoofed request reflects at its victim, and the flood rate that delays a client.
+    Spoof(scenarios::spoof::Params),
     /// Every scenario with its defaults.
     All,
     /// (internal) An embedded async-tftp backend serving DIR, for the harness.
@@ -105,6 +107,7 @@ async fn run(ctx: &Ctx, scenario: Scenario) -> Result<(), String> {
         Scenario::Setup(p) => setup::run(ctx, &p).await,
         Scenario::Failover(p) => failover::run(ctx, &p).await,
         Scenario::Dns(p) => dns::run(ctx, &p).await,
+        Scenario::Spoof(p) => spoof::run(ctx, &p).await,
         Scenario::All => {
             relay::run(ctx, &Default::default()).await?;
             storm::run(ctx, &Default::default()).await?;

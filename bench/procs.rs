@@ -276,6 +276,9 @@ pub struct TftplbSettings {
     pub health: Option<(String, u64)>,
     /// `[tftp] read_ahead`, blocks (0: relay packet for packet).
     pub read_ahead: u16,
+    /// Keep `[limits]` at their defaults (per-client rate and sessions), as in production;
+    /// otherwise they are off, so that the load from one address is not limited.
+    pub default_limits: bool,
 }
 
 impl Default for TftplbSettings {
@@ -286,6 +289,7 @@ impl Default for TftplbSettings {
             balance: "round-robin",
             health: None,
             read_ahead: 2,
+            default_limits: false,
         }
     }
 }
@@ -335,8 +339,13 @@ impl TftplbProc {
 }
 
 fn config_text(backends: &[SocketAddr], s: &TftplbSettings) -> String {
+    let limits = if s.default_limits {
+        ""
+    } else {
+        "[limits]\nrate_per_client = 0\nmax_sessions_per_client = 0\n\n"
+    };
     let mut text = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[limits]\nrate_per_client = 0\nmax_sessions_per_client = 0\n\n\
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{limits}\
          [tftp]\nlisten = [\"127.0.0.1:0\"]\nsetup_timeout = \"{}ms\"\nmax_sessions = {}\nread_ahead = {}\n\n\
          [[pool]]\nname = \"bench\"\nbalance = \"{}\"\n",
         s.setup_timeout_ms, s.max_sessions, s.read_ahead, s.balance

@@ -116,6 +116,35 @@ fn failover_smoke() {
     assert!(!r["max_stall_s"].is_null());
 }
 
+#[test]
+fn spoof_smoke() {
+    let doc = bench(
+        "spoof",
+        &[
+            "--window-s",
+            "3",
+            "--requests",
+            "1",
+            "--rates-own",
+            "1",
+            "--rates-many",
+            "20",
+            "--warm-s",
+            "1",
+            "--downloads",
+            "1",
+        ],
+    );
+    let r = &doc["results"];
+    let reflection = r["reflection"].as_array().unwrap();
+    assert!(reflection.len() >= 4, "{r:#}");
+    for row in reflection {
+        assert!(number(&row["packets_per_request"]) >= 1.0, "{row:#}");
+    }
+    assert_eq!(r["delay"].as_array().unwrap().len(), 2, "{r:#}");
+    assert!(number(&r["baseline_s"]) > 0.0, "{r:#}");
+}
+
 /// Only tftplb, with the built-in generator: runs without dnsperf, NSD or Knot installed.
 #[test]
 fn dns_smoke() {

@@ -9,6 +9,7 @@ pub mod failover;
 pub mod phase;
 pub mod relay;
 pub mod setup;
+pub mod spoof;
 pub mod storm;
 
 use std::path::PathBuf;

@@ -71,6 +71,7 @@ impl Relay {
                     self.passive_failure(index, "its port is closed");
                     continue;
                 }
+                Answer::NotSent => continue,
             };
             let n = leg.first_len;
             match t.session.on_takeover_reply(&mut t.buf[..n]) {

@@ -199,7 +199,10 @@ impl Relay {
         let (outcome, backend) = match self.relay(&mut buf, &mut session, &mut counts).await {
             Ok(done) => done,
             Err(e) => {
-                tracing::warn!(client = %self.client, error = %e, "session socket error");
+                // Per request under a flood (EMFILE, say): the log gets its share only.
+                if crate::limits::budget::may_log_packet_error() {
+                    tracing::warn!(client = %self.client, error = %e, "session socket error");
+                }
                 (Outcome::Failed, None)
             }
         };

@@ -13,7 +13,6 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-
 use std::task::Poll;
 
 use tokio::io::Interest;
@@ -27,14 +26,19 @@ use crate::balance::SessionClaim;
 use crate::protocol::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE};
 use crate::protocol::packet::{self, Kind, Packet, error_code};
 
+/// Datagrams that are no answer read from an asking socket per wake-up, at most.
+const STRAYS_PER_WAKE: usize = 16;
+
 /// What asking one backend came to.
 pub(super) enum Answer {
     /// It answered: the transfer's leg, its first reply in the buffer.
     Leg(Leg),
     /// Nothing within `setup_timeout`.
     Silent,
-    /// Its port is closed or it cannot be reached (ICMP), or the request could not be sent.
+    /// Its port is closed or it cannot be reached (ICMP).
     Unreachable,
+    /// The request could not be sent (no route, a full queue): not the backend's doing.
+    NotSent,
     Cancelled,
 }
 
@@ -96,7 +100,7 @@ impl Relay {
         if let Err(e) = socket.send_to(self.request(), backend.address).await {
             // Unreachable network and the like: this backend cannot be asked; try another.
             tracing::debug!(backend = %backend.address, error = %e, "cannot send the request");
-            return Ok(Answer::Unreachable);
+            return Ok(Answer::NotSent);
         }
         let wait = timeout(
             self.settings.setup_timeout,
@@ -184,7 +188,8 @@ impl Relay {
 
     /// What `asking` has now: its answer (its length in `buf` and the backend's TID), or an
     /// error the kernel reported (ICMP: that backend cannot be reached), or nothing (other
-    /// datagrams are read and ignored).
+    /// datagrams are read and ignored, a few at a time so that a flood of them cannot keep
+    /// the task from yielding).
     pub(super) fn take_answer(
         &self,
         asking: &Asking,
@@ -193,7 +198,7 @@ impl Relay {
         if let Some(e) = reported_now(&asking.socket) {
             return Some(Err(e));
         }
-        loop {
+        for _ in 0..STRAYS_PER_WAKE {
             match asking.socket.try_recv_from(buf) {
                 Ok((n, from)) if from.ip() == asking.ip && self.answers_request(&buf[..n]) => {
                     return Some(Ok((n, from)));
@@ -203,6 +208,7 @@ impl Relay {
                 Err(e) => return Some(Err(e)),
             }
         }
+        None
     }
 
     /// A backend that failed a session counts it like a failed probe (when the pool probes).

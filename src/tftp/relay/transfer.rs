@@ -18,6 +18,7 @@ use super::linger::Strangers;
 use super::send::{to_backend, to_client};
 use super::timers::TimerAction;
 use super::{Relay, Transfer};
+use crate::limits::Limited;
 use crate::protocol::packet::ack_datagram;
 use crate::tftp::readahead::ReadAhead;
 use crate::tftp::session::{Action, Outcome};
@@ -150,10 +151,7 @@ impl Relay {
             if !self.handle.client_seen.swap(true, Ordering::Relaxed)
                 && let Err(limited) = self.slot.answered()
             {
-                return self.fail_client(t, limited.message()).await.map(|_| {
-                    tracing::info!(client = %self.client, "client over its session limit");
-                    Some(Outcome::ClientLimit)
-                });
+                return self.over_client_limit(t, limited).await.map(Some);
             }
             let action = t.session.on_client(&mut t.buf[..n]);
             if let Some(end) = self.apply_client(t, action, n).await? {
@@ -161,6 +159,14 @@ impl Relay {
             }
         }
         Ok(None)
+    }
+
+    /// The client answered while it had as many sessions as its limit (it answered several at
+    /// once): this one ends, with the reason.
+    async fn over_client_limit(&self, t: &mut Transfer<'_>, why: Limited) -> io::Result<Outcome> {
+        tracing::info!(client = %self.client, "client over its session limit");
+        self.fail_client(t, why.message()).await?;
+        Ok(Outcome::ClientLimit)
     }
 
     /// The backend's TID is closed (its process is gone): another backend takes over at once,
