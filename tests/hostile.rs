@@ -1002,17 +1002,23 @@ async fn unanswered_requests_do_not_lock_their_address_out() {
         plain_pool(&[a.address])
     );
     let lb = Tftplb::start("", &pools).await;
+    let _spoofed = unanswered_requests(lb.addr, |_| "127.0.0.1".into()).await;
+    assert_eq!(download_within_a_second(lb.addr).await, content());
+    lb.stop().await;
+}
+
+/// 16 requests with options to `lb`, the i-th from address `source(i)` (1..=16): each is
+/// admitted (its OACK comes back) and never acknowledged. The sockets stay open while held.
+async fn unanswered_requests(lb: SocketAddr, source: impl Fn(u8) -> String) -> Vec<UdpSocket> {
     let mut spoofed = Vec::new();
-    for _ in 0..16 {
-        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 1..=16u8 {
+        let s = UdpSocket::bind(format!("{}:0", source(i))).await.unwrap();
         let request = rrq(FILE, &[("blksize", "1468"), ("tsize", "0")]);
-        s.send_to(&request, lb.addr).await.unwrap();
-        // The OACK shows the request was admitted; it is never acknowledged.
+        s.send_to(&request, lb).await.unwrap();
         recv_within(&s, Duration::from_secs(3)).await.expect("OACK");
         spoofed.push(s);
     }
-    assert_eq!(download_within_a_second(lb.addr).await, content());
-    lb.stop().await;
+    spoofed
 }
 
 /// Finding 2: unanswered requests from many addresses cannot fill the session table either.
@@ -1022,14 +1028,7 @@ async fn unanswered_requests_do_not_lock_their_address_out() {
 async fn unanswered_requests_do_not_fill_the_session_table() {
     let a = backend().await;
     let lb = Tftplb::start("max_sessions = 16", &plain_pool(&[a.address])).await;
-    let mut spoofed = Vec::new();
-    for i in 1..=16u8 {
-        let s = UdpSocket::bind(format!("127.0.9.{i}:0")).await.unwrap();
-        let request = rrq(FILE, &[("blksize", "1468"), ("tsize", "0")]);
-        s.send_to(&request, lb.addr).await.unwrap();
-        recv_within(&s, Duration::from_secs(3)).await.expect("OACK");
-        spoofed.push(s);
-    }
+    let _spoofed = unanswered_requests(lb.addr, |i| format!("127.0.9.{i}")).await;
     assert_eq!(download_within_a_second(lb.addr).await, content());
     lb.stop().await;
 }

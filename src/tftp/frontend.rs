@@ -326,7 +326,7 @@ impl Frontend {
             if let Some(b) = report.backend.and_then(|a| pool.index_of(a)) {
                 pool.backends[b].add_bytes(report.file_bytes);
             }
-            m::record_session(&pool.name, &filename, client, &report.summary());
+            m::record_session(&pool.name, &filename, client, &report);
         };
         self.sessions.spawn_on(run, &listener.sessions);
     }

@@ -61,8 +61,6 @@ pub struct SessionHandle {
     pub request: Box<[u8]>,
     pub cancel: CancellationToken,
     pub superseded: AtomicBool,
-    /// Set once the client has sent anything to the session's port (see `heard_client`).
-    pub client_seen: AtomicBool,
     /// Milliseconds after `opened`, plus one, when a backend's first answer was passed to the
     /// client; 0 before. A client locks onto the session's port then: for [`ANSWER_GRACE`]
     /// the session is not ended to make room (a live client answers within a round trip).
@@ -86,7 +84,6 @@ impl SessionHandle {
             request: request.into(),
             cancel: CancellationToken::new(),
             superseded: AtomicBool::new(false),
-            client_seen: AtomicBool::new(false),
             replied_ms: AtomicU64::new(0),
             evicted: AtomicBool::new(false),
             retransmitted: Notify::new(),
@@ -95,33 +92,42 @@ impl SessionHandle {
         }
     }
 
-    /// The client sent something to the session's port at `now` (`client_seen` is the
-    /// relay's to set: it charges the client's slot on the first time).
-    pub fn heard_client(&self, now: Instant) {
-        let ms = now.saturating_duration_since(self.opened).as_millis() as u64;
-        self.heard_ms.store(ms + 1, Ordering::Relaxed);
+    /// The client sent something to the session's port at `now`; whether it is the first
+    /// time (the relay then charges the client's slot). Only the session's task writes this.
+    pub fn heard_client(&self, now: Instant) -> bool {
+        let first = self.heard_ms.load(Ordering::Relaxed) == 0;
+        self.stamp(&self.heard_ms, now);
+        first
     }
 
     /// The first answer went to the client at `now`.
     pub fn replied(&self, now: Instant) {
-        let ms = now.saturating_duration_since(self.opened).as_millis() as u64;
-        self.replied_ms.store(ms + 1, Ordering::Relaxed);
+        self.stamp(&self.replied_ms, now);
     }
 
     /// Whether this session may be ended at `now` to make room: running, its client silent,
     /// and no answer sent to it, or sent longer than [`ANSWER_GRACE`] ago.
     fn evictable(&self, now: Instant) -> bool {
-        let replied = match self.replied_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(self.opened + Duration::from_millis(ms - 1)),
-        };
         is_unanswered(self)
-            && replied.is_none_or(|at| now.saturating_duration_since(at) >= ANSWER_GRACE)
+            && self
+                .instant(&self.replied_ms)
+                .is_none_or(|at| now.saturating_duration_since(at) >= ANSWER_GRACE)
     }
 
     /// When the client last sent to the session, if it has.
     pub fn client_heard_at(&self) -> Option<Instant> {
-        match self.heard_ms.load(Ordering::Relaxed) {
+        self.instant(&self.heard_ms)
+    }
+
+    /// Writes `now` into a cell as milliseconds after `opened`, plus one (0 means never).
+    fn stamp(&self, cell: &AtomicU64, now: Instant) {
+        let ms = now.saturating_duration_since(self.opened).as_millis() as u64;
+        cell.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// The instant a cell holds, if it was ever stamped.
+    fn instant(&self, cell: &AtomicU64) -> Option<Instant> {
+        match cell.load(Ordering::Relaxed) {
             0 => None,
             ms => Some(self.opened + Duration::from_millis(ms - 1)),
         }
@@ -288,7 +294,7 @@ pub const ANSWER_GRACE: Duration = Duration::from_millis(250);
 
 /// A session still running whose client has sent it nothing.
 fn is_unanswered(handle: &SessionHandle) -> bool {
-    !handle.client_seen.load(Ordering::Relaxed) && !handle.cancel.is_cancelled()
+    handle.client_heard_at().is_none() && !handle.cancel.is_cancelled()
 }
 
 #[cfg(test)]
@@ -329,7 +335,7 @@ mod tests {
     fn the_oldest_unanswered_session_makes_room_and_answered_ones_never_do() {
         let table = SessionTable::default();
         let answered = table.open(key(1), b"a");
-        answered.client_seen.store(true, Ordering::Relaxed);
+        answered.heard_client(Instant::now());
         let oldest = table.open(key(2), b"b");
         let newer = table.open(key(3), b"c");
         assert!(table.has_room(4), "room without ending anyone");
@@ -374,7 +380,7 @@ mod tests {
         let _waiting = table.open(key(1), b"w");
         for i in 0..5_000u16 {
             let h = table.open(key(2 + i % 100), b"x");
-            h.client_seen.store(true, Ordering::Relaxed);
+            h.heard_client(Instant::now());
         }
         let queued = table.opened.lock().unwrap().len();
         assert!(

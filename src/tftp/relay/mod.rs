@@ -51,7 +51,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -62,8 +61,9 @@ use super::session::{Outcome, Session};
 use super::table::SessionHandle;
 use crate::balance::SessionClaim;
 use crate::limits::ClientSlot;
+use crate::metrics::SessionEnd;
 use crate::pool::Pool;
-use crate::protocol::options::{Negotiated, Options};
+use crate::protocol::options::Options;
 pub use linger::MAX_LINGERING;
 use linger::{answer_final_data, release};
 use timers::{Ahead, Facts, Timers};
@@ -86,41 +86,6 @@ pub struct Relay {
     pub write: bool,
     /// The session's place in its client's count, taken when the client answers.
     pub slot: ClientSlot,
-}
-
-/// What a finished session reports (log line and metrics).
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub outcome: Outcome,
-    pub backend: Option<SocketAddr>,
-    pub negotiated: Negotiated,
-    pub blocks: u64,
-    pub file_bytes: u64,
-    pub packets_to_client: u64,
-    pub packets_to_backend: u64,
-    pub dropped: u64,
-    pub send_errors: u64,
-    pub resumes: u32,
-    pub elapsed: Duration,
-}
-
-impl Report {
-    /// The plain values the log line and the metrics record.
-    pub fn summary(&self) -> crate::metrics::SessionEnd {
-        crate::metrics::SessionEnd {
-            outcome: self.outcome.as_str(),
-            backend: self.backend,
-            blksize: self.negotiated.blksize,
-            windowsize: self.negotiated.windowsize,
-            blocks: self.blocks,
-            file_bytes: self.file_bytes,
-            packets_to_client: self.packets_to_client,
-            packets_to_backend: self.packets_to_backend,
-            dropped: self.dropped,
-            send_errors: self.send_errors,
-            elapsed: self.elapsed,
-        }
-    }
 }
 
 /// A backend that answered: its socket, TID, and the session's claim on it.
@@ -186,8 +151,8 @@ impl Transfer<'_> {
 }
 
 impl Relay {
-    /// Runs the transfer to its end and reports how it went.
-    pub async fn run(self) -> Report {
+    /// Runs the transfer to its end and reports how it went (the log line and the metrics).
+    pub async fn run(self) -> SessionEnd {
         let started = Instant::now();
         let mut buf = vec![0u8; self.buffer_len()];
         let mut session = if self.write {
@@ -207,17 +172,18 @@ impl Relay {
             }
         };
         let (blocks, file_bytes) = session.progress();
-        Report {
-            outcome,
+        let negotiated = session.negotiated();
+        SessionEnd {
+            outcome: outcome.as_str(),
             backend,
-            negotiated: session.negotiated(),
+            blksize: negotiated.blksize,
+            windowsize: negotiated.windowsize,
             blocks,
             file_bytes,
             packets_to_client: counts.to_client,
             packets_to_backend: counts.to_backend,
             dropped: counts.dropped,
             send_errors: counts.send_errors,
-            resumes: session.resumes(),
             elapsed: started.elapsed(),
         }
     }

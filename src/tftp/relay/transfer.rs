@@ -8,7 +8,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
@@ -145,10 +144,11 @@ impl Relay {
                 t.counts.dropped += 1;
                 continue;
             }
-            t.timers.heard_client(Instant::now());
-            // The session table's clock is the wall clock (it judges requests on port 69).
-            self.handle.heard_client(std::time::Instant::now());
-            if !self.handle.client_seen.swap(true, Ordering::Relaxed)
+            let now = Instant::now();
+            t.timers.heard_client(now);
+            // The session table judges requests on port 69 by the wall clock: one clock read
+            // serves both (tokio's instant is the wall clock unless a test pauses time).
+            if self.handle.heard_client(now.into_std())
                 && let Err(limited) = self.slot.answered()
             {
                 return self.over_client_limit(t, limited).await.map(Some);
