@@ -469,15 +469,19 @@ async fn under_a_low_file_limit_every_client_finishes() {
         .iter()
         .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
         .collect();
+    let log = child.lines_so_far();
+    let ended_early: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("outcome=") && !l.contains("completed"))
+        .collect();
     assert!(
         failed.is_empty(),
-        "{} of 48 failed: {failed:?}",
+        "{} of 48 failed: {failed:?}; sessions that ended before completing: {ended_early:?}",
         failed.len()
     );
     for (got, _) in results.into_iter().flatten() {
         assert_eq!(common::sha256(&got), common::sha256(&data));
     }
-    let log = child.lines_so_far();
     let emfile: Vec<&String> = log
         .iter()
         .filter(|l| l.contains("Too many open files") || l.contains("session socket error"))

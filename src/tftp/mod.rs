@@ -7,6 +7,7 @@ pub mod admission;
 pub mod client;
 pub mod config;
 pub mod frontend;
+pub mod grace;
 pub mod readahead;
 pub mod reader;
 pub mod relay;

@@ -12,7 +12,9 @@
 //!
 //! When the table is full, the oldest session whose client has not answered yet gives way to a
 //! new request ([`SessionTable::make_room`]): a flood of spoofed requests, whose sources never
-//! answer, churns among its own sessions and never crowds out a client that answered.
+//! answer, churns among its own sessions and never crowds out a client that answered. A session
+//! that sent its client the first answer is spared for a grace learned from how fast clients
+//! answer (`grace`).
 //!
 //! It also tracks the sessions' tasks, so a shutdown can let them finish and then end the rest.
 
@@ -27,6 +29,8 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use super::grace::AnswerGrace;
 
 /// Session table key: the client's address and the address it contacted.
 pub type Key = (SocketAddr, SocketAddr);
@@ -62,7 +66,7 @@ pub struct SessionHandle {
     pub cancel: CancellationToken,
     pub superseded: AtomicBool,
     /// Milliseconds after `opened`, plus one, when a backend's first answer was passed to the
-    /// client; 0 before. A client locks onto the session's port then: for [`ANSWER_GRACE`]
+    /// client; 0 before. A client locks onto the session's port then: for the table's grace
     /// the session is not ended to make room (a live client answers within a round trip).
     replied_ms: AtomicU64,
     /// Ended to make room for a new request while its client had not answered.
@@ -75,10 +79,12 @@ pub struct SessionHandle {
     /// Milliseconds after `opened`, plus one, when the client last sent to the session's
     /// port; 0 while it has sent nothing.
     heard_ms: AtomicU64,
+    /// The table's grace, told how long this client took to answer.
+    grace: Arc<AnswerGrace>,
 }
 
 impl SessionHandle {
-    pub fn new(id: u64, request: &[u8], opened: Instant) -> SessionHandle {
+    pub fn new(id: u64, request: &[u8], opened: Instant, grace: Arc<AnswerGrace>) -> SessionHandle {
         SessionHandle {
             id,
             request: request.into(),
@@ -89,6 +95,7 @@ impl SessionHandle {
             retransmitted: Notify::new(),
             opened,
             heard_ms: AtomicU64::new(0),
+            grace,
         }
     }
 
@@ -97,21 +104,49 @@ impl SessionHandle {
     pub fn heard_client(&self, now: Instant) -> bool {
         let first = self.heard_ms.load(Ordering::Relaxed) == 0;
         self.stamp(&self.heard_ms, now);
+        if let (true, Some(replied)) = (first, self.instant(&self.replied_ms)) {
+            self.grace
+                .answered_after(now.saturating_duration_since(replied));
+        }
         first
     }
 
-    /// The first answer went to the client at `now`.
-    pub fn replied(&self, now: Instant) {
-        self.stamp(&self.replied_ms, now);
+    /// The first answer is about to go to the client at `now`: whether it may. It may not
+    /// when the session was ended to make room before it had one to send (the two race: once
+    /// the answer goes out, the client is locked onto the session's port).
+    pub fn replied(&self, now: Instant) -> bool {
+        let stamp = self.stamp_of(now);
+        self.replied_ms
+            .compare_exchange(0, stamp, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Ends the session to make room if it is evictable at `now`; whether it was. A session
+    /// with no answer sent is claimed with the same exchange the session answers with.
+    fn evict(&self, now: Instant, grace: Duration) -> bool {
+        if !self.evictable(now, grace) {
+            return false;
+        }
+        // Failing the exchange, the session sent its first answer meanwhile: spared.
+        let claimed = self.instant(&self.replied_ms).is_some()
+            || self
+                .replied_ms
+                .compare_exchange(0, NEVER_REPLIED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        if claimed {
+            self.evicted.store(true, Ordering::Relaxed);
+            self.cancel.cancel();
+        }
+        claimed
     }
 
     /// Whether this session may be ended at `now` to make room: running, its client silent,
-    /// and no answer sent to it, or sent longer than [`ANSWER_GRACE`] ago.
-    fn evictable(&self, now: Instant) -> bool {
+    /// and no answer sent to it, or sent longer than the grace ago.
+    fn evictable(&self, now: Instant, grace: Duration) -> bool {
         is_unanswered(self)
             && self
                 .instant(&self.replied_ms)
-                .is_none_or(|at| now.saturating_duration_since(at) >= ANSWER_GRACE)
+                .is_none_or(|at| now.saturating_duration_since(at) >= grace)
     }
 
     /// When the client last sent to the session, if it has.
@@ -119,16 +154,20 @@ impl SessionHandle {
         self.instant(&self.heard_ms)
     }
 
-    /// Writes `now` into a cell as milliseconds after `opened`, plus one (0 means never).
+    /// Writes `now` into a cell as [`SessionHandle::stamp_of`] it.
     fn stamp(&self, cell: &AtomicU64, now: Instant) {
-        let ms = now.saturating_duration_since(self.opened).as_millis() as u64;
-        cell.store(ms + 1, Ordering::Relaxed);
+        cell.store(self.stamp_of(now), Ordering::Relaxed);
+    }
+
+    /// `now` as a cell holds it: milliseconds after `opened`, plus one (0 means never).
+    fn stamp_of(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.opened).as_millis() as u64 + 1
     }
 
     /// The instant a cell holds, if it was ever stamped.
     fn instant(&self, cell: &AtomicU64) -> Option<Instant> {
-        match cell.load(Ordering::Relaxed) {
-            0 => None,
+        match cell.load(Ordering::Acquire) {
+            0 | NEVER_REPLIED => None,
             ms => Some(self.opened + Duration::from_millis(ms - 1)),
         }
     }
@@ -155,6 +194,8 @@ pub struct SessionTable {
     /// Sessions in the order they were opened, for [`SessionTable::has_room`]; those that
     /// ended or whose client answered are dropped from it as they come to the front.
     opened: Mutex<VecDeque<Weak<SessionHandle>>>,
+    /// How long a session that answered its client is spared; its sessions teach it.
+    grace: Arc<AnswerGrace>,
     next_id: AtomicU64,
     tasks: TaskTracker,
 }
@@ -164,6 +205,7 @@ impl Default for SessionTable {
         SessionTable {
             sessions: DashMap::new(),
             opened: Mutex::new(VecDeque::new()),
+            grace: Arc::default(),
             next_id: AtomicU64::new(1),
             tasks: TaskTracker::new(),
         }
@@ -212,7 +254,12 @@ impl SessionTable {
     /// Enters a new session for `key` that `request` started.
     pub fn open(&self, key: Key, request: &[u8]) -> Arc<SessionHandle> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let handle = Arc::new(SessionHandle::new(id, request, Instant::now()));
+        let handle = Arc::new(SessionHandle::new(
+            id,
+            request,
+            Instant::now(),
+            self.grace.clone(),
+        ));
         self.sessions.insert(key, handle.clone());
         self.remember_opened(&handle);
         handle
@@ -231,16 +278,12 @@ impl SessionTable {
     /// Ends the oldest session whose client has not answered yet; whether there was one.
     fn make_room(&self) -> bool {
         let now = Instant::now();
+        let grace = self.grace.grace();
         let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
         let found = opened
             .iter()
-            .position(|w| w.upgrade().is_some_and(|h| h.evictable(now)));
-        let Some(old) = found.and_then(|i| opened.remove(i)?.upgrade()) else {
-            return false;
-        };
-        old.evicted.store(true, Ordering::Relaxed);
-        old.cancel.cancel();
-        true
+            .position(|w| w.upgrade().is_some_and(|h| h.evict(now, grace)));
+        found.and_then(|i| opened.remove(i)).is_some()
     }
 
     fn remember_opened(&self, handle: &Arc<SessionHandle>) {
@@ -287,10 +330,9 @@ impl SessionTable {
     }
 }
 
-/// How long a session that sent its client the first answer is safe from being ended to make
-/// room: the client may be locked onto its port, and a live one answers within a round trip
-/// (milliseconds on a LAN; a quarter second leaves a loaded host its scheduling delays).
-pub const ANSWER_GRACE: Duration = Duration::from_millis(250);
+/// What `replied_ms` holds for a session ended to make room before it sent its first answer:
+/// the session may send none after.
+const NEVER_REPLIED: u64 = u64::MAX;
 
 /// A session still running whose client has sent it nothing.
 fn is_unanswered(handle: &SessionHandle) -> bool {
@@ -304,7 +346,7 @@ mod tests {
     #[test]
     fn a_repeated_request_is_judged_by_when_the_client_last_spoke() {
         let t0 = Instant::now();
-        let h = SessionHandle::new(1, b"rrq", t0);
+        let h = SessionHandle::new(1, b"rrq", t0, Arc::default());
         let at = |ms| t0 + Duration::from_millis(ms);
         assert_eq!(h.judge(b"rrq", at(500)), Repeat::Retransmission);
         assert_eq!(h.judge(b"other", at(500)), Repeat::Replaces);
@@ -349,6 +391,44 @@ mod tests {
             "only an answered session is left to end"
         );
         assert!(!answered.cancel.is_cancelled());
+    }
+
+    #[test]
+    fn a_session_ended_for_room_before_its_first_answer_sends_none() {
+        let table = SessionTable::default();
+        let early = table.open(key(1), b"a");
+        assert!(table.has_room(1), "no answer sent yet: it makes room");
+        assert!(early.cancel.is_cancelled());
+        assert!(
+            !early.replied(Instant::now()),
+            "the backend's answer comes too late"
+        );
+        // The other order: the answer went out first, and the session is spared.
+        let answering = table.open(key(2), b"b");
+        assert!(answering.replied(Instant::now()));
+        assert!(!table.has_room(2));
+        assert!(!answering.cancel.is_cancelled());
+    }
+
+    #[test]
+    fn a_session_that_answered_is_spared_as_long_as_clients_lately_took_to_answer() {
+        let table = SessionTable::default();
+        let ms = Duration::from_millis;
+        let waiting = table.open(key(1), b"a");
+        let t0 = Instant::now();
+        waiting.replied(t0);
+        // Clients answer promptly so far: 300 ms without an answer is past the grace.
+        assert!(waiting.evictable(t0 + ms(300), table.grace.grace()));
+        // Another client answers 400 ms after its first DATA (a loaded host).
+        let slow = table.open(key(2), b"b");
+        let t1 = Instant::now();
+        slow.replied(t1);
+        slow.heard_client(t1 + ms(400));
+        let grace = table.grace.grace();
+        assert!(grace >= ms(790) && grace <= ms(810), "{grace:?}");
+        assert!(!waiting.evictable(t0 + ms(300), grace), "spared now");
+        assert!(waiting.evictable(t0 + ms(900), grace));
+        assert!(!slow.evictable(t1 + ms(5_000), grace), "it answered");
     }
 
     #[test]

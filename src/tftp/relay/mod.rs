@@ -213,8 +213,13 @@ impl Relay {
             Err(why) => return Ok((self.no_backend(&client_sock, why, counts).await, None)),
         };
         // The backend's first answer goes to the client now: from here the client may be
-        // locked onto this session's port, and ending it to make room would strand it.
-        self.handle.replied(std::time::Instant::now());
+        // locked onto this session's port, and ending it to make room would strand it. Ended
+        // for room before this point, the session sends nothing: the client asks again.
+        if !self.handle.replied(std::time::Instant::now()) {
+            let backend = leg.address();
+            release(leg, true).await;
+            return Ok((Outcome::Evicted, Some(backend)));
+        }
         let mut t = Transfer {
             client_sock,
             leg,
