@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `demo`, `get`. Each command is a short function that reads
+//! The command line: `run`, `check`, `health`, `demo`, `get`, `manual`. Each command is a short function that reads
 //! like its help text; `main.rs` only parses, sets up logging and maps the result to an exit code.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
 
 use crate::app::Bound;
@@ -48,6 +48,19 @@ pub enum Command {
         #[arg(short, long, default_value = "/etc/tftplb/tftplb.toml")]
         config: PathBuf,
     },
+    /// Ask the running tftplb whether it can serve (for keepalived's vrrp_script): exit 0
+    /// when it can, 1 with the reasons when it cannot or does not answer.
+    Health {
+        /// Its configuration, for the admin listener's address.
+        #[arg(short, long, default_value = "/etc/tftplb/tftplb.toml")]
+        config: PathBuf,
+        /// The admin listener to ask (default: `[admin] listen` of the configuration).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 2.0)]
+        timeout: f64,
+    },
     /// Start three embedded boot servers and a front end on them, until Ctrl-C.
     Demo {
         /// Front-end address.
@@ -78,6 +91,11 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         retries: u32,
     },
+    /// Write the man pages (tftplb.8, tftplb.toml.5) and shell completions into a directory.
+    Manual {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Runs a parsed command line.
@@ -85,6 +103,11 @@ pub async fn execute(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run { config } => run(config).await,
         Command::Check { config } => check(config),
+        Command::Health {
+            config,
+            admin,
+            timeout,
+        } => health(&config, admin, Duration::from_secs_f64(timeout.max(0.01))).await,
         Command::Demo { listen, admin } => demo(listen, admin).await,
         Command::Get {
             server,
@@ -105,6 +128,108 @@ pub async fn execute(cli: Cli) -> ExitCode {
                 ..ClientConfig::default()
             };
             get(&server, &file, output, cfg).await
+        }
+        Command::Manual { out } => manual(&out),
+    }
+}
+
+/// `GET /api/health` on the admin listener; its answer printed.
+async fn health(
+    config: &std::path::Path,
+    admin: Option<SocketAddr>,
+    timeout: Duration,
+) -> ExitCode {
+    let address = match admin.map_or_else(|| admin_address(config), Ok) {
+        Ok(a) => loopback_for_wildcard(a),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match tokio::time::timeout(timeout, ask_health(address)).await {
+        Ok(Ok((200, body))) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok(Ok((status, body))) => {
+            println!("{body}");
+            eprintln!("not healthy (HTTP {status})");
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("no answer from {address}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("no answer from {address} within {timeout:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `[admin] listen` of the file at `path`, read alone: the health check runs as an
+/// unprivileged user (keepalived's script user), who may not read the token or MAC files the
+/// rest of the configuration names.
+fn admin_address(path: &std::path::Path) -> Result<SocketAddr, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let admin = file.get("admin").and_then(|a| a.as_table());
+    if admin
+        .and_then(|a| a.get("enabled"))
+        .and_then(|e| e.as_bool())
+        == Some(false)
+    {
+        return Err(
+            "tftplb health asks the admin listener, which [admin] enabled = false turns off".into(),
+        );
+    }
+    let listen = admin
+        .and_then(|a| a.get("listen"))
+        .and_then(|l| l.as_str())
+        .unwrap_or(crate::admin::config::DEFAULT_LISTEN);
+    listen
+        .parse()
+        .map_err(|e| format!("admin.listen {listen:?}: {e}"))
+}
+
+/// The loopback address of the same family for a wildcard one (the listener is there too).
+fn loopback_for_wildcard(mut address: SocketAddr) -> SocketAddr {
+    if address.ip().is_unspecified() {
+        address.set_ip(if address.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    address
+}
+
+/// One HTTP/1.1 GET of `/api/health`: the status code and the body.
+async fn ask_health(address: SocketAddr) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let request =
+        format!("GET /api/health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await?;
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not an HTTP answer"))?;
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.trim().to_string()))
+}
+
+fn manual(out: &std::path::Path) -> ExitCode {
+    match crate::manual::write(out, &Cli::command()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot write into {}: {e}", out.display());
+            ExitCode::FAILURE
         }
     }
 }
@@ -345,5 +470,39 @@ fn save(output: Option<PathBuf>, data: &[u8]) -> ExitCode {
             eprintln!("cannot write the file: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_check_reads_only_the_admin_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tftplb.toml");
+        // The token file does not exist (or the script user may not read it): no matter.
+        std::fs::write(
+            &path,
+            "[admin]\nlisten = \"0.0.0.0:9070\"\ntoken_file = \"/nonexistent/token\"\n\
+             [[pool]]\nname = \"p\"\n",
+        )
+        .unwrap();
+        let address = admin_address(&path).unwrap();
+        assert_eq!(
+            loopback_for_wildcard(address),
+            "127.0.0.1:9070".parse().unwrap()
+        );
+        std::fs::write(&path, "[tftp]\n").unwrap();
+        assert_eq!(
+            admin_address(&path).unwrap(),
+            crate::admin::config::DEFAULT_LISTEN.parse().unwrap()
+        );
+        std::fs::write(&path, "[admin]\nenabled = false\n").unwrap();
+        assert!(
+            admin_address(&path)
+                .unwrap_err()
+                .contains("enabled = false")
+        );
     }
 }

@@ -172,7 +172,7 @@ impl Control {
             if current.contains_key(&a) {
                 continue;
             }
-            match Listener::bind(a) {
+            match Listener::bind_with(a, config.tftp.freebind) {
                 Ok(l) => added.push((a, l)),
                 Err(e) => problems.push(format!("tftp.listen[{i}]: cannot bind {a}: {e}")),
             }
@@ -213,6 +213,30 @@ impl Control {
             .state
             .set_admin(&backend.to_string(), state);
         Ok(())
+    }
+
+    /// Whether this node can serve, for a VRRP health check (`GET /api/health`,
+    /// `tftplb health`): listening, not shutting down, and a backend of the default pool
+    /// eligible for new transfers.
+    pub fn health(&self) -> NodeHealth {
+        let mut problems = Vec::new();
+        if self.stop_all.is_cancelled() {
+            problems.push("shutting down".to_string());
+        } else if lock(&self.listeners).is_empty() {
+            problems.push("no TFTP listener".to_string());
+        }
+        let runtime = self.frontend.runtime();
+        let pool = runtime.default_pool();
+        if !pool.backends.iter().any(|b| b.state.eligible()) {
+            problems.push(format!(
+                "no backend of the default pool {:?} is up and enabled",
+                pool.name
+            ));
+        }
+        NodeHealth {
+            ok: problems.is_empty(),
+            problems,
+        }
     }
 
     /// Everything the status page and `GET /api/status` show.
@@ -284,6 +308,13 @@ fn backend_status(b: &crate::balance::Backend) -> BackendStatus {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What `GET /api/health` answers: `ok`, or the reasons this node should not be active.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeHealth {
+    pub ok: bool,
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

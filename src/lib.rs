@@ -38,6 +38,7 @@
 //! - [`app`]: binds the listeners, serves, drains on shutdown.
 //! - [`cli`]: the command line.
 //! - [`demo`]: embedded backend boot servers for `tftplb demo`, tests and the bench.
+//! - [`manual`]: the man pages and shell completions the package installs.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -50,6 +51,7 @@ pub mod demo;
 pub mod dns;
 pub mod health;
 pub mod limits;
+pub mod manual;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;

@@ -43,8 +43,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Services beside TFTP: they read the TFTP service's runtime and learn of reloads and
     // health flips by channel; the name resolver and the control surface (reload, status).
     ("services", &["dns", "admin", "control", "resolve"]),
-    // Wiring and the command line: bind, spawn, wait, drain; the demo's embedded servers.
-    ("app", &["app", "cli", "demo"]),
+    // Wiring and the command line: bind, spawn, wait, drain; the demo's embedded servers; the
+    // man pages and completions made from the command line's definitions and the example.
+    ("app", &["app", "cli", "demo", "manual"]),
 ];
 
 /// Within the lowest layer, these import nothing of ours but their own module.

@@ -11,8 +11,8 @@ fn unit_has_the_promised_settings() {
     for line in [
         "Type=notify",
         "WatchdogSec=",
-        "ExecStartPre=/usr/local/bin/tftplb check --config /etc/tftplb/tftplb.toml",
-        "ExecStart=/usr/local/bin/tftplb run --config /etc/tftplb/tftplb.toml",
+        "ExecStartPre=/usr/sbin/tftplb check --config /etc/tftplb/tftplb.toml",
+        "ExecStart=/usr/sbin/tftplb run --config /etc/tftplb/tftplb.toml",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "DynamicUser=yes",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
@@ -43,7 +43,7 @@ fn systemd_analyze_verify_passes() {
     let unit = dir.path().join("tftplb.service");
     let exe = env!("CARGO_BIN_EXE_tftplb");
     assert!(Path::new(exe).exists());
-    std::fs::write(&unit, UNIT.replace("/usr/local/bin/tftplb", exe)).unwrap();
+    std::fs::write(&unit, UNIT.replace("/usr/sbin/tftplb", exe)).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)

@@ -163,13 +163,24 @@ impl Admin {
                 "unknown Host: this listener answers to IP addresses, localhost and [admin] hosts",
             );
         }
-        if !self.authorized(&req) {
-            return unauthorized();
-        }
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // The health check answers without the token: keepalived's script needs no secret,
+        // and it tells no more than whether this node can serve.
+        if !self.authorized(&req) && segments != ["api", "health"] {
+            return unauthorized();
+        }
         match (req.method(), segments.as_slice()) {
             (&Method::GET | &Method::HEAD, [""]) => self.page(&req),
+            (&Method::GET | &Method::HEAD, ["api", "health"]) => {
+                let health = self.control.health();
+                let status = if health.ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json_reply(status, &health)
+            }
             (&Method::GET | &Method::HEAD, ["metrics"]) => self.metrics(),
             (&Method::GET | &Method::HEAD, ["api", "status"]) => {
                 json_reply(StatusCode::OK, &self.control.status())
@@ -178,7 +189,7 @@ impl Admin {
             (&Method::POST, ["api", "pools", pool, "backends", addr, action]) => {
                 self.guarded(&req, |a| a.set_admin(pool, addr, action))
             }
-            (_, [""] | ["metrics"] | ["api", "status"] | ["api", "reload"]) => {
+            (_, [""] | ["metrics"] | ["api", "status" | "health"] | ["api", "reload"]) => {
                 error_reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
             (_, ["api", "pools", _, "backends", _, _]) => {

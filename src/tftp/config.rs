@@ -26,6 +26,9 @@ pub struct TftpConfig {
     pub mac_memory_max: usize,
     /// Read the kernel's neighbour table for on-link clients' MACs.
     pub neighbour_lookup: bool,
+    /// Bind listen addresses that are not (yet) on this machine: a floating address (VRRP)
+    /// that arrives when this node becomes active.
+    pub freebind: bool,
     /// Blocks of a read fetched ahead of the client (0: relay packet for packet).
     pub read_ahead: u16,
     /// Largest blksize relayed: a request asking more is relayed asking this much.
@@ -56,6 +59,8 @@ pub struct RawTftp {
     mac_memory_max: usize,
     #[serde(default)]
     neighbour_lookup: bool,
+    #[serde(default)]
+    freebind: bool,
     #[serde(default = "default_read_ahead")]
     read_ahead: u16,
     #[serde(default = "default_max_blksize")]
@@ -76,6 +81,7 @@ impl Default for RawTftp {
             mac_memory: default_mac_memory(),
             mac_memory_max: default_mac_memory_max(),
             neighbour_lookup: false,
+            freebind: false,
             read_ahead: default_read_ahead(),
             max_blksize: default_max_blksize(),
         }
@@ -189,6 +195,7 @@ pub fn validate_tftp(raw: RawTftp, problems: &mut Vec<String>) -> TftpConfig {
         mac_memory: raw.mac_memory,
         mac_memory_max: raw.mac_memory_max,
         neighbour_lookup: raw.neighbour_lookup,
+        freebind: raw.freebind,
         read_ahead: raw.read_ahead,
         max_blksize: raw.max_blksize,
     }

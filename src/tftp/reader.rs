@@ -32,11 +32,23 @@ pub(super) struct Receiving {
 impl Listener {
     /// Binds `addr` (port 0 picks one: read it back with [`Listener::local_addr`]).
     pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
+        Listener::bind_with(addr, false)
+    }
+
+    /// Binds `addr`; with `freebind` even when the address is not on this machine (yet): a
+    /// floating address that VRRP moves here when this node becomes active (IP_FREEBIND).
+    pub fn bind_with(addr: SocketAddr, freebind: bool) -> io::Result<Listener> {
         let domain = socket2::Domain::for_address(addr);
         let sock =
             socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
         if addr.is_ipv6() {
             sock.set_only_v6(true)?;
+        }
+        if freebind {
+            match addr {
+                SocketAddr::V4(_) => sock.set_freebind_v4(true)?,
+                SocketAddr::V6(_) => sock.set_freebind_v6(true)?,
+            }
         }
         let wildcard = addr.ip().is_unspecified();
         if wildcard {
