@@ -91,7 +91,7 @@ impl Control {
         for (configured, l) in listeners {
             self.serve_listener(configured, l);
         }
-        *lock(&self.monitor) = Some(Monitor::start(&self.frontend.runtime().pools));
+        *lock(&self.monitor) = Some(Monitor::start(&self.frontend.runtime().probed_pools()));
         let (names, resolved) = NameWatch::start(self.configs.subscribe());
         *lock(&self.names) = Some(names);
         tokio::spawn(install_resolved(resolved, self.me.clone()));
@@ -158,7 +158,7 @@ impl Control {
         let _one_at_a_time = lock(&self.installing);
         let expanded = expand(&lock(&self.written), &lock(&self.resolved));
         let runtime = self.frontend.current().install(expanded);
-        *lock(&self.monitor) = Some(Monitor::start(&runtime.pools));
+        *lock(&self.monitor) = Some(Monitor::start(&runtime.probed_pools()));
     }
 
     fn bind_new_listeners(

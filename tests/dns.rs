@@ -444,3 +444,55 @@ async fn hickory_resolver_sees_the_healthy_set() {
     assert!(!ips.contains(&IpAddr::from([127, 0, 0, 2])), "{ips:?}");
     t.stop().await;
 }
+
+/// Issue 13: a name listing several tftplb front ends (`addresses`) with `[dns.name.health]`
+/// probes each like a backend, so the option-66 name never points at a dead front end.
+/// Two embedded servers stand for the front ends, on 127.0.0.2 and 127.0.0.3, same port.
+#[tokio::test]
+async fn probed_front_end_addresses_leave_the_answer_when_they_die() {
+    let tree = Tree::new(&[("probe.bin", 100)]);
+    let (a, b) = same_port_pair(&tree).await;
+    let port = a.address.port();
+    let zone = format!(
+        "{ZONE}\n[[dns.name]]\nname = \"fe\"\naddresses = [\"127.0.0.2\", \"127.0.0.3\"]\n\
+         probe_port = {port}\n[dns.name.health]\nfile = \"probe.bin\"\ninterval = \"100ms\"\n\
+         timeout = \"100ms\"\nrise = 1\nfall = 1\n"
+    );
+    let (t, dns) = Tftplb::start_with_dns("", &pool("pvs", "", &loopbacks(2, 3)), &zone).await;
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        got = short(dns, "fe.boot.test").await;
+        if got.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    got.sort();
+    assert_eq!(got, ["127.0.0.2", "127.0.0.3"], "both pass their probes");
+    b.kill();
+    for _ in 0..200 {
+        got = short(dns, "fe.boot.test").await;
+        if got.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(got, ["127.0.0.2"], "the dead front end left the answer");
+    drop(a);
+    t.stop().await;
+}
+
+/// Embedded servers on 127.0.0.2 and 127.0.0.3 with the same port (a few tries: the port
+/// the first one got may be taken on the second address).
+async fn same_port_pair(tree: &Tree) -> (EmbeddedServer, EmbeddedServer) {
+    for _ in 0..10 {
+        let a = EmbeddedServer::start(tree.path(), "127.0.0.2:0".parse().unwrap())
+            .await
+            .unwrap();
+        let second = SocketAddr::new([127, 0, 0, 3].into(), a.address.port());
+        if let Ok(b) = EmbeddedServer::start(tree.path(), second).await {
+            return (a, b);
+        }
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
+}

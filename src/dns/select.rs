@@ -59,45 +59,55 @@ pub struct Selection {
 }
 
 /// The members of `name` in `runtime`: a pool's backends (IPs merged; ports are not DNS's
-/// business), or the fixed `addresses`, which are always eligible.
+/// business), or the fixed `addresses`: as their probes judge them with `[dns.name.health]`,
+/// else always eligible.
 pub fn members(name: &DnsName, runtime: &Runtime) -> Vec<Member> {
-    match &name.source {
-        NameSource::Addresses(ips) => ips
-            .iter()
-            .map(|&ip| Member {
-                ip,
-                weight: 1,
-                enabled: true,
-                probed: true,
-                eligible: true,
-            })
-            .collect(),
-        NameSource::Pool(pool) => {
-            let Some(pool) = runtime.pool(pool) else {
-                return Vec::new();
-            };
-            let mut out: Vec<Member> = Vec::with_capacity(pool.backends.len());
-            for b in &pool.backends {
-                let m = Member {
-                    ip: b.address.ip(),
-                    weight: b.weight,
-                    enabled: b.state.admin() == AdminState::Enabled,
-                    probed: b.state.health() != Health::Unknown,
-                    eligible: b.state.eligible(),
-                };
-                match out.iter_mut().find(|o| o.ip == m.ip) {
-                    Some(o) => {
-                        o.weight = o.weight.saturating_add(m.weight);
-                        o.enabled |= m.enabled;
-                        o.probed |= m.probed;
-                        o.eligible |= m.eligible;
-                    }
-                    None => out.push(m),
-                }
+    let pool = match &name.source {
+        NameSource::Addresses(ips) => match runtime.probed(&format!("dns:{}", name.name)) {
+            Some(probed) => probed,
+            None => {
+                return ips
+                    .iter()
+                    .map(|&ip| Member {
+                        ip,
+                        weight: 1,
+                        enabled: true,
+                        probed: true,
+                        eligible: true,
+                    })
+                    .collect();
             }
-            out
+        },
+        NameSource::Pool(pool) => match runtime.pool(pool) {
+            Some(pool) => pool,
+            None => return Vec::new(),
+        },
+    };
+    pool_members(pool)
+}
+
+/// A pool's backends as DNS members, one per IP (weights added, health or-ed).
+fn pool_members(pool: &crate::pool::Pool) -> Vec<Member> {
+    let mut out: Vec<Member> = Vec::with_capacity(pool.backends.len());
+    for b in &pool.backends {
+        let m = Member {
+            ip: b.address.ip(),
+            weight: b.weight,
+            enabled: b.state.admin() == AdminState::Enabled,
+            probed: b.state.health() != Health::Unknown,
+            eligible: b.state.eligible(),
+        };
+        match out.iter_mut().find(|o| o.ip == m.ip) {
+            Some(o) => {
+                o.weight = o.weight.saturating_add(m.weight);
+                o.enabled |= m.enabled;
+                o.probed |= m.probed;
+                o.eligible |= m.eligible;
+            }
+            None => out.push(m),
         }
     }
+    out
 }
 
 /// Applies the health, floor and all-down rules to `members`.

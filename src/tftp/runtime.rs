@@ -23,6 +23,9 @@ pub struct Runtime {
     /// holds (see [`sessions_within_file_limit`]).
     max_sessions: usize,
     pub pools: Vec<Arc<Pool>>,
+    /// The probed `addresses` of DNS names (`[dns.name.health]`), one pool per name: probed
+    /// like backends, read by the DNS, never routed to.
+    pub probed_addresses: Vec<Arc<Pool>>,
     pub settings: RelaySettings,
     pub limiter: Limiter,
     pub router: Router,
@@ -38,6 +41,16 @@ impl Runtime {
             .map(|p| {
                 let old = previous.and_then(|r| r.pool(&p.name));
                 Arc::new(Pool::new(p, old.map(|o| o.as_ref()), events))
+            })
+            .collect();
+        let probed_addresses = config
+            .dns
+            .iter()
+            .flat_map(|d| &d.names)
+            .filter_map(|n| n.probed_pool())
+            .map(|p| {
+                let old = previous.and_then(|r| r.probed(&p.name));
+                Arc::new(Pool::new(&p, old.map(|o| o.as_ref()), events))
             })
             .collect();
         let settings = config.tftp.relay_settings();
@@ -61,8 +74,23 @@ impl Runtime {
             limiter: Limiter::new(config.limits.clone()),
             config: Arc::new(config),
             pools,
+            probed_addresses,
             settings,
         }
+    }
+
+    /// The pool probing a DNS name's addresses, by its name (`dns:` and the DNS name).
+    pub fn probed(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.probed_addresses.iter().find(|p| p.name == name)
+    }
+
+    /// Every pool the probers watch: the backends', then the DNS names' addresses.
+    pub fn probed_pools(&self) -> Vec<Arc<Pool>> {
+        self.pools
+            .iter()
+            .chain(&self.probed_addresses)
+            .cloned()
+            .collect()
     }
 
     /// Where requests go when no rule says otherwise.

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::pool::config::PoolConfig;
+use crate::health::config::{AdminState, HealthConfig, RawHealth, validate_health};
+use crate::pool::config::{Affinity, AllDown, BackendConfig, Balance, PoolConfig};
 use rrl::{RawRrl, RrlConfig, validate_rrl};
 
 /// A validated `[dns]` section.
@@ -46,13 +47,58 @@ pub struct DnsName {
     pub source: NameSource,
     pub when_all_down: DnsAllDown,
     pub fallback: Vec<IpAddr>,
+    /// For `addresses`: probe each on `port` with a TFTP download, as backends are
+    /// (`[dns.name.health]`), and answer only the ones that pass.
+    pub probe: Option<AddressProbe>,
+}
+
+/// How the fixed addresses of a name (tftplb front ends) are probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressProbe {
+    pub health: HealthConfig,
+    /// The TFTP port the probes ask (`probe_port`, 69 unless a test says otherwise).
+    pub port: u16,
+}
+
+impl DnsName {
+    /// The pool that probes this name's addresses, when it has `[dns.name.health]`: one
+    /// backend per address, named after the DNS name. It is not in `[[pool]]`, so no
+    /// transfer is ever routed to it; the probers and the DNS read its health.
+    pub fn probed_pool(&self) -> Option<PoolConfig> {
+        let (NameSource::Addresses(ips), Some(probe)) = (&self.source, &self.probe) else {
+            return None;
+        };
+        let backends = ips
+            .iter()
+            .map(|&ip| BackendConfig {
+                address: SocketAddr::new(ip, probe.port),
+                weight: 1,
+                state: AdminState::Enabled,
+                max_sessions: 0,
+            })
+            .collect();
+        Some(PoolConfig {
+            name: format!("dns:{}", self.name),
+            balance: Balance::RoundRobin,
+            affinity: Affinity::Transfer,
+            affinity_ttl: Duration::ZERO,
+            when_all_down: AllDown::Refuse,
+            resume: false,
+            health: Some(probe.health.clone()),
+            named: Vec::new(),
+            files: Vec::new(),
+            ignore_case: false,
+            allow_write: false,
+            backends,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameSource {
     /// The healthy backends of this pool.
     Pool(String),
-    /// A fixed list (several tftplb front ends), rotated but not probed.
+    /// A fixed list (several tftplb front ends), rotated; probed with `[dns.name.health]`.
     Addresses(Vec<IpAddr>),
 }
 
@@ -136,6 +182,8 @@ struct RawName {
     when_all_down: DnsAllDown,
     #[serde(default)]
     fallback: Vec<String>,
+    health: Option<RawHealth>,
+    probe_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,14 +410,47 @@ fn validate_names(
                 }
                 _ => {}
             }
+            let probe = address_probe(&key, &source, n.health, n.probe_port, problems);
             Some(DnsName {
                 name,
                 source,
                 when_all_down: n.when_all_down,
                 fallback,
+                probe,
             })
         })
         .collect()
+}
+
+/// `[dns.name.health]` and `probe_port`, which only a name with `addresses` takes: a pool's
+/// backends are probed by `[pool.health]`.
+fn address_probe(
+    key: &str,
+    source: &NameSource,
+    health: Option<RawHealth>,
+    port: Option<u16>,
+    problems: &mut Vec<String>,
+) -> Option<AddressProbe> {
+    let Some(raw) = health else {
+        if port.is_some() {
+            problems.push(format!("{key}.probe_port: only used with [{key}.health]"));
+        }
+        return None;
+    };
+    if let NameSource::Pool(_) = source {
+        problems.push(format!(
+            "{key}.health: only for addresses (a pool's backends are probed by its [pool.health])"
+        ));
+        return None;
+    }
+    let health = validate_health(&format!("{key}.health"), raw, problems);
+    if port == Some(0) {
+        problems.push(format!("{key}.probe_port: must be above 0"));
+    }
+    Some(AddressProbe {
+        health,
+        port: port.unwrap_or(69),
+    })
 }
 
 fn ips(raw: &[String], key: &str, problems: &mut Vec<String>) -> Vec<IpAddr> {
@@ -563,6 +644,71 @@ mod tests {
         assert_eq!(
             d.records[1].data,
             RecordData::Cname("pvs.boot.example.internal.".into())
+        );
+    }
+
+    #[test]
+    fn probed_addresses_become_a_pool_no_transfer_is_routed_to() {
+        let c = parse(
+            r#"
+            [dns]
+            listen = ["127.0.0.1:5353"]
+            zone = "boot.example.internal."
+            [[dns.name]]
+            name = "tftp"
+            addresses = ["192.0.2.10", "192.0.2.20"]
+            probe_port = 6969
+            [dns.name.health]
+            file = "ARDBP32.BIN"
+            rise = 1
+            "#,
+        )
+        .unwrap();
+        let name = &c.dns.as_ref().unwrap().names[0];
+        let probe = name.probe.as_ref().unwrap();
+        assert_eq!((probe.port, probe.health.rise), (6969, 1));
+        let pool = name.probed_pool().unwrap();
+        assert_eq!(pool.name, "dns:tftp.boot.example.internal.");
+        let backends: Vec<String> = pool
+            .backends
+            .iter()
+            .map(|b| b.address.to_string())
+            .collect();
+        assert_eq!(backends, ["192.0.2.10:6969", "192.0.2.20:6969"]);
+        assert!(
+            !c.pools.iter().any(|p| p.name.starts_with("dns:")),
+            "not routable"
+        );
+        let port = parse(
+            "[dns]\nzone = \"z.\"\n[[dns.name]]\nname = \"a\"\naddresses = [\"192.0.2.1\"]\n\
+             [dns.name.health]\nfile = \"f\"\n",
+        )
+        .unwrap();
+        assert_eq!(port.dns.unwrap().names[0].probe.as_ref().unwrap().port, 69);
+    }
+
+    #[test]
+    fn only_addresses_take_a_probe() {
+        let e = parse(
+            r#"
+            [dns]
+            zone = "boot.example.internal."
+            [[dns.name]]
+            name = "pvs"
+            pool = "pvs"
+            [dns.name.health]
+            file = "ARDBP32.BIN"
+            [[dns.name]]
+            name = "tftp"
+            addresses = ["192.0.2.10"]
+            probe_port = 69
+            "#,
+        )
+        .unwrap_err();
+        assert!(e.contains("dns.name[0].health: only for addresses"), "{e}");
+        assert!(
+            e.contains("dns.name[1].probe_port: only used with [dns.name[1].health]"),
+            "{e}"
         );
     }
 
