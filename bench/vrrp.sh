@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Two tftplb front ends with keepalived (config/keepalived/keepalived.conf, adapted), in network
+# namespaces this script creates: a switch (a bridge), a client, nodes A and B, and two
+# tftpd-hpa backends. N curl downloads run through the floating address (VIP) while the
+# active node A fails: `--how kill` (SIGKILL of its tftplb and of keepalived with its VRRP
+# child, all at once: no goodbye advert) or `--how cable` (its link set down). It reports how
+# long the VIP took to answer again from B, and how many downloads completed with the right
+# sha256. `--how none` is the control run: nothing fails.
+#
+#   sudo bash bench/vrrp.sh [--clients N] [--size-mib M] [--kill-after S] [--how kill|cable|none] TFTPLB
+#
+# Needs root, iproute2, keepalived, tftpd-hpa (in.tftpd) and curl. Traffic stays inside the
+# namespaces; everything started is stopped by PID and the namespaces are deleted at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+clients=20 size_mib=8 kill_after=1 how=kill
+while [[ $# -gt 0 && $1 == --* ]]; do
+    case $1 in
+        --clients) clients=$2; shift 2 ;;
+        --size-mib) size_mib=$2; shift 2 ;;
+        --kill-after) kill_after=$2; shift 2 ;;
+        --how) how=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+[[ $# -eq 1 ]] || { echo "usage: $0 [--clients N] [--size-mib M] [--kill-after S] TFTPLB" >&2; exit 2; }
+tftplb=$(realpath "$1")
+
+tag=v$$
+sw=$tag-sw cl=$tag-cl a=$tag-a b=$tag-b be=$tag-be
+net=10.69.0 vip=10.69.0.20
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    for ns in $cl $a $b $be $sw; do ip netns del "$ns" 2>/dev/null || true; done
+    if [[ ${KEEP:-} ]]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# Starts a command in a namespace in the background, its output into a file; its PID (ip
+# execs the command, so the PID is the command's own) is remembered for the cleanup.
+spawn() {
+    local ns=$1 out=$2; shift 2
+    ip netns exec "$ns" "$@" > "$out" 2>&1 &
+    pids+=($!)
+}
+
+# The switch, and one port on it per host.
+for ns in $sw $cl $a $b $be; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
+nsx $sw ip link add br0 type bridge
+nsx $sw ip link set br0 up
+port=0
+for host in "$cl:$net.100" "$a:$net.21" "$b:$net.22" "$be:$net.31"; do
+    ns=${host%%:*} ip=${host#*:}
+    port=$((port + 1))
+    ip link add "$tag-h$port" type veth peer name "$tag-s$port"
+    ip link set "$tag-h$port" netns "$ns"
+    ip link set "$tag-s$port" netns $sw
+    nsx "$ns" ip link set "$tag-h$port" name eth0
+    nsx "$ns" ip addr add "$ip/24" dev eth0
+    nsx "$ns" ip link set eth0 up
+    nsx $sw ip link set "$tag-s$port" master br0
+    nsx $sw ip link set "$tag-s$port" up
+done
+nsx $be ip addr add $net.32/24 dev eth0
+
+# Two backends with the same files.
+mkdir -p "$work/files"
+head -c $((size_mib * 1024 * 1024)) /dev/urandom > "$work/files/big.bin"
+head -c 9728 /dev/urandom > "$work/files/probe.bin"
+want=$(sha256sum < "$work/files/big.bin" | cut -d' ' -f1)
+for ip in $net.31 $net.32; do
+    spawn $be "$work/tftpd-$ip.log" /usr/sbin/in.tftpd -L -s -a "$ip:69" "$work/files"
+done
+
+# Nodes A (priority 150) and B (100): tftplb on the wildcard, keepalived moving the VIP.
+node() {
+    local name=$1 ns=$2 me=$3 peer=$4 priority=$5
+    cat > "$work/$name.toml" <<EOF
+[tftp]
+listen = ["0.0.0.0:69"]
+[admin]
+listen = "127.0.0.1:9069"
+# Every download comes from the one client address.
+[limits]
+max_sessions_per_client = 0
+[[pool]]
+name = "boot"
+[pool.health]
+file = "probe.bin"
+interval = "1s"
+timeout = "500ms"
+rise = 1
+[[pool.backend]]
+address = "$net.31:69"
+[[pool.backend]]
+address = "$net.32:69"
+EOF
+    cat > "$work/$name.keepalived.conf" <<EOF
+global_defs {
+    script_user root
+    enable_script_security
+}
+vrrp_script chk_tftplb {
+    script "$tftplb health --config $work/$name.toml"
+    interval 1
+    timeout 3
+    fall 2
+    rise 2
+}
+vrrp_instance TFTP {
+    state BACKUP
+    nopreempt
+    interface eth0
+    virtual_router_id 69
+    priority $priority
+    advert_int 1
+    unicast_src_ip $me
+    unicast_peer {
+        $peer
+    }
+    virtual_ipaddress {
+        $vip/24 dev eth0
+    }
+    track_script {
+        chk_tftplb
+    }
+}
+EOF
+    TFTPLB_LOG=warn spawn "$ns" "$work/$name.log" "$tftplb" run --config "$work/$name.toml"
+    eval "${name}_tftplb=$!"
+    spawn "$ns" "$work/$name.keepalived.log" keepalived --dont-fork --log-console --vrrp \
+        -f "$work/$name.keepalived.conf" -p "$work/$name.pid" -r "$work/$name.vrrp.pid"
+    eval "${name}_keepalived=$!"
+}
+node a $a $net.21 $net.22 150
+node b $b $net.22 $net.21 100
+
+now() { date +%s.%N; }
+answers() { nsx $cl "$tftplb" get "$vip" probe.bin --timeout 0.2 --retries 1 >/dev/null 2>&1; }
+has_vip() { nsx "$1" ip -4 addr show dev eth0 | grep -q "$vip/"; }
+
+started=$(now)
+for _ in $(seq 300); do has_vip $a && answers && break; sleep 0.1; done
+has_vip $a || { echo "node A never took the VIP"; cat "$work/a.keepalived.log"; exit 1; }
+echo "VIP on node A, answering after $(awk "BEGIN { print $(now) - $started }") s"
+
+# The downloads, then the kill.
+for i in $(seq "$clients"); do
+    (
+        if nsx $cl timeout 60 curl -s --tftp-blksize 1468 -o "$work/got.$i" "tftp://$vip/big.bin"; then
+            got=$(sha256sum < "$work/got.$i" | cut -d' ' -f1)
+            [[ $got == "$want" ]] && echo ok > "$work/result.$i" || echo corrupt > "$work/result.$i"
+        else
+            echo "failed $?" > "$work/result.$i"
+        fi
+        rm -f "$work/got.$i"
+    ) &
+    pids+=($!)
+done
+sleep "$kill_after"
+killed=$(now)
+# shellcheck disable=SC2154
+case $how in
+    # keepalived's VRRP child leaves gracefully (priority 0, VIP removed) when its parent
+    # dies: kill both at once, as a power cut would.
+    kill) kill -9 "$a_tftplb" "$a_keepalived" $(pgrep -P "$a_keepalived") ;;
+    cable) nsx $a ip link set eth0 down ;;
+    none) ;;  # the control run: nothing fails
+    *) echo "--how kill, cable or none" >&2; exit 2 ;;
+esac
+for _ in $(seq 600); do answers && break; sleep 0.05; done
+back=$(now)
+holders=""
+has_vip $a && holders+=" A"
+has_vip $b && holders+=" B"
+echo "the VIP is on:${holders:- no node}"
+has_vip $b || echo "the VIP answers, but not from node B?"
+echo "node A failed ($how) at $(date -d @"$killed" +%T.%N | cut -c1-12); the VIP answered again after $(awk "BEGIN { print $back - $killed }") s"
+grep -h "Entering" "$work/a.keepalived.log" | sed 's/^/  node A: /'
+grep -h "Entering" "$work/b.keepalived.log" | sed 's/^/  node B: /'
+
+for i in $(seq "$clients"); do
+    for _ in $(seq 700); do [[ -f $work/result.$i ]] && break; sleep 0.1; done
+done
+ok=$(cat "$work"/result.* 2>/dev/null | grep -c '^ok' || true)
+echo "downloads: $clients started, $ok completed with the right sha256, $((clients - ok)) did not"
+cat "$work"/result.* | sort | uniq -c
