@@ -98,13 +98,19 @@ async fn concurrent_sessions_per_client() {
     };
     let addr = lb.addr;
     let running = tokio::spawn(async move { client::fetch(addr, "big.bin", &slow).await });
-    // Wait until the first transfer is live, then a second one from the same IP is refused.
-    for _ in 0..200 {
-        if lb.frontend.live_sessions() == 1 {
+    // Wait until the first transfer counts (its client answered: a session is charged to
+    // its client then, not at the request), then a second one from the same IP is refused.
+    for _ in 0..400 {
+        if lb.frontend.tracked_clients() == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert_eq!(
+        lb.frontend.tracked_clients(),
+        1,
+        "the first transfer never counted"
+    );
     let (code, msg) = refused(client::fetch(lb.addr, "pxelinux.0", &from([127, 0, 4, 1])).await);
     assert_eq!(code, 0);
     assert!(msg.contains("too many transfers"), "{msg}");
@@ -335,10 +341,18 @@ async fn a_flood_leaves_the_daemons_memory_bounded() {
         }
         peak = peak.max(rss_kib(pid));
     }
-    let real = common::RealClient::Curl { blksize: 1468 }
-        .get(addr, "pxelinux.0")
-        .await
-        .expect("a real client during the flood");
+    let curl = common::RealClient::Curl { blksize: 1468 };
+    let real = match curl.get(addr, "pxelinux.0").await {
+        Ok(real) => real,
+        Err(e) => {
+            let mine: Vec<String> = child
+                .lines_so_far()
+                .into_iter()
+                .filter(|l| l.contains("client=127.0.0.1:"))
+                .collect();
+            panic!("a real client during the flood: {e}; its sessions: {mine:?}");
+        }
+    };
     assert_eq!(common::sha256(&real), tree.sha256_of("pxelinux.0"));
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     let after = rss_kib(pid);
