@@ -113,8 +113,13 @@ async fn shutdown_lets_a_running_transfer_finish() {
     let addr = lb.addr;
     let running =
         tokio::spawn(async move { client::fetch(addr, FILE, &ClientConfig::default()).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(lb.frontend.live_sessions(), 1);
+    for _ in 0..400 {
+        if lb.frontend.live_sessions() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(lb.frontend.live_sessions(), 1, "the transfer never started");
     let stopping = tokio::spawn(lb.stop());
     let (got, _) = running.await.unwrap().expect("transfer during shutdown");
     assert_eq!(got, data);
