@@ -48,7 +48,7 @@ impl Bound {
             .listen
             .iter()
             .map(|&a| {
-                Listener::bind_with(a, config.tftp.freebind)
+                Listener::bind(a, config.tftp.freebind)
                     .map(|l| (a, l))
                     .map_err(|e| io::Error::new(e.kind(), format!("tftp.listen {a}: {e}")))
             })

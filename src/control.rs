@@ -172,7 +172,7 @@ impl Control {
             if current.contains_key(&a) {
                 continue;
             }
-            match Listener::bind_with(a, config.tftp.freebind) {
+            match Listener::bind(a, config.tftp.freebind) {
                 Ok(l) => added.push((a, l)),
                 Err(e) => problems.push(format!("tftp.listen[{i}]: cannot bind {a}: {e}")),
             }

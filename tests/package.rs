@@ -4,8 +4,8 @@
 
 use std::process::Command;
 
-#[test]
-fn the_package_ships_what_the_binary_writes() {
+/// `tftplb manual --out DIR` into a new directory.
+fn written() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_tftplb"))
         .args(["manual", "--out"])
@@ -13,6 +13,12 @@ fn the_package_ships_what_the_binary_writes() {
         .status()
         .unwrap();
     assert!(status.success());
+    dir
+}
+
+#[test]
+fn the_package_ships_what_the_binary_writes() {
+    let dir = written();
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("debian");
     let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -40,14 +46,7 @@ fn the_package_ships_what_the_binary_writes() {
 
 #[test]
 fn the_man_pages_name_every_command_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let ok = Command::new(env!("CARGO_BIN_EXE_tftplb"))
-        .args(["manual", "--out"])
-        .arg(dir.path())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    let dir = written();
     let page = std::fs::read_to_string(dir.path().join("tftplb.8")).unwrap();
     for command in ["run", "check", "health", "demo", "get", "manual"] {
         assert!(

@@ -63,7 +63,7 @@ pub struct Selection {
 /// else always eligible.
 pub fn members(name: &DnsName, runtime: &Runtime) -> Vec<Member> {
     let pool = match &name.source {
-        NameSource::Addresses(ips) => match runtime.probed(&format!("dns:{}", name.name)) {
+        NameSource::Addresses(ips) => match runtime.probed(&name.probed_pool_name()) {
             Some(probed) => probed,
             None => {
                 return ips

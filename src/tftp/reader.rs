@@ -30,14 +30,10 @@ pub(super) struct Receiving {
 }
 
 impl Listener {
-    /// Binds `addr` (port 0 picks one: read it back with [`Listener::local_addr`]).
-    pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
-        Listener::bind_with(addr, false)
-    }
-
-    /// Binds `addr`; with `freebind` even when the address is not on this machine (yet): a
-    /// floating address that VRRP moves here when this node becomes active (IP_FREEBIND).
-    pub fn bind_with(addr: SocketAddr, freebind: bool) -> io::Result<Listener> {
+    /// Binds `addr` (port 0 picks one: read it back with [`Listener::local_addr`]); with
+    /// `freebind` even when the address is not on this machine (yet): a floating address that
+    /// VRRP moves here when this node becomes active (IP_FREEBIND).
+    pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<Listener> {
         let domain = socket2::Domain::for_address(addr);
         let sock =
             socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
@@ -202,7 +198,7 @@ mod tests {
     /// 256 of them); the kernel may cap what we ask at `net.core.rmem_max`, never below that.
     #[test]
     fn the_port_69_socket_asks_for_a_storm_sized_receive_buffer() {
-        let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let Some(cap) = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())

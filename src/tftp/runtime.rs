@@ -79,7 +79,7 @@ impl Runtime {
         }
     }
 
-    /// The pool probing a DNS name's addresses, by its name (`dns:` and the DNS name).
+    /// The pool probing a DNS name's addresses, by `DnsName::probed_pool_name`.
     pub fn probed(&self, name: &str) -> Option<&Arc<Pool>> {
         self.probed_addresses.iter().find(|p| p.name == name)
     }

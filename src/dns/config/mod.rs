@@ -61,6 +61,11 @@ pub struct AddressProbe {
 }
 
 impl DnsName {
+    /// The name of [`DnsName::probed_pool`] (the runtime finds it by this name).
+    pub fn probed_pool_name(&self) -> String {
+        format!("dns:{}", self.name)
+    }
+
     /// The pool that probes this name's addresses, when it has `[dns.name.health]`: one
     /// backend per address, named after the DNS name. It is not in `[[pool]]`, so no
     /// transfer is ever routed to it; the probers and the DNS read its health.
@@ -78,7 +83,7 @@ impl DnsName {
             })
             .collect();
         Some(PoolConfig {
-            name: format!("dns:{}", self.name),
+            name: self.probed_pool_name(),
             balance: Balance::RoundRobin,
             affinity: Affinity::Transfer,
             affinity_ttl: Duration::ZERO,
