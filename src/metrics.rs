@@ -34,6 +34,9 @@ pub const BLKSIZE_LOWERED: &str = "tftplb_requests_blksize_lowered_total";
 /// Requests a backend did not answer within `setup_timeout` (busy or dead: its probes say
 /// which), by pool and backend.
 pub const SETUP_TIMEOUTS: &str = "tftplb_backend_setup_timeouts_total";
+/// Datagrams a backend-facing socket got while waiting for a takeover's answer that could not
+/// be it (a late packet of an older transfer on the same port, another blksize).
+pub const STRAYS: &str = "tftplb_backend_stray_replies_total";
 /// Sockets a session let go of that stay bound for a while (quarantine, a write's dally), and
 /// those closed at once because the cap on them was reached.
 pub const SOCKETS_LINGERING: &str = "tftplb_sockets_lingering";
@@ -262,6 +265,10 @@ fn describe() {
         SETUP_TIMEOUTS,
         "Requests a backend did not answer within setup_timeout (busy or dead), by backend."
     );
+    describe_counter!(
+        STRAYS,
+        "Datagrams ignored while waiting for a takeover's answer: strays of older transfers."
+    );
     describe_gauge!(
         SOCKETS_LINGERING,
         "Sockets a session let go of, kept bound so late packets cannot reach another session."
@@ -279,6 +286,7 @@ fn describe() {
     metrics::counter!(PACKETS_DROPPED).increment(0);
     metrics::counter!(SEND_ERRORS).increment(0);
     metrics::counter!(SOCKETS_CLOSED_EARLY).increment(0);
+    metrics::counter!(STRAYS).increment(0);
     metrics::counter!(ERRORS_WITHHELD).increment(0);
     metrics::gauge!(SOCKETS_LINGERING).set(0.0);
 }

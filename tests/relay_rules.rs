@@ -686,6 +686,72 @@ async fn a_takeover_resumes_after_the_last_block_read_ahead() {
     assert!(lb.wait_idle().await);
 }
 
+fn oack(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut options = Options::default();
+    for (k, v) in pairs {
+        options.push(k, v);
+    }
+    Packet::Oack(options).encode()
+}
+
+/// A takeover's socket may get a late answer of an older transfer that used its port (seen
+/// under a flood, when lingering sockets had to be let go): an OACK of another blksize must
+/// not end the client's transfer; the real answer that follows carries it on.
+#[tokio::test]
+async fn a_takeover_waits_past_a_stray_answer_for_the_fitting_one() {
+    let backends = [FakeBackend::new().await, FakeBackend::new().await];
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr()).collect();
+    let pools = common::pool_toml("p", "round-robin", "resume = true", &addrs);
+    let lb = Tftplb::start("read_ahead = 0", &pools).await;
+    let client = client_socket().await;
+    client
+        .send_to(&rrq("f", &[("blksize", "1024")]), lb.addr)
+        .await
+        .unwrap();
+    let (first, peer, tid) = tokio::select! {
+        a = backends[0].accept() => (0, a.1, a.2),
+        b = backends[1].accept() => (1, b.1, b.2),
+    };
+    tid.send_to(&oack(&[("blksize", "1024")]), peer)
+        .await
+        .unwrap();
+    let session = match recv(&client).await {
+        Some((Packet::Oack(_), from)) => from,
+        other => panic!("expected the OACK, got {other:?}"),
+    };
+    client.send_to(&ack_datagram(0), session).await.unwrap();
+    expect_ack(&tid, 0).await;
+    tid.send_to(&data(1, 1024), peer).await.unwrap();
+    expect_data(&client, 1).await;
+    client.send_to(&ack_datagram(1), session).await.unwrap();
+    expect_ack(&tid, 1).await;
+    let gave_up = Packet::Error {
+        code: 0,
+        message: "disk error".into(),
+    };
+    tid.send_to(&gave_up.encode(), peer).await.unwrap();
+
+    // The other backend is asked; a stray OACK of another blksize reaches the asking socket
+    // first, from another of that backend's ports, then the real answer.
+    let (_, peer2, tid2) = backends[1 - first].accept().await;
+    let stray = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stray
+        .send_to(&oack(&[("blksize", "512")]), peer2)
+        .await
+        .unwrap();
+    tid2.send_to(&oack(&[("blksize", "1024")]), peer2)
+        .await
+        .unwrap();
+    expect_ack(&tid2, 0).await;
+    tid2.send_to(&data(1, 1024), peer2).await.unwrap();
+    expect_ack(&tid2, 1).await;
+    tid2.send_to(&data(2, 10), peer2).await.unwrap();
+    assert_eq!(expect_data(&client, 2).await, session);
+    client.send_to(&ack_datagram(2), session).await.unwrap();
+    expect_ack(&tid2, 2).await;
+    assert!(lb.wait_idle().await);
+}
+
 #[tokio::test]
 async fn a_write_whose_final_ack_was_lost_gets_it_again() {
     let backend = FakeBackend::new().await;

@@ -432,15 +432,11 @@ impl Session {
 
     /// Judges the first answer of the backend taking over.
     pub fn on_takeover_reply(&mut self, datagram: &mut [u8]) -> Takeover {
+        if let Some(why) = self.takeover_misfit(datagram) {
+            return Takeover::Incompatible(why);
+        }
         match packet::peek(datagram) {
             Ok(Kind::Oack) => self.judge_oack(datagram),
-            Ok(Kind::Data { .. })
-                if self.had_oack
-                    && (self.negotiated.blksize != DEFAULT_BLKSIZE
-                        || self.negotiated.windowsize > 1) =>
-            {
-                Takeover::Incompatible("it ignored the options".into())
-            }
             Ok(Kind::Data { .. }) => {
                 self.leg_window = 1;
                 self.finish_catch_up_at_zero();
@@ -450,24 +446,47 @@ impl Session {
         }
     }
 
+    /// Why an answer to a takeover cannot carry this transfer on (another blksize or window,
+    /// or options ignored), if it cannot. Such an answer may also be a stray of an older
+    /// transfer that used the same local port, so the relay keeps waiting for a fitting one.
+    pub fn takeover_misfit(&self, datagram: &[u8]) -> Option<String> {
+        match packet::peek(datagram) {
+            Ok(Kind::Oack) => {
+                let Ok(Packet::Oack(options)) = Packet::decode(datagram) else {
+                    return None;
+                };
+                let theirs = Negotiated::from_oack(&options);
+                if theirs.blksize != self.negotiated.blksize {
+                    return Some(format!(
+                        "blksize {} instead of {}",
+                        theirs.blksize, self.negotiated.blksize
+                    ));
+                }
+                // Another window would leave one side waiting for blocks or ACKs that never
+                // come.
+                (theirs.windowsize != self.negotiated.windowsize).then(|| {
+                    format!(
+                        "windowsize {} instead of {}",
+                        theirs.windowsize, self.negotiated.windowsize
+                    )
+                })
+            }
+            Ok(Kind::Data { .. })
+                if self.had_oack
+                    && (self.negotiated.blksize != DEFAULT_BLKSIZE
+                        || self.negotiated.windowsize > 1) =>
+            {
+                Some("it ignored the options".into())
+            }
+            _ => None,
+        }
+    }
+
     fn judge_oack(&mut self, datagram: &[u8]) -> Takeover {
         let Ok(Packet::Oack(options)) = Packet::decode(datagram) else {
             return Takeover::Refused;
         };
         let theirs = Negotiated::from_oack(&options);
-        if theirs.blksize != self.negotiated.blksize {
-            return Takeover::Incompatible(format!(
-                "blksize {} instead of {}",
-                theirs.blksize, self.negotiated.blksize
-            ));
-        }
-        // Another window would leave one side waiting for blocks or ACKs that never come.
-        if theirs.windowsize != self.negotiated.windowsize {
-            return Takeover::Incompatible(format!(
-                "windowsize {} instead of {}",
-                theirs.windowsize, self.negotiated.windowsize
-            ));
-        }
         if let (Some(a), Some(b)) = (self.negotiated.tsize, theirs.tsize)
             && a != b
         {

@@ -60,7 +60,9 @@ impl Relay {
                     .map(Some);
             };
             t.tried.push(index);
-            let leg = match self.ask(index, t.buf).await? {
+            let session = &t.session;
+            let fits = |reply: &[u8]| session.takeover_misfit(reply).is_none();
+            let leg = match self.ask(index, t.buf, &fits).await? {
                 Answer::Leg(leg) => leg,
                 Answer::Cancelled => return Ok(Some(self.cancel_outcome())),
                 Answer::Silent => {

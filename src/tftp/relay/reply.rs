@@ -89,9 +89,15 @@ pub(super) async fn any_ready(asking: &[Asking]) -> usize {
 }
 
 impl Relay {
-    /// Sends the request to backend `index`: its first reply (in `buf`) within
-    /// `setup_timeout`, or what came instead.
-    pub(super) async fn ask(&self, index: usize, buf: &mut [u8]) -> io::Result<Answer> {
+    /// Sends the request to backend `index`: its first reply that `fits` (in `buf`) within
+    /// `setup_timeout`, or what came instead. A reply that does not fit is taken for a stray
+    /// of an older transfer on the same local port: the real answer may still follow.
+    pub(super) async fn ask(
+        &self,
+        index: usize,
+        buf: &mut [u8],
+        fits: &(dyn Fn(&[u8]) -> bool + Sync),
+    ) -> io::Result<Answer> {
         let backend = self.pool.backends[index].clone();
         // Counted from the moment it is asked, so a burst sees it busy (least-sessions and
         // `max_sessions` both read this count); released if it never answers.
@@ -104,7 +110,7 @@ impl Relay {
         }
         let wait = timeout(
             self.settings.setup_timeout,
-            self.first_reply(&socket, backend.address.ip(), buf),
+            self.first_reply(&socket, backend.address.ip(), buf, fits),
         );
         let reply = tokio::select! {
             _ = self.handle.cancel.cancelled() => None,
@@ -136,20 +142,26 @@ impl Relay {
     }
 
     /// Waits for the backend's answer to our request: the first datagram from `backend_ip`
-    /// (any port: that port becomes its TID) that can answer this request; anything else is
-    /// ignored. An error is what the kernel reported (ICMP, with IP_RECVERR).
+    /// (any port: that port becomes its TID) that can answer this request and `fits`; anything
+    /// else is counted and ignored. An error is what the kernel reported (ICMP, with
+    /// IP_RECVERR).
     async fn first_reply(
         &self,
         socket: &UdpSocket,
         backend_ip: IpAddr,
         buf: &mut [u8],
+        fits: &(dyn Fn(&[u8]) -> bool + Sync),
     ) -> io::Result<(usize, SocketAddr)> {
         loop {
             match socket.recv_from(buf).await {
-                Ok((n, from)) if from.ip() == backend_ip && self.answers_request(&buf[..n]) => {
+                Ok((n, from))
+                    if from.ip() == backend_ip
+                        && self.answers_request(&buf[..n])
+                        && fits(&buf[..n]) =>
+                {
                     return Ok((n, from));
                 }
-                Ok(_) => {}
+                Ok(_) => metrics::counter!(crate::metrics::STRAYS).increment(1),
                 // ICMP port unreachable (reported with IP_RECVERR, see `backend_socket`).
                 Err(e) => return Err(e),
             }
