@@ -37,6 +37,14 @@ impl Numbering {
 
 const LOOK_BACK: u64 = 4096;
 
+impl Numbering {
+    /// The first position at or after `from` whose wire number is `wire` (a peer placing a
+    /// client's ACK after the last position it was told of); none within one cycle.
+    pub fn position_after(self, wire: u16, from: u64) -> Option<u64> {
+        (from..from + 65_537).find(|&p| self.wire(p) == wire)
+    }
+}
+
 /// How the server numbers the block after 65535.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wrap {

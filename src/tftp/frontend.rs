@@ -14,8 +14,8 @@
 //! still run on the main runtime.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
@@ -23,10 +23,11 @@ use super::admission::{Asked, Refusal, admit, policy, relayed_request};
 use super::reader::{Listener, Receiving};
 use super::relay::Relay;
 use super::runtime::{Current, Runtime};
+use super::sync::{Resume, SyncSender};
 use super::table::{Key, Repeat, SessionTable};
 use crate::limits::budget::may_log_packet_error;
 use crate::limits::{ClientCounts, ClientSlot};
-use crate::metrics as m;
+use crate::metrics::{self as m, SessionEnd};
 use crate::pool::Pool;
 use crate::protocol::packet;
 
@@ -61,6 +62,8 @@ pub struct Frontend {
     sessions: SessionTable,
     clients: Arc<ClientCounts>,
     macs: crate::route::MacMemory,
+    /// Where sessions tell the cluster how they stand (set once, when `[cluster]` is on).
+    sync: OnceLock<SyncSender>,
 }
 
 impl Frontend {
@@ -71,6 +74,7 @@ impl Frontend {
             sessions: SessionTable::default(),
             clients: Arc::new(ClientCounts::default()),
             macs: Default::default(),
+            sync: OnceLock::new(),
         }
     }
 
@@ -317,9 +321,26 @@ impl Frontend {
             rewritten,
             write: asked.write,
             slot,
+            contacted: key.1,
+            sync: self.sync.get().cloned(),
+            resume: None,
         };
         let filename = crate::protocol::names::display(&asked.request.filename);
-        let live = Live::enter(self.clone(), key, handle.id, &pool.name);
+        self.spawn(relay, key, handle.id, filename, &listener.sessions);
+    }
+
+    /// Runs a session's relay to its end on `on`, holding its place in the table and gauges.
+    fn spawn(
+        self: &Arc<Self>,
+        relay: Relay,
+        key: Key,
+        id: u64,
+        filename: String,
+        on: &tokio::runtime::Handle,
+    ) -> tokio::task::JoinHandle<SessionEnd> {
+        let pool = relay.pool.clone();
+        let client = key.0;
+        let live = Live::enter(self.clone(), key, id, &pool.name);
         let run = async move {
             let _live = live;
             let report = relay.run().await;
@@ -327,8 +348,56 @@ impl Frontend {
                 pool.backends[b].add_bytes(report.file_bytes);
             }
             m::record_session(&pool.name, &filename, client, &report);
+            report
         };
-        self.sessions.spawn_on(run, &listener.sessions);
+        self.sessions.spawn_on(run, on)
+    }
+
+    /// Sessions tell `sender` how they stand from now on (the cluster sync); once only.
+    pub fn sync_to(&self, sender: SyncSender) {
+        let _ = self.sync.set(sender);
+    }
+
+    /// Carries on a transfer another front end started: it enters the table like a session
+    /// of this node and runs from the client's next ACK (see `relay::resumed`). Refused, with
+    /// the reason, when its pool is gone or its address already has a session here; the
+    /// task's report tells how it ended.
+    pub fn resume(
+        self: &Arc<Self>,
+        resume: Resume,
+    ) -> Result<tokio::task::JoinHandle<SessionEnd>, &'static str> {
+        let runtime = self.runtime();
+        let synced = &resume.synced;
+        let pool = runtime
+            .pool(&synced.pool)
+            .ok_or("its pool is not configured here")?;
+        let key = (synced.key.client, synced.contacted);
+        if self.sessions.contains(&key) {
+            return Err("its client has a session here");
+        }
+        let asked = admit(&synced.request).map_err(|_| "its request is not one")?;
+        let slot = runtime
+            .limiter
+            .claim_client(&self.clients, key.0.ip())
+            .map_err(|_| "its client is over its limits")?;
+        let handle = self.sessions.open(key, &synced.request);
+        let filename = crate::protocol::names::display(&asked.request.filename);
+        let relay = Relay {
+            client: key.0,
+            local_ip: synced.key.session.ip(),
+            pool: pool.clone(),
+            settings: runtime.settings,
+            handle: handle.clone(),
+            requested: asked.request.options.clone(),
+            rewritten: None,
+            write: false,
+            slot,
+            contacted: key.1,
+            sync: self.sync.get().cloned(),
+            resume: Some(resume),
+        };
+        let on = tokio::runtime::Handle::current();
+        Ok(self.spawn(relay, key, handle.id, filename, &on))
     }
 
     /// Stops admitting (the caller has stopped the listeners), lets running transfers finish

@@ -13,4 +13,5 @@ pub mod reader;
 pub mod relay;
 pub mod runtime;
 pub mod session;
+pub mod sync;
 pub mod table;

@@ -120,6 +120,17 @@ pub enum Takeover {
     Refused,
 }
 
+/// What another front end needs to carry a read on from the client's next ACK (see
+/// `tftp::sync`): the options in force, how the client numbers blocks past 65535, and a
+/// position the client has acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumable {
+    pub negotiated: Negotiated,
+    pub had_oack: bool,
+    pub wrap_to_one: bool,
+    pub acked: u64,
+}
+
 /// Where a transfer stands.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -185,6 +196,38 @@ impl Session {
             last_data: 0,
             wrap_doubted: false,
             numbering_broken: false,
+        }
+    }
+
+    /// A read synced from another front end, whose client has just acknowledged `ack_block`:
+    /// placed at the first position at or after the synced one with that number, and ready
+    /// for a new leg to catch up to it (`begin_resume`). `None`: no such position.
+    pub fn resumed(synced: Resumable, ack_block: u16) -> Option<Session> {
+        let client = Numbering {
+            wrap_to_one: synced.wrap_to_one,
+        };
+        let pos = client.position_after(ack_block, synced.acked)?;
+        Some(Session {
+            negotiated: synced.negotiated,
+            had_oack: synced.had_oack,
+            answered: true,
+            client,
+            leg_window: synced.negotiated.windowsize,
+            delivered: pos,
+            acked: pos,
+            last_ack: pos,
+            last_data: pos,
+            ..Session::new()
+        })
+    }
+
+    /// What a peer needs to carry this read on (see [`Resumable`]).
+    pub fn resumable(&self) -> Resumable {
+        Resumable {
+            negotiated: self.negotiated,
+            had_oack: self.had_oack,
+            wrap_to_one: self.client.wrap_to_one,
+            acked: self.acked,
         }
     }
 
@@ -921,6 +964,62 @@ mod tests {
         assert_eq!(
             s.on_takeover_reply(&mut data(1, 100)),
             Takeover::Data(Action::Fail("the other boot server's file is shorter"))
+        );
+    }
+
+    #[test]
+    fn a_synced_read_resumes_at_the_clients_ack_after_the_synced_position() {
+        let mut s = Session::new();
+        s.on_backend(&mut oack(&[("blksize", "8"), ("windowsize", "4")]));
+        s.on_client(&mut ack(0));
+        for pos in 1..=8 {
+            s.on_backend(&mut data(pos, 8));
+        }
+        s.on_client(&mut ack(8));
+        let synced = s.resumable();
+        assert_eq!(synced.acked, 8);
+        // Past the rollover: the client's ACK 4 is position 65,540, not 4.
+        let mut r = Session::resumed(synced, 4).expect("a position");
+        assert_eq!(r.acked(), 65_540);
+        assert_eq!(r.begin_resume(), 65_540);
+        assert_eq!(
+            r.on_takeover_reply(&mut oack(&[("blksize", "8"), ("windowsize", "4")])),
+            Takeover::AckOack
+        );
+        let one_wrap = Session::resumed(
+            Resumable {
+                wrap_to_one: true,
+                acked: 70_000,
+                ..synced
+            },
+            0,
+        );
+        assert!(
+            one_wrap.is_none(),
+            "a client that rolls over to 1 never ACKs 0 again"
+        );
+    }
+
+    #[test]
+    fn a_synced_read_catches_up_then_forwards() {
+        let synced = Resumable {
+            negotiated: Negotiated::default(),
+            had_oack: false,
+            wrap_to_one: false,
+            acked: 2,
+        };
+        let mut s = Session::resumed(synced, 3).unwrap();
+        s.begin_resume();
+        assert_eq!(
+            s.on_takeover_reply(&mut data(1, 512)),
+            Takeover::Data(Action::AckBackend(1))
+        );
+        assert_eq!(s.on_backend(&mut data(2, 512)), Action::AckBackend(2));
+        assert_eq!(s.on_backend(&mut data(3, 512)), Action::AckBackend(3));
+        assert_eq!(s.on_backend(&mut data(4, 100)), Action::Forward);
+        assert_eq!(
+            s.on_client(&mut ack(4)),
+            Action::ForwardAndEnd(Outcome::Completed)
         );
     }
 

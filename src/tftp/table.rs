@@ -214,6 +214,11 @@ impl Default for SessionTable {
 
 impl SessionTable {
     /// Sessions now in the table.
+    /// Whether a session of `key` is in the table.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.sessions.contains_key(key)
+    }
+
     pub fn len(&self) -> usize {
         self.sessions.len()
     }
@@ -308,11 +313,16 @@ impl SessionTable {
     }
 
     /// Runs a session's task on `runtime`, tracked for [`SessionTable::drain`].
-    pub fn spawn_on<F>(&self, task: F, runtime: &tokio::runtime::Handle)
+    pub fn spawn_on<F>(
+        &self,
+        task: F,
+        runtime: &tokio::runtime::Handle,
+    ) -> tokio::task::JoinHandle<F::Output>
     where
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
     {
-        self.tasks.spawn_on(task, runtime);
+        self.tasks.spawn_on(task, runtime)
     }
 
     /// Takes no more tasks, lets running ones finish for up to `grace`, then ends the rest.

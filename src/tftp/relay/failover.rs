@@ -13,10 +13,19 @@ use tokio::time::Instant;
 use super::linger::release;
 use super::reply::Answer;
 use super::send::{to_backend, to_client};
-use super::{Leg, Relay, Transfer};
+use super::{Counts, Leg, Relay, Transfer};
 use crate::pool::Choice;
 use crate::protocol::packet::{self, ack_datagram, error_code};
-use crate::tftp::session::{Outcome, Takeover};
+use crate::tftp::session::{Action, Outcome, Session, Takeover};
+
+/// What looking for a backend to carry a transfer on came to.
+pub(super) enum NewLeg {
+    /// This one answered fittingly; with its first DATA's action when it answered with DATA.
+    Ready(Leg, Option<(Action, usize)>),
+    /// None could: the reason the client is told.
+    Failed(&'static str),
+    Cancelled,
+}
 
 impl Relay {
     /// Moves the transfer to another backend, or fails the client when none can take it.
@@ -49,22 +58,45 @@ impl Relay {
     /// Asks one untried backend after another for the same request until one can continue
     /// the transfer where it stands.
     async fn take_over(&self, t: &mut Transfer<'_>) -> io::Result<Option<Outcome>> {
+        let found = self
+            .new_leg(&mut t.session, &mut t.tried, t.buf, &mut t.counts, None)
+            .await?;
+        match found {
+            NewLeg::Ready(leg, first_data) => {
+                self.switch(t, leg);
+                match first_data {
+                    Some((action, n)) => self.apply_data(t, action, n).await,
+                    None => Ok(None),
+                }
+            }
+            NewLeg::Failed(why) => self.fail_client(t, why).await.map(Some),
+            NewLeg::Cancelled => Ok(Some(self.cancel_outcome())),
+        }
+    }
+
+    /// Finds a backend that can carry `session` on from where it stands: `first` if it is
+    /// eligible and untried, then the pool's choice among the untried. Its OACK is
+    /// acknowledged here; its first DATA, judged, comes back with the leg.
+    pub(super) async fn new_leg(
+        &self,
+        session: &mut Session,
+        tried: &mut Vec<usize>,
+        buf: &mut [u8],
+        counts: &mut Counts,
+        first: Option<usize>,
+    ) -> io::Result<NewLeg> {
         loop {
-            let Some(index) = self.untried_backend(&t.tried) else {
-                return self
-                    .fail_client(
-                        t,
-                        "boot server failed mid-transfer and no other could take over",
-                    )
-                    .await
-                    .map(Some);
+            let preferred = first.filter(|i| !tried.contains(i) && self.eligible(*i));
+            let Some(index) = preferred.or_else(|| self.untried_backend(tried)) else {
+                return Ok(NewLeg::Failed(
+                    "boot server failed mid-transfer and no other could take over",
+                ));
             };
-            t.tried.push(index);
-            let session = &t.session;
+            tried.push(index);
             let fits = |reply: &[u8]| session.takeover_misfit(reply).is_none();
-            let leg = match self.ask(index, t.buf, &fits).await? {
+            let leg = match self.ask(index, buf, &fits).await? {
                 Answer::Leg(leg) => leg,
-                Answer::Cancelled => return Ok(Some(self.cancel_outcome())),
+                Answer::Cancelled => return Ok(NewLeg::Cancelled),
                 Answer::Silent => {
                     self.silent(index);
                     continue;
@@ -76,22 +108,16 @@ impl Relay {
                 Answer::NotSent => continue,
             };
             let n = leg.first_len;
-            match t.session.on_takeover_reply(&mut t.buf[..n]) {
+            match session.on_takeover_reply(&mut buf[..n]) {
                 Takeover::AckOack => {
-                    to_backend(&leg, &ack_datagram(0), &mut t.counts).await;
-                    return Ok(self.switch(t, leg));
+                    to_backend(&leg, &ack_datagram(0), counts).await;
+                    return Ok(NewLeg::Ready(leg, None));
                 }
-                Takeover::Data(action) => {
-                    self.switch(t, leg);
-                    return self.apply_data(t, action, n).await;
-                }
+                Takeover::Data(action) => return Ok(NewLeg::Ready(leg, Some((action, n)))),
                 Takeover::SizeChanged(why) => {
                     tracing::warn!(client = %self.client, backend = %leg.address(), why, "takeover refused: not the same file");
                     release(leg, true).await;
-                    return self
-                        .fail_client(t, "the file differs between boot servers")
-                        .await
-                        .map(Some);
+                    return Ok(NewLeg::Failed("the file differs between boot servers"));
                 }
                 Takeover::Incompatible(why) => {
                     tracing::warn!(client = %self.client, backend = %leg.address(), why, "takeover refused");
@@ -100,6 +126,14 @@ impl Relay {
                 Takeover::Refused => release(leg, false).await,
             }
         }
+    }
+
+    /// Whether backend `index` may take a transfer now (healthy, enabled, not full).
+    fn eligible(&self, index: usize) -> bool {
+        matches!(
+            self.pool.choose(self.client.ip(), &|i| i == index),
+            Choice::Backend(_)
+        )
     }
 
     /// An eligible backend this session has not used yet.

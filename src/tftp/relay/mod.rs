@@ -37,10 +37,12 @@
 //! does what it says.
 
 mod ahead;
+mod announce;
 mod backend_socket;
 mod failover;
 mod linger;
 mod reply;
+mod resumed;
 mod send;
 mod setup;
 mod setup_clock;
@@ -58,6 +60,7 @@ use tokio::time::Instant;
 use super::config::RelaySettings;
 use super::readahead::ReadAhead;
 use super::session::{Outcome, Session};
+use super::sync::{Resume, SyncKey, SyncSender};
 use super::table::SessionHandle;
 use crate::balance::SessionClaim;
 use crate::limits::ClientSlot;
@@ -86,6 +89,12 @@ pub struct Relay {
     pub write: bool,
     /// The session's place in its client's count, taken when the client answers.
     pub slot: ClientSlot,
+    /// The port-69 address the client sent its request to (what peers key the session by).
+    pub contacted: SocketAddr,
+    /// Where the session tells the cluster how it stands (when `[cluster]` is configured).
+    pub sync: Option<SyncSender>,
+    /// A transfer another front end started, to carry on from the client's next ACK.
+    pub resume: Option<Resume>,
 }
 
 /// A backend that answered: its socket, TID, and the session's claim on it.
@@ -129,6 +138,8 @@ struct Transfer<'a> {
     ahead: Option<ReadAhead>,
     /// Whether the first DATA has decided on `ahead` (once per session, not once per block).
     ahead_decided: bool,
+    /// Once the cluster was told of the session: its key, and the position last told.
+    synced: Option<(SyncKey, u64)>,
 }
 
 impl Transfer<'_> {
@@ -152,8 +163,9 @@ impl Transfer<'_> {
 
 impl Relay {
     /// Runs the transfer to its end and reports how it went (the log line and the metrics).
-    pub async fn run(self) -> SessionEnd {
+    pub async fn run(mut self) -> SessionEnd {
         let started = Instant::now();
+        let resume = self.resume.take();
         let mut buf = vec![0u8; self.buffer_len()];
         let mut session = if self.write {
             Session::new_write()
@@ -161,7 +173,14 @@ impl Relay {
             Session::new()
         };
         let mut counts = Counts::default();
-        let (outcome, backend) = match self.relay(&mut buf, &mut session, &mut counts).await {
+        let relayed = match resume {
+            Some(resume) => {
+                self.relay_resumed(resume, &mut buf, &mut session, &mut counts)
+                    .await
+            }
+            None => self.relay(&mut buf, &mut session, &mut counts).await,
+        };
+        let (outcome, backend) = match relayed {
             Ok(done) => done,
             Err(e) => {
                 // Per request under a flood (EMFILE, say): the log gets its share only.
@@ -230,8 +249,22 @@ impl Relay {
             timers: Timers::new(&self.settings, self.pool.resume, Instant::now()),
             ahead: None,
             ahead_decided: false,
+            synced: None,
         };
         let outcome = self.transfer(&mut t).await;
+        self.finish(t, outcome, session, counts).await
+    }
+
+    /// Ends a transfer however it ended: a write's final ACK kept for its repeats, the
+    /// backend's leg let go of, the cluster told.
+    async fn finish(
+        &self,
+        mut t: Transfer<'_>,
+        outcome: io::Result<Outcome>,
+        session: &mut Session,
+        counts: &mut Counts,
+    ) -> io::Result<(Outcome, Option<SocketAddr>)> {
+        self.announce_end(&t);
         *session = std::mem::take(&mut t.session);
         *counts = t.counts;
         if let (Ok(Outcome::Completed), Some(block)) = (&outcome, session.final_write_block()) {

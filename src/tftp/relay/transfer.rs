@@ -33,6 +33,11 @@ impl Relay {
         if let Some(end) = self.apply_backend(t, action, first).await? {
             return Ok(end);
         }
+        self.carry_on(t).await
+    }
+
+    /// Relays until the session ends, once the backend's first answer was handled.
+    pub(super) async fn carry_on(&self, t: &mut Transfer<'_>) -> io::Result<Outcome> {
         t.timers.heard_backend(Instant::now());
         let mut strangers = Strangers::default();
         let timer = sleep_until(t.next_deadline());
@@ -157,6 +162,7 @@ impl Relay {
             if let Some(end) = self.apply_client(t, action, n).await? {
                 return Ok(Some(end));
             }
+            self.announce(t);
         }
         Ok(None)
     }
