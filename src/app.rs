@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminServer;
+use crate::cluster::ClusterServer;
 use crate::config::Config;
 use crate::control::Control;
 use crate::dns::DnsServer;
@@ -33,6 +34,8 @@ pub struct Bound {
     dns: Option<DnsServer>,
     /// The admin HTTP socket, unless `[admin] enabled = false`.
     admin: Option<AdminServer>,
+    /// The `[cluster]` sync socket, when configured.
+    cluster: Option<ClusterServer>,
 }
 
 impl Bound {
@@ -58,15 +61,24 @@ impl Bound {
         }
         let dns = config.dns.as_ref().map(DnsServer::bind).transpose()?;
         let admin = AdminServer::bind(&config.admin)?;
+        let cluster = config
+            .cluster
+            .as_ref()
+            .map(ClusterServer::bind)
+            .transpose()?;
         let events = health_events();
         let runtime = Runtime::new(config.clone(), None, &events);
         let frontend = Arc::new(Frontend::new(Arc::new(Current::new(runtime, events))));
         let control = Control::new(frontend, config_path, config.clone());
+        if let Some(c) = &cluster {
+            control.show_cluster(c.local_addr(), c.stats.clone());
+        }
         Ok(Bound {
             listeners,
             control,
             dns,
             admin,
+            cluster,
         })
     }
 
@@ -107,6 +119,9 @@ impl Bound {
             tokio::spawn(serving)
         });
         let housekeeper = tokio::spawn(housekeeping(frontend.clone(), stop.clone()));
+        let cluster = self
+            .cluster
+            .map(|c| tokio::spawn(c.serve(frontend.clone(), stop.clone())));
         let admin = self
             .admin
             .map(|a| tokio::spawn(a.serve(self.control.clone(), stop.clone())));
@@ -124,6 +139,11 @@ impl Bound {
             let _ = dns.await;
         }
         let _ = housekeeper.await;
+        if let Some(cluster) = cluster
+            && let Ok(Err(e)) = cluster.await
+        {
+            tracing::error!(error = %e, "cluster sync stopped");
+        }
         if let Some(admin) = admin {
             let _ = admin.await;
         }

@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{ClusterStats, ClusterStatus};
 use crate::config::{Config, ConfigError};
 use crate::health::AdminState;
 use crate::health::probe::Monitor;
@@ -50,6 +51,8 @@ pub struct Control {
     names: Mutex<Option<NameWatch>>,
     me: Weak<Control>,
     installing: Mutex<()>,
+    /// The cluster sync's address and counters, when `[cluster]` is configured.
+    cluster: OnceLock<(SocketAddr, Arc<ClusterStats>)>,
 }
 
 impl Control {
@@ -72,6 +75,7 @@ impl Control {
             names: Mutex::new(None),
             me: me.clone(),
             installing: Mutex::new(()),
+            cluster: OnceLock::new(),
         })
     }
 
@@ -259,7 +263,16 @@ impl Control {
                 .into_iter()
                 .map(|(name, hits)| RouteStatus { name, hits })
                 .collect(),
+            cluster: self
+                .cluster
+                .get()
+                .map(|(listen, stats)| stats.status(*listen)),
         }
+    }
+
+    /// The status shows the cluster sync bound at `listen` from now on.
+    pub fn show_cluster(&self, listen: SocketAddr, stats: Arc<ClusterStats>) {
+        let _ = self.cluster.set((listen, stats));
     }
 }
 
@@ -330,6 +343,8 @@ pub struct Status {
     pub pools: Vec<PoolStatus>,
     /// Each `[[route]]` by name, with its hits since the last reload.
     pub routes: Vec<RouteStatus>,
+    /// The session sync, when `[cluster]` is configured.
+    pub cluster: Option<ClusterStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]

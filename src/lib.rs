@@ -35,6 +35,8 @@
 //! - [`resolve`]: backends given by host name, re-resolved as their records expire.
 //! - [`control`]: hot reload, backend admin state, the status snapshot.
 //! - [`admin`]: the admin listener: status page, `/metrics`, JSON API.
+//! - [`cluster`]: session sync with the other front ends, and taking over a dead one's
+//!   transfers.
 //! - [`app`]: binds the listeners, serves, drains on shutdown.
 //! - [`cli`]: the command line.
 //! - [`demo`]: embedded backend boot servers for `tftplb demo`, tests and the bench.
@@ -45,6 +47,7 @@ pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;

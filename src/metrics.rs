@@ -34,6 +34,16 @@ pub const BLKSIZE_LOWERED: &str = "tftplb_requests_blksize_lowered_total";
 /// Requests a backend did not answer within `setup_timeout` (busy or dead: its probes say
 /// which), by pool and backend.
 pub const SETUP_TIMEOUTS: &str = "tftplb_backend_setup_timeouts_total";
+/// The cluster sync (`[cluster]`): records sent to peers, received from them, refused (by
+/// `reason`), sessions held for peers, peers alive, and takeovers by `result`.
+pub const CLUSTER_RECORDS_SENT: &str = "tftplb_cluster_records_sent_total";
+pub const CLUSTER_RECORDS_RECEIVED: &str = "tftplb_cluster_records_received_total";
+pub const CLUSTER_RECORDS_REJECTED: &str = "tftplb_cluster_records_rejected_total";
+pub const CLUSTER_SESSIONS_SYNCED: &str = "tftplb_cluster_sessions_synced";
+pub const CLUSTER_PEER_UP: &str = "tftplb_cluster_peer_up";
+pub const CLUSTER_TAKEOVERS: &str = "tftplb_cluster_takeovers_total";
+/// Session events the cluster sync could not take (its queue was full).
+pub const SYNC_EVENTS_LOST: &str = "tftplb_cluster_events_lost_total";
 /// Datagrams a backend-facing socket got while waiting for a takeover's answer that could not
 /// be it (a late packet of an older transfer on the same port, another blksize).
 pub const STRAYS: &str = "tftplb_backend_stray_replies_total";

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "resolve::config",
             "dns::config",
             "admin::config",
+            "cluster::config",
         ],
     ),
     // Decisions on live state, without sockets: which backend (balance, pool), is it healthy
@@ -42,7 +43,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("tftp service", &["tftp", "health::probe"]),
     // Services beside TFTP: they read the TFTP service's runtime and learn of reloads and
     // health flips by channel; the name resolver and the control surface (reload, status).
-    ("services", &["dns", "admin", "control", "resolve"]),
+    (
+        "services",
+        &["dns", "admin", "control", "resolve", "cluster"],
+    ),
     // Wiring and the command line: bind, spawn, wait, drain; the demo's embedded servers; the
     // man pages and completions made from the command line's definitions and the example.
     ("app", &["app", "cli", "demo", "manual"]),

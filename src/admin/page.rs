@@ -68,6 +68,9 @@ pub fn render(status: &Status, message: Option<&str>) -> String {
         render_pool(&mut html, pool);
     }
     render_routes(&mut html, &status.routes);
+    if let Some(cluster) = &status.cluster {
+        render_cluster(&mut html, cluster);
+    }
     html.push_str("</body></html>\n");
     html
 }
@@ -106,6 +109,40 @@ fn render_routes(html: &mut String, routes: &[crate::control::RouteStatus]) {
             "<tr><td>{i}</td><td>{}</td><td>{}</td></tr>",
             escape(&r.name),
             r.hits
+        );
+    }
+    html.push_str("</tbody></table>");
+}
+
+fn render_cluster(html: &mut String, c: &crate::cluster::ClusterStatus) {
+    let _ = write!(
+        html,
+        "<h2>cluster <small class=\"probe\">session sync on {}</small></h2>\
+         <div class=\"summary\" data-cluster=\"\"><span>records sent <b>{}</b></span>\
+         <span>received <b>{}</b></span><span>rejected <b>{}</b></span>\
+         <span>sessions synced <b>{}</b></span><span>taken over <b>{}</b></span>\
+         <span>resumed <b>{}</b></span><span>failed <b>{}</b></span></div>\
+         <table data-peers=\"\"><thead><tr><th>peer</th><th>state</th><th>last heard</th></tr>\
+         </thead><tbody>",
+        c.listen,
+        c.records_sent,
+        c.records_received,
+        c.records_rejected,
+        c.sessions_synced,
+        c.sessions_taken_over,
+        c.sessions_resumed,
+        c.sessions_failed
+    );
+    for p in &c.peers {
+        let state = if p.up { "up" } else { "down" };
+        let heard = p
+            .silent_s
+            .map_or("never".to_string(), |s| format!("{s:.1} s ago"));
+        let _ = write!(
+            html,
+            "<tr><td><code>{}</code></td><td><span class=\"badge {state}\">{state}</span></td>\
+             <td>{heard}</td></tr>",
+            p.address
         );
     }
     html.push_str("</tbody></table>");
@@ -234,6 +271,7 @@ mod tests {
             over_limit: 0,
             reloads: 0,
             routes: vec![],
+            cluster: None,
             pools: vec![PoolStatus {
                 name: pool.into(),
                 probed: true,

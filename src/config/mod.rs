@@ -18,6 +18,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::admin::config::{AdminConfig, RawAdmin, validate_admin};
+use crate::cluster::config::{ClusterConfig, RawCluster};
 use crate::dns::config::{DnsConfig, RawDns, validate_dns};
 use crate::limits::config::{LimitsConfig, RawLimits};
 use crate::pool::config::{PoolConfig, RawPool, validate_pools};
@@ -38,6 +39,8 @@ pub struct Config {
     pub resolver: ResolverSettings,
     pub dns: Option<DnsConfig>,
     pub admin: AdminConfig,
+    /// Session sync with other front ends (`[cluster]`), when configured.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Every problem found in a configuration file.
@@ -118,6 +121,7 @@ struct RawConfig {
     #[serde(default)]
     resolver: RawResolver,
     dns: Option<RawDns>,
+    cluster: Option<RawCluster>,
     #[serde(default)]
     admin: RawAdmin,
 }
@@ -149,6 +153,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let resolver = raw.resolver.validate(&mut problems);
     let dns = raw.dns.map(|d| validate_dns(d, &pools, &mut problems));
     let admin = validate_admin(raw.admin, &mut problems);
+    let cluster = raw.cluster.map(|c| c.validate(&mut problems));
     if problems.is_empty() {
         Ok(Config {
             tftp,
@@ -159,6 +164,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             resolver,
             dns,
             admin,
+            cluster,
         })
     } else {
         Err(ConfigError { problems })

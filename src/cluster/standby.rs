@@ -1,0 +1,216 @@
+//! The sessions the peers have synced, each ready to be carried on here.
+//!
+//! A synced session's address (the floating address and the session's port) is bound at
+//! once, with `IP_FREEBIND`, on a socket connected to its client: on a standby node the
+//! address is not here yet, so nothing arrives; when the floating address moves here (VRRP),
+//! the client's next ACK arrives on that socket and the session is handed to the front end
+//! (`Frontend::resume`), with nothing to notice or call. Where the address is taken on this
+//! very machine (the active front end runs here too, as in tests on loopback), binding fails
+//! and is tried again when the peer is taken for dead.
+//!
+//! Bounded: `max_sessions` entries of all peers together (more are refused and counted),
+//! each forgotten after `max_age` without news, and its socket closed when its end arrives.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::ClusterStats;
+use crate::metrics as m;
+use crate::tftp::frontend::Frontend;
+use crate::tftp::sync::{Resume, SyncEvent, SyncKey, Synced};
+
+/// A synced session waiting here.
+struct Entry {
+    synced: Synced,
+    peer: SocketAddr,
+    updated: Instant,
+    /// Its address is bound and watched (cancel to let go), or binding it failed so far.
+    bound: Option<CancellationToken>,
+}
+
+/// The synced sessions of every peer.
+pub struct Standby {
+    entries: Mutex<HashMap<SyncKey, Entry>>,
+    frontend: Arc<Frontend>,
+    stats: Arc<ClusterStats>,
+}
+
+impl Standby {
+    pub fn new(frontend: Arc<Frontend>, stats: Arc<ClusterStats>) -> Arc<Standby> {
+        Arc::new(Standby {
+            entries: Mutex::new(HashMap::new()),
+            frontend,
+            stats,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SyncKey, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What `peer` said of one of its sessions.
+    pub fn on_event(self: &Arc<Self>, peer: SocketAddr, event: SyncEvent, max: usize) {
+        let now = Instant::now();
+        match event {
+            SyncEvent::Started(synced) => self.started(peer, *synced, now, max),
+            SyncEvent::Progress { key, state } => {
+                if let Some(e) = self.lock().get_mut(&key) {
+                    e.synced.state = state;
+                    e.updated = now;
+                }
+            }
+            SyncEvent::Ended(key) => {
+                self.forget(&key);
+            }
+        }
+        self.publish();
+    }
+
+    fn started(self: &Arc<Self>, peer: SocketAddr, synced: Synced, now: Instant, max: usize) {
+        let key = synced.key;
+        self.forget(&key);
+        if self.lock().len() >= max {
+            self.stats.reject("full");
+            return;
+        }
+        let bound = self.bind(&synced);
+        let entry = Entry {
+            synced,
+            peer,
+            updated: now,
+            bound,
+        };
+        self.lock().insert(key, entry);
+    }
+
+    /// Forgets a session; its socket, if bound, is let go.
+    fn forget(&self, key: &SyncKey) {
+        if let Some(e) = self.lock().remove(key)
+            && let Some(cancel) = e.bound
+        {
+            cancel.cancel();
+        }
+    }
+
+    /// `peer` is taken for dead: its sessions whose address could not be bound so far are
+    /// bound now (its sockets are gone if it ran on this machine).
+    pub fn peer_died(self: &Arc<Self>, peer: SocketAddr) {
+        let pending: Vec<Synced> = self
+            .lock()
+            .values()
+            .filter(|e| e.peer == peer && e.bound.is_none())
+            .map(|e| e.synced.clone())
+            .collect();
+        let mut bound = 0;
+        for synced in pending {
+            if let Some(cancel) = self.bind(&synced) {
+                bound += 1;
+                match self.lock().get_mut(&synced.key) {
+                    Some(e) => e.bound = Some(cancel),
+                    None => cancel.cancel(),
+                }
+            }
+        }
+        tracing::warn!(%peer, sessions_bound = bound, "cluster peer silent: taken for dead");
+    }
+
+    /// Forgets sessions not heard of for `max_age` (their end was lost).
+    pub fn expire(&self, max_age: Duration) {
+        let now = Instant::now();
+        let old: Vec<SyncKey> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.updated) >= max_age)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in old {
+            self.forget(&key);
+        }
+        self.publish();
+    }
+
+    /// Synced sessions held, and how many of them have their address bound.
+    pub fn counts(&self) -> (usize, usize) {
+        let entries = self.lock();
+        let bound = entries.values().filter(|e| e.bound.is_some()).count();
+        (entries.len(), bound)
+    }
+
+    fn publish(&self) {
+        let (held, _) = self.counts();
+        self.stats.synced.store(held as u64, Ordering::Relaxed);
+        metrics::gauge!(m::CLUSTER_SESSIONS_SYNCED).set(held as f64);
+    }
+
+    /// Binds the session's address and watches it; `None` when it cannot be bound now.
+    fn bind(self: &Arc<Self>, synced: &Synced) -> Option<CancellationToken> {
+        let socket = match bind_session(synced.key) {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::debug!(session = %synced.key.session, error = %e, "synced session's address not bound (yet)");
+                return None;
+            }
+        };
+        let cancel = CancellationToken::new();
+        let watch = self.clone().stand_by(socket, synced.key, cancel.clone());
+        tokio::spawn(watch);
+        Some(cancel)
+    }
+
+    /// Waits for the client's packet on the session's address; then carries the session on.
+    async fn stand_by(self: Arc<Self>, socket: UdpSocket, key: SyncKey, cancel: CancellationToken) {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            ready = socket.readable() => if ready.is_err() { return },
+        }
+        let Some(entry) = self.lock().remove(&key) else {
+            return;
+        };
+        self.publish();
+        self.take_over(socket, entry.synced).await;
+    }
+
+    async fn take_over(&self, socket: UdpSocket, synced: Synced) {
+        let client = synced.key.client;
+        self.stats.taken_over.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%client, session = %synced.key.session, backend = %synced.backend, "taking over a synced transfer");
+        let result = match self.frontend.resume(Resume { socket, synced }) {
+            Ok(task) => match task.await {
+                Ok(end) if end.outcome == "completed" => "completed",
+                Ok(end) => end.outcome,
+                Err(_) => "failed",
+            },
+            Err(why) => {
+                tracing::warn!(%client, why, "synced transfer not taken over");
+                "refused"
+            }
+        };
+        let counter = match result {
+            "completed" => &self.stats.resumed,
+            _ => &self.stats.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::CLUSTER_TAKEOVERS, "result" => result).increment(1);
+    }
+}
+
+/// The session's address, bound even if it is not on this machine, connected to its client.
+fn bind_session(key: SyncKey) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(key.session), Type::DGRAM, None)?;
+    match key.session {
+        SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
+        SocketAddr::V6(_) => socket.set_freebind_v6(true)?,
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&key.session.into())?;
+    socket.connect(&key.client.into())?;
+    UdpSocket::from_std(socket.into())
+}

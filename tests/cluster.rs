@@ -1,0 +1,286 @@
+//! Two front ends with `[cluster]` session sync, as processes on loopback: a transfer in
+//! flight through one of them finishes through the other when the first is killed with
+//! SIGKILL, from the same session address, with the right bytes. On loopback both nodes
+//! share one machine, so the survivor binds the dead node's session ports once it takes the
+//! peer for dead (on two machines it binds them at once, with IP_FREEBIND; README "Two front
+//! ends"). Records that are forged, replayed or from strangers are refused and counted.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::capped::CappedServer;
+use common::daemon::Daemon;
+use common::{RealClient, TftpdHpa};
+use tftplb::cluster::record::{Body, Record};
+use tftplb::demo::pseudo_random_bytes;
+use tftplb::protocol::options::Options;
+use tftplb::protocol::packet::{Mode, Packet, Request, ack_datagram};
+
+const KEY: &str = "a shared key of the pair, 32 b\n";
+
+/// A node's configuration: its TFTP and admin listeners, its sync address and peers.
+fn write_config(dir: &Path, name: &str, backends: &[SocketAddr], peers: &[SocketAddr]) -> PathBuf {
+    let key = dir.join("cluster.key");
+    std::fs::write(&key, KEY).unwrap();
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+    let mut text = format!(
+        "[tftp]\nlisten = [\"127.0.0.1:0\"]\nread_ahead = 0\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [cluster]\nlisten = \"127.0.0.1:0\"\npeers = [{}]\nkey_file = \"{}\"\n\
+         heartbeat = \"100ms\"\npeer_dead_after = \"500ms\"\n\
+         [[pool]]\nname = \"boot\"\nresume = true\n",
+        peers.join(", "),
+        key.display()
+    );
+    for b in backends {
+        text.push_str(&format!("[[pool.backend]]\naddress = \"{b}\"\n"));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running node and what it listens on.
+struct Node {
+    daemon: Daemon,
+    tftp: SocketAddr,
+    admin: SocketAddr,
+    sync: SocketAddr,
+}
+
+/// Two nodes, each the other's peer, both up for each other. A starts without a peer (its
+/// sync port is not known before it runs), B with A; A learns of B by a reload.
+fn pair(dir: &Path, backends: &[SocketAddr]) -> (Node, Node) {
+    let a_cfg = write_config(dir, "a", backends, &[]);
+    let a = start(&a_cfg);
+    let b = start(&write_config(dir, "b", backends, &[a.sync]));
+    write_config(dir, "a", backends, &[b.sync]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.daemon.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    a.daemon.wait_for_line("cluster peer up");
+    b.daemon.wait_for_line("cluster peer up");
+    (a, b)
+}
+
+fn start(cfg: &Path) -> Node {
+    let daemon = Daemon::run(cfg);
+    let tftp = daemon.address("tftp");
+    let admin = daemon.address("admin");
+    let sync = daemon.address("cluster sync");
+    Node {
+        daemon,
+        tftp,
+        admin,
+        sync,
+    }
+}
+
+fn sigkill(node: &Node) {
+    let pid = nix::unistd::Pid::from_raw(node.daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+/// `GET /api/status`'s `cluster` part.
+fn cluster_status(admin: SocketAddr) -> serde_json::Value {
+    let mut s = TcpStream::connect(admin).unwrap();
+    write!(
+        s,
+        "GET /api/status HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let body = reply.split("\r\n\r\n").nth(1).unwrap();
+    let status: serde_json::Value = serde_json::from_str(body).unwrap();
+    status["cluster"].clone()
+}
+
+fn rrq(file: &str, blksize: &str) -> Vec<u8> {
+    let mut options = Options::default();
+    options.push("blksize", blksize);
+    Packet::Rrq(Request {
+        filename: file.into(),
+        mode: Mode::Octet,
+        options,
+    })
+    .encode()
+}
+
+/// The next DATA from `session` (or, with `None`, from anyone: it names the session), its
+/// ACK retransmitted every 500 ms as a client does, for up to 30 s.
+fn next_data(
+    sock: &UdpSocket,
+    session: Option<SocketAddr>,
+    resend: &[u8],
+) -> (u16, Vec<u8>, SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = vec![0u8; 2048];
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while Instant::now() < deadline {
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) if session.is_none_or(|s| s == from) => {
+                match Packet::decode(&buf[..n]).unwrap() {
+                    Packet::Data { block, data } => return (block, data, from),
+                    Packet::Oack(_) => return (0, Vec::new(), from),
+                    other => panic!("client got {other:?}"),
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let to = session.expect("the request's answer came");
+                sock.send_to(resend, to).unwrap();
+            }
+        }
+    }
+    panic!("no DATA within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_finishes_through_the_peer_when_its_front_end_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = pseudo_random_bytes(600_000, 7);
+    std::fs::write(dir.path().join("boot.img"), &content).unwrap();
+    let backends = [TftpdHpa::start(dir.path()), TftpdHpa::start(dir.path())];
+    let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
+    let (a, b) = pair(dir.path(), &addrs);
+
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let request = rrq("boot.img", "1024");
+    client.send_to(&request, a.tftp).unwrap();
+    let (_, _, session) = next_data(&client, None, &request);
+    let mut got = Vec::new();
+    let mut acked = 0u16;
+    let mut killed = false;
+    loop {
+        let ack = ack_datagram(acked);
+        client.send_to(&ack, session).unwrap();
+        if acked == 100 && !killed {
+            // Block 100 acknowledged, and synced by then (the start went out with ACK 0):
+            // the active front end dies with the transfer in flight.
+            sigkill(&a);
+            killed = true;
+        }
+        let (block, data, _) = next_data(&client, Some(session), &ack);
+        if block != acked.wrapping_add(1) {
+            continue; // a repeat of a block already taken
+        }
+        got.extend_from_slice(&data);
+        acked = block;
+        if data.len() < 1024 {
+            client.send_to(&ack_datagram(acked), session).unwrap();
+            break;
+        }
+    }
+    assert_eq!(common::sha256(&got), common::sha256(&content));
+    b.daemon.wait_for_line("taking over a synced transfer");
+    let status = resumed(&b, 1);
+    assert_eq!(status["sessions_taken_over"], 1, "{status}");
+    assert_eq!(status["sessions_failed"], 0, "{status}");
+}
+
+/// The cluster status of `node` once it counts `n` transfers resumed to their end (a
+/// session's task reports just after its client's last ACK).
+fn resumed(node: &Node, n: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = cluster_status(node.admin);
+        if status["sessions_resumed"] == n {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_finish_through_the_peer_when_the_front_end_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = pseudo_random_bytes(1 << 20, 9);
+    // Slow backends (a millisecond per block) keep the transfers in flight at the kill.
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let s = CappedServer::start("boot.img", content.clone(), 16, Duration::from_millis(1));
+        servers.push(s.await);
+    }
+    let addrs: Vec<_> = servers.iter().map(|s| s.address).collect();
+    let (a, b) = pair(dir.path(), &addrs);
+    let clients = [
+        RealClient::Curl { blksize: 1468 },
+        RealClient::Atftp {
+            blksize: 1468,
+            windowsize: 8,
+        },
+        // Not busybox here: it gives up on the ICMP port unreachable its first retransmission
+        // gets while the dead node's port is not bound yet, which only happens with both
+        // nodes on one machine (across machines the survivor has the port bound already).
+        RealClient::TftpHpa,
+    ];
+    let downloads: Vec<_> = clients
+        .iter()
+        .map(|&c| tokio::spawn(c.get(a.tftp, "boot.img")))
+        .collect();
+    // Every transfer has had its first ACKs (so it is synced) well before this.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    sigkill(&a);
+    for (c, d) in clients.iter().zip(downloads) {
+        let data = d.await.unwrap().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        assert_eq!(common::sha256(&data), common::sha256(&content), "{c:?}");
+    }
+    let status = resumed(&b, 3);
+    assert_eq!(status["sessions_failed"], 0, "{status}");
+}
+
+#[test]
+fn forged_replayed_and_foreign_records_are_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let node = start(&write_config(
+        dir.path(),
+        "n",
+        &["127.0.0.1:9".parse().unwrap()],
+        &[peer.local_addr().unwrap()],
+    ));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let key = KEY.trim().as_bytes();
+    let beat = |seq, sent_ms| {
+        Record {
+            seq,
+            sent_ms,
+            body: Body::Heartbeat,
+        }
+        .encode(key)
+    };
+    let good = beat(10, now_ms);
+    peer.send_to(&good, node.sync).unwrap();
+    node.daemon.wait_for_line("cluster peer up");
+    peer.send_to(&good, node.sync).unwrap(); // replayed
+    peer.send_to(&beat(11, now_ms - 3_600_000), node.sync)
+        .unwrap(); // captured an hour ago
+    let mut forged = beat(12, now_ms);
+    *forged.last_mut().unwrap() ^= 1;
+    peer.send_to(&forged, node.sync).unwrap();
+    stranger.send_to(&beat(13, now_ms), node.sync).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = cluster_status(node.admin);
+        if status["records_rejected"] == 4 {
+            assert_eq!(status["records_received"], 1, "{status}");
+            assert_eq!(status["peers"][0]["up"], true, "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
