@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
 # Two tftplb front ends with keepalived (config/keepalived/keepalived.conf, adapted), in network
 # namespaces this script creates: a switch (a bridge), a client, nodes A and B, and two
-# tftpd-hpa backends. N curl downloads run through the floating address (VIP) while the
-# active node A fails: `--how kill` (SIGKILL of its tftplb and of keepalived with its VRRP
-# child, all at once: no goodbye advert) or `--how cable` (its link set down). It reports how
-# long the VIP took to answer again from B, and how many downloads completed with the right
-# sha256. `--how none` is the control run: nothing fails.
+# tftpd-hpa backends. N downloads (curl, atftp with windowsize 8, busybox, in turn) run
+# through the floating address (VIP) while the active node A fails: `--how kill` (SIGKILL of
+# its tftplb and of keepalived with its VRRP child, all at once: no goodbye advert) or
+# `--how cable` (its link set down). With `--cluster on` (the default) the nodes sync their
+# sessions ([cluster]) and B carries A's transfers on; `--cluster off` shows what happens
+# without. It reports how long the VIP took to answer again from B, how many downloads
+# completed with the right sha256, how long they took (the extra time over a control run is
+# the stall the clients saw), and B's takeover counts. `--how none` is the control run.
 #
-#   sudo bash bench/vrrp.sh [--clients N] [--size-mib M] [--kill-after S] [--how kill|cable|none] TFTPLB
+#   sudo bash bench/vrrp.sh [--clients N] [--size-mib M] [--kill-after S] \
+#       [--how kill|cable|none] [--cluster on|off] TFTPLB
 #
-# Needs root, iproute2, keepalived, tftpd-hpa (in.tftpd) and curl. Traffic stays inside the
-# namespaces; everything started is stopped by PID and the namespaces are deleted at the end.
+# Needs root, iproute2, keepalived, tftpd-hpa (in.tftpd), curl, atftp, busybox and python3.
+# Traffic stays inside the namespaces; everything started is stopped by PID and the
+# namespaces are deleted at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-clients=20 size_mib=8 kill_after=1 how=kill
+clients=20 size_mib=8 kill_after=1 how=kill cluster=on
 while [[ $# -gt 0 && $1 == --* ]]; do
     case $1 in
         --clients) clients=$2; shift 2 ;;
         --size-mib) size_mib=$2; shift 2 ;;
         --kill-after) kill_after=$2; shift 2 ;;
         --how) how=$2; shift 2 ;;
+        --cluster) cluster=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -70,6 +76,7 @@ nsx $be ip addr add $net.32/24 dev eth0
 mkdir -p "$work/files"
 head -c $((size_mib * 1024 * 1024)) /dev/urandom > "$work/files/big.bin"
 head -c 9728 /dev/urandom > "$work/files/probe.bin"
+head -c 32 /dev/urandom | base64 > "$work/cluster.key"
 want=$(sha256sum < "$work/files/big.bin" | cut -d' ' -f1)
 for ip in $net.31 $net.32; do
     spawn $be "$work/tftpd-$ip.log" /usr/sbin/in.tftpd -L -s -a "$ip:69" "$work/files"
@@ -86,6 +93,7 @@ listen = "127.0.0.1:9069"
 # Every download comes from the one client address.
 [limits]
 max_sessions_per_client = 0
+$([[ $cluster == on ]] && printf '[cluster]\nlisten = "%s:6970"\npeers = ["%s:6970"]\nkey_file = "%s"\n' "$me" "$peer" "$work/cluster.key")
 [[pool]]
 name = "boot"
 [pool.health]
@@ -129,7 +137,7 @@ vrrp_instance TFTP {
     }
 }
 EOF
-    TFTPLB_LOG=warn spawn "$ns" "$work/$name.log" "$tftplb" run --config "$work/$name.toml"
+    TFTPLB_LOG=info spawn "$ns" "$work/$name.log" "$tftplb" run --config "$work/$name.toml"
     eval "${name}_tftplb=$!"
     spawn "$ns" "$work/$name.keepalived.log" keepalived --dont-fork --log-console --vrrp \
         -f "$work/$name.keepalived.conf" -p "$work/$name.pid" -r "$work/$name.vrrp.pid"
@@ -147,15 +155,30 @@ for _ in $(seq 300); do has_vip $a && answers && break; sleep 0.1; done
 has_vip $a || { echo "node A never took the VIP"; cat "$work/a.keepalived.log"; exit 1; }
 echo "VIP on node A, answering after $(awk "BEGIN { print $(now) - $started }") s"
 
-# The downloads, then the kill.
+# The downloads, then the kill. Each result file says ok/corrupt/failed, the client, and
+# how long the download took.
+clients_in_turn=(curl atftp busybox)
+download() {
+    local out=$work/got.$2
+    case $1 in
+        curl) nsx $cl timeout 120 curl -s --max-time 120 --tftp-blksize 1468 -o "$out" "tftp://$vip/big.bin" ;;
+        atftp) nsx $cl timeout 120 atftp --get -r big.bin -l "$out" --option "blksize 1468" --option "windowsize 8" $vip 69 ;;
+        busybox) nsx $cl timeout 120 busybox tftp -g -r big.bin -l "$out" -b 1468 $vip 69 ;;
+    esac
+}
 for i in $(seq "$clients"); do
     (
-        if nsx $cl timeout 60 curl -s --tftp-blksize 1468 -o "$work/got.$i" "tftp://$vip/big.bin"; then
-            got=$(sha256sum < "$work/got.$i" | cut -d' ' -f1)
-            [[ $got == "$want" ]] && echo ok > "$work/result.$i" || echo corrupt > "$work/result.$i"
+        t0=$(now)
+        client=${clients_in_turn[$((i % 3))]}
+        download "$client" "$i" > "$work/client.$i.out" 2>&1 || true
+        if [[ -f $work/got.$i ]] && [[ $(sha256sum < "$work/got.$i" | cut -d' ' -f1) == "$want" ]]; then
+            verdict=ok
+        elif [[ -f $work/got.$i ]]; then
+            verdict=incomplete
         else
-            echo "failed $?" > "$work/result.$i"
+            verdict=failed
         fi
+        echo "$verdict $client $(awk "BEGIN { printf \"%.2f\", $(now) - $t0 }")" > "$work/result.$i"
         rm -f "$work/got.$i"
     ) &
     pids+=($!)
@@ -186,5 +209,17 @@ for i in $(seq "$clients"); do
     for _ in $(seq 700); do [[ -f $work/result.$i ]] && break; sleep 0.1; done
 done
 ok=$(cat "$work"/result.* 2>/dev/null | grep -c '^ok' || true)
-echo "downloads: $clients started, $ok completed with the right sha256, $((clients - ok)) did not"
-cat "$work"/result.* | sort | uniq -c
+echo "downloads: $clients started, $ok completed with the right sha256, $((clients - ok)) did not (cluster $cluster)"
+echo "by client and result:"
+cut -d' ' -f1,2 "$work"/result.* | sort | uniq -c | sed 's/^/  /'
+echo "seconds per completed download (min / median / max):"
+grep -h '^ok' "$work"/result.* | cut -d' ' -f3 | sort -n \
+    | awk '{ a[NR] = $1 } END { if (NR) printf "  %s / %s / %s\n", a[1], a[int((NR + 1) / 2)], a[NR] }'
+if [[ $cluster == on ]]; then
+    echo "node B's cluster status:"
+    nsx $b curl -s http://127.0.0.1:9069/api/status | python3 -c '
+import json, sys
+c = json.load(sys.stdin).get("cluster") or {}
+for k in ("records_received", "records_rejected", "sessions_synced", "sessions_taken_over", "sessions_resumed", "sessions_failed"):
+    print("  %s %s" % (k, c.get(k)))'
+fi

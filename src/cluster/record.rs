@@ -349,7 +349,15 @@ mod tests {
             altered[i] ^= 1;
             assert_eq!(Record::decode(&altered, KEY), Err(Bad::Forged), "byte {i}");
         }
-        assert_eq!(Record::decode(&bytes[..40], KEY), Err(Bad::Forged));
+        assert_eq!(
+            Record::decode(&bytes[..bytes.len() - 1], KEY),
+            Err(Bad::Forged)
+        );
+        assert_eq!(
+            Record::decode(&bytes[..40], KEY),
+            Err(Bad::Foreign),
+            "shorter than a MAC"
+        );
         assert_eq!(Record::decode(b"TLBS", KEY), Err(Bad::Foreign));
         assert_eq!(Record::decode(&[0u8; 100], KEY), Err(Bad::Foreign));
     }
