@@ -13,7 +13,7 @@
 #   sudo bash bench/vrrp.sh [--clients N] [--size-mib M] [--kill-after S] \
 #       [--how kill|cable|none] [--cluster on|off] TFTPLB
 #
-# Needs root, iproute2, keepalived, tftpd-hpa (in.tftpd), curl, atftp, busybox and python3.
+# Needs root, iproute2, keepalived, tftpd-hpa (in.tftpd), curl, atftp and busybox.
 # Traffic stays inside the namespaces; everything started is stopped by PID and the
 # namespaces are deleted at the end.
 set -euo pipefail
@@ -137,7 +137,7 @@ vrrp_instance TFTP {
     }
 }
 EOF
-    TFTPLB_LOG=info spawn "$ns" "$work/$name.log" "$tftplb" run --config "$work/$name.toml"
+    TFTPLB_LOG=${TFTPLB_LOG:-info} spawn "$ns" "$work/$name.log" "$tftplb" run --config "$work/$name.toml"
     eval "${name}_tftplb=$!"
     spawn "$ns" "$work/$name.keepalived.log" keepalived --dont-fork --log-console --vrrp \
         -f "$work/$name.keepalived.conf" -p "$work/$name.pid" -r "$work/$name.vrrp.pid"
@@ -217,9 +217,7 @@ grep -h '^ok' "$work"/result.* | cut -d' ' -f3 | sort -n \
     | awk '{ a[NR] = $1 } END { if (NR) printf "  %s / %s / %s\n", a[1], a[int((NR + 1) / 2)], a[NR] }'
 if [[ $cluster == on ]]; then
     echo "node B's cluster status:"
-    nsx $b curl -s http://127.0.0.1:9069/api/status | python3 -c '
-import json, sys
-c = json.load(sys.stdin).get("cluster") or {}
-for k in ("records_received", "records_rejected", "sessions_synced", "sessions_taken_over", "sessions_resumed", "sessions_failed"):
-    print("  %s %s" % (k, c.get(k)))'
+    nsx $b curl -s http://127.0.0.1:9069/api/status | tr -d '\n ' \
+        | grep -oE '"(records_(sent|received|rejected)|sessions_(synced|taken_over|resumed|failed))":[0-9]+' \
+        | tr -d '"' | sed 's/:/ /; s/^/  /'
 fi

@@ -1,7 +1,7 @@
 //! The sessions the peers have synced, each ready to be carried on here.
 //!
 //! A synced session's address (the floating address and the session's port) is bound at
-//! once, with `IP_FREEBIND`, on a socket connected to its client: on a standby node the
+//! once, with `IP_FREEBIND`: on a standby node the
 //! address is not here yet, so nothing arrives; when the floating address moves here (VRRP),
 //! the client's next ACK arrives on that socket and the session is handed to the front end
 //! (`Frontend::resume`), with nothing to notice or call. Where the address is taken on this
@@ -202,7 +202,9 @@ impl Standby {
     }
 }
 
-/// The session's address, bound even if it is not on this machine, connected to its client.
+/// The session's address, bound even if it is not on this machine. Not connected to the
+/// client: the kernel refuses to route from an address that is not here yet (ENETUNREACH);
+/// the relay checks the source of what arrives itself.
 fn bind_session(key: SyncKey) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(key.session), Type::DGRAM, None)?;
     match key.session {
@@ -211,6 +213,5 @@ fn bind_session(key: SyncKey) -> io::Result<UdpSocket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&key.session.into())?;
-    socket.connect(&key.client.into())?;
     UdpSocket::from_std(socket.into())
 }

@@ -38,7 +38,7 @@ impl Relay {
         counts: &mut Counts,
     ) -> io::Result<(Outcome, Option<SocketAddr>)> {
         let Resume { socket, synced } = resume;
-        let block = match self.clients_ack(&socket, buf).await? {
+        let block = match self.clients_ack(&socket, buf, counts).await? {
             Heard::Ack(block) => block,
             Heard::Aborted => return Ok((Outcome::ClientAborted, None)),
             Heard::Nothing => return Ok((Outcome::IdleTimeout, None)),
@@ -98,18 +98,28 @@ impl Relay {
         self.finish(t, outcome, session, counts).await
     }
 
-    /// Waits for the client's ACK on the session's address (the socket is connected to the
-    /// client): it came, or the client gave up, or nothing within the idle timeout.
-    async fn clients_ack(&self, socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Heard> {
+    /// Waits for the client's ACK on the session's address (anything from elsewhere is
+    /// counted and dropped): it came, or the client gave up, or nothing within the idle
+    /// timeout.
+    async fn clients_ack(
+        &self,
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        counts: &mut Counts,
+    ) -> io::Result<Heard> {
         let deadline = Instant::now() + self.settings.idle_timeout;
         loop {
             let got = tokio::select! {
                 _ = self.handle.cancel.cancelled() => return Ok(Heard::Nothing),
-                got = timeout_at(deadline, socket.recv(buf)) => got.ok(),
+                got = timeout_at(deadline, socket.recv_from(buf)) => got.ok(),
             };
             let n = match got {
                 None => return Ok(Heard::Nothing),
-                Some(Ok(n)) => n,
+                Some(Ok((n, from))) if from == self.client => n,
+                Some(Ok(_)) => {
+                    counts.dropped += 1;
+                    continue;
+                }
                 // An earlier send hit a closed port: the client may still come.
                 Some(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Some(Err(e)) => return Err(e),
