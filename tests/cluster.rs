@@ -16,7 +16,7 @@ use common::capped::CappedServer;
 use common::daemon::Daemon;
 use common::{RealClient, TftpdHpa};
 use tftplb::cluster::record::{Body, Record};
-use tftplb::demo::pseudo_random_bytes;
+use tftplb::demo::{EmbeddedServer, pseudo_random_bytes};
 use tftplb::protocol::options::Options;
 use tftplb::protocol::packet::{Mode, Packet, Request, ack_datagram};
 
@@ -235,6 +235,62 @@ async fn real_clients_finish_through_the_peer_when_the_front_end_is_killed() {
         assert_eq!(common::sha256(&data), common::sha256(&content), "{c:?}");
     }
     let status = resumed(&b, 3);
+    assert_eq!(status["sessions_failed"], 0, "{status}");
+}
+
+/// atftp with windowsize 8 and 512-byte blocks, killed past the rollover: the survivor places
+/// the client's 16-bit ACK after the synced position (the progress records), catches a
+/// windowed backend transfer up to it and carries it on to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windowed_transfer_past_the_rollover_finishes_through_the_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    // 80,000 blocks of 512 bytes: the block numbers roll over at 65,536.
+    let content = pseudo_random_bytes(80_000 * 512 + 100, 11);
+    std::fs::write(files.join("big.img"), &content).unwrap();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let local = "127.0.0.1:0".parse().unwrap();
+        servers.push(EmbeddedServer::start(&files, local).await.unwrap());
+    }
+    let addrs: Vec<_> = servers.iter().map(|s| s.address).collect();
+    let (a, b) = pair(dir.path(), &addrs);
+    let out = dir.path().join("got");
+    let atftp = tokio::process::Command::new("atftp")
+        .args(["--get", "-r", "big.img", "-l"])
+        .arg(&out)
+        .args(["--option", "windowsize 8"])
+        .args([&a.tftp.ip().to_string(), &a.tftp.port().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("atftp");
+    // Killed once the client holds 70,000 blocks: past the rollover, and past a progress
+    // record there.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 70_000 * 512 {
+        assert!(
+            Instant::now() < deadline,
+            "the download did not get that far"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sigkill(&a);
+    let done = tokio::time::timeout(Duration::from_secs(120), atftp.wait_with_output())
+        .await
+        .expect("atftp finished")
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(got.len(), content.len());
+    assert_eq!(common::sha256(&got), common::sha256(&content));
+    let status = resumed(&b, 1);
     assert_eq!(status["sessions_failed"], 0, "{status}");
 }
 
