@@ -34,30 +34,18 @@ done
 [[ $# -eq 1 ]] || { echo "usage: $0 [options] TFTPLB" >&2; exit 2; }
 tftplb=$(realpath "$1")
 
+source bench/pair-lib.sh
 tag=e$$
 rt=$tag-rt a=$tag-a b=$tag-b be=$tag-be
 svc=10.70.9.20
 work=$(mktemp -d)
 chmod 755 "$work"
-pids=()
-hostns=()
+pids=() spaces=() hostns=()
 for h in $(seq "$hosts"); do hostns+=("$tag-c$h"); done
-cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    for ns in "${hostns[@]}" $a $b $be $rt; do ip netns del "$ns" 2>/dev/null || true; done
-    if [[ ${KEEP:-} ]]; then echo "kept $work"; else rm -rf "$work"; fi
-}
 trap cleanup EXIT
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-spawn() {
-    local ns=$1 out=$2; shift 2
-    ip netns exec "$ns" "$@" > "$out" 2>&1 &
-    pids+=($!)
-}
-now() { date +%s.%N; }
 
 # The router, with a bridge on each side; each host on a veth to one of them.
-for ns in "${hostns[@]}" $a $b $be $rt; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
+make_namespaces "${hostns[@]}" $a $b $be $rt
 for br in brc brs; do nsx $rt ip link add $br type bridge; nsx $rt ip link set $br up; done
 nsx $rt ip addr add 10.70.1.1/24 dev brc
 nsx $rt ip addr add 10.70.2.1/24 dev brs
@@ -83,14 +71,7 @@ attach $be 10.70.2.31 brs 10.70.2.1
 nsx $be ip addr add 10.70.2.32/24 dev eth0
 
 # Backends.
-mkdir -p "$work/files"
-head -c $((size_mib * 1024 * 1024)) /dev/urandom > "$work/files/big.bin"
-head -c 9728 /dev/urandom > "$work/files/probe.bin"
-head -c 32 /dev/urandom | base64 > "$work/cluster.key"
-want=$(sha256sum < "$work/files/big.bin" | cut -d' ' -f1)
-for ip in 10.70.2.31 10.70.2.32; do
-    spawn $be "$work/tftpd-$ip.log" /usr/sbin/in.tftpd -L -s -a "$ip:69" "$work/files"
-done
+start_backends $be 10.70.2.31 10.70.2.32 "$size_mib"
 
 # BIRD: OSPF with ECMP on the router; each node announces the service address as a stub.
 bird_conf() {
@@ -115,26 +96,7 @@ node() {
     nsx "$ns" ip addr add $svc/32 dev lo
     # Disjoint ephemeral ports: both nodes bind sessions on the service address.
     nsx "$ns" sysctl -qw net.ipv4.ip_local_port_range="$ports"
-    cat > "$work/$name.toml" <<EOF
-[tftp]
-listen = ["0.0.0.0:69"]
-[admin]
-listen = "127.0.0.1:9069"
-[limits]
-max_sessions_per_client = 0
-$([[ $cluster == on ]] && printf '[cluster]\nlisten = "%s:6970"\npeers = ["%s:6970"]\nkey_file = "%s"\n' "$me" "$peer" "$work/cluster.key")
-[[pool]]
-name = "boot"
-[pool.health]
-file = "probe.bin"
-interval = "1s"
-timeout = "500ms"
-rise = 1
-[[pool.backend]]
-address = "10.70.2.31:69"
-[[pool.backend]]
-address = "10.70.2.32:69"
-EOF
+    node_config "$name" "$me" "$peer" 10.70.2.31 10.70.2.32
     bird_conf "$me" '
 protocol ospf v2 {
     ipv4 { import none; export none; };
@@ -163,35 +125,8 @@ for _ in $(seq 300); do [[ $(paths) -eq 2 ]] && break; sleep 0.1; done
 [[ $(paths) -eq 2 ]] || { echo "the router has no two paths to $svc"; nsx $rt ip route; exit 1; }
 echo "router: two paths to $svc after $(awk "BEGIN { print $(now) - $started }") s"
 
-clients_in_turn=(curl atftp busybox)
-download() {
-    local ns=$1 out=$work/got.$3
-    case $2 in
-        curl) nsx "$ns" timeout 120 curl -s --max-time 120 --tftp-blksize 1468 -o "$out" "tftp://$svc/big.bin" ;;
-        atftp) nsx "$ns" timeout 120 atftp --get -r big.bin -l "$out" --option "blksize 1468" --option "windowsize 8" $svc 69 ;;
-        busybox) nsx "$ns" timeout 120 busybox tftp -g -r big.bin -l "$out" -b 1468 $svc 69 ;;
-    esac
-}
-for i in $(seq "$clients"); do
-    (
-        ns=${hostns[$((i % hosts))]}
-        client=${clients_in_turn[$((i % 3))]}
-        t0=$(now)
-        download "$ns" "$client" "$i" > "$work/client.$i.out" 2>&1 || true
-        if [[ -f $work/got.$i ]] && [[ $(sha256sum < "$work/got.$i" | cut -d' ' -f1) == "$want" ]]; then
-            verdict=ok
-        elif [[ -f $work/got.$i ]]; then
-            verdict=incomplete
-        else
-            verdict=failed
-        fi
-        echo "$verdict $client $(awk "BEGIN { printf \"%.2f\", $(now) - $t0 }")" > "$work/result.$i"
-        rm -f "$work/got.$i"
-    ) &
-    pids+=($!)
-done
+start_downloads "$clients" $svc "${hostns[@]}"
 sleep "$kill_after"
-status() { nsx "$1" curl -s http://127.0.0.1:9069/api/status | tr -d '\n '; }
 figure() { grep -oE "\"$1\":[0-9]+" | head -1 | cut -d: -f2; }
 echo "sessions started before the failure: A $(status $a | figure sessions_started), B $(status $b | figure sessions_started)"
 killed=$(now)
@@ -207,18 +142,5 @@ if [[ $how != none ]]; then
     [[ $(paths) -eq 1 ]] || echo "the router still has $(paths) paths to $svc"
     echo "node A failed ($how); the router withdrew it after $(awk "BEGIN { print $(now) - $killed }") s"
 fi
-for i in $(seq "$clients"); do
-    for _ in $(seq 1400); do [[ -f $work/result.$i ]] && break; sleep 0.1; done
-done
-ok=$(cat "$work"/result.* 2>/dev/null | grep -c '^ok' || true)
-echo "downloads: $clients started, $ok completed with the right sha256, $((clients - ok)) did not (cluster $cluster)"
-echo "by client and result:"
-cut -d' ' -f1,2 "$work"/result.* | sort | uniq -c | sed 's/^/  /'
-echo "seconds per completed download (min / median / max):"
-grep -h '^ok' "$work"/result.* | cut -d' ' -f3 | sort -n \
-    | awk '{ a[NR] = $1 } END { if (NR) printf "  %s / %s / %s\n", a[1], a[int((NR + 1) / 2)], a[NR] }'
-if [[ $cluster == on ]]; then
-    echo "node B's cluster status:"
-    status $b | grep -oE '"(records_(sent|received|rejected)|sessions_(synced|taken_over|resumed|failed))":[0-9]+' \
-        | tr -d '"' | sed 's/:/ /; s/^/  /'
-fi
+report_downloads "$clients"
+report_cluster $b

@@ -30,31 +30,19 @@ while [[ $# -gt 0 && $1 == --* ]]; do
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
-[[ $# -eq 1 ]] || { echo "usage: $0 [--clients N] [--size-mib M] [--kill-after S] TFTPLB" >&2; exit 2; }
+[[ $# -eq 1 ]] || { echo "usage: $0 [options, see the top of this file] TFTPLB" >&2; exit 2; }
 tftplb=$(realpath "$1")
 
+source bench/pair-lib.sh
 tag=v$$
 sw=$tag-sw cl=$tag-cl a=$tag-a b=$tag-b be=$tag-be
 net=10.69.0 vip=10.69.0.20
 work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    for ns in $cl $a $b $be $sw; do ip netns del "$ns" 2>/dev/null || true; done
-    if [[ ${KEEP:-} ]]; then echo "kept $work"; else rm -rf "$work"; fi
-}
+pids=() spaces=()
 trap cleanup EXIT
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-# Starts a command in a namespace in the background, its output into a file; its PID (ip
-# execs the command, so the PID is the command's own) is remembered for the cleanup.
-spawn() {
-    local ns=$1 out=$2; shift 2
-    ip netns exec "$ns" "$@" > "$out" 2>&1 &
-    pids+=($!)
-}
 
 # The switch, and one port on it per host.
-for ns in $sw $cl $a $b $be; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
+make_namespaces $sw $cl $a $b $be
 nsx $sw ip link add br0 type bridge
 nsx $sw ip link set br0 up
 port=0
@@ -73,39 +61,12 @@ done
 nsx $be ip addr add $net.32/24 dev eth0
 
 # Two backends with the same files.
-mkdir -p "$work/files"
-head -c $((size_mib * 1024 * 1024)) /dev/urandom > "$work/files/big.bin"
-head -c 9728 /dev/urandom > "$work/files/probe.bin"
-head -c 32 /dev/urandom | base64 > "$work/cluster.key"
-want=$(sha256sum < "$work/files/big.bin" | cut -d' ' -f1)
-for ip in $net.31 $net.32; do
-    spawn $be "$work/tftpd-$ip.log" /usr/sbin/in.tftpd -L -s -a "$ip:69" "$work/files"
-done
+start_backends $be $net.31 $net.32 "$size_mib"
 
 # Nodes A (priority 150) and B (100): tftplb on the wildcard, keepalived moving the VIP.
 node() {
     local name=$1 ns=$2 me=$3 peer=$4 priority=$5
-    cat > "$work/$name.toml" <<EOF
-[tftp]
-listen = ["0.0.0.0:69"]
-[admin]
-listen = "127.0.0.1:9069"
-# Every download comes from the one client address.
-[limits]
-max_sessions_per_client = 0
-$([[ $cluster == on ]] && printf '[cluster]\nlisten = "%s:6970"\npeers = ["%s:6970"]\nkey_file = "%s"\n' "$me" "$peer" "$work/cluster.key")
-[[pool]]
-name = "boot"
-[pool.health]
-file = "probe.bin"
-interval = "1s"
-timeout = "500ms"
-rise = 1
-[[pool.backend]]
-address = "$net.31:69"
-[[pool.backend]]
-address = "$net.32:69"
-EOF
+    node_config "$name" "$me" "$peer" $net.31 $net.32
     cat > "$work/$name.keepalived.conf" <<EOF
 global_defs {
     script_user root
@@ -146,7 +107,6 @@ EOF
 node a $a $net.21 $net.22 150
 node b $b $net.22 $net.21 100
 
-now() { date +%s.%N; }
 answers() { nsx $cl "$tftplb" get "$vip" probe.bin --timeout 0.2 --retries 1 >/dev/null 2>&1; }
 has_vip() { nsx "$1" ip -4 addr show dev eth0 | grep -q "$vip/"; }
 
@@ -155,34 +115,8 @@ for _ in $(seq 300); do has_vip $a && answers && break; sleep 0.1; done
 has_vip $a || { echo "node A never took the VIP"; cat "$work/a.keepalived.log"; exit 1; }
 echo "VIP on node A, answering after $(awk "BEGIN { print $(now) - $started }") s"
 
-# The downloads, then the kill. Each result file says ok/corrupt/failed, the client, and
-# how long the download took.
-clients_in_turn=(curl atftp busybox)
-download() {
-    local out=$work/got.$2
-    case $1 in
-        curl) nsx $cl timeout 120 curl -s --max-time 120 --tftp-blksize 1468 -o "$out" "tftp://$vip/big.bin" ;;
-        atftp) nsx $cl timeout 120 atftp --get -r big.bin -l "$out" --option "blksize 1468" --option "windowsize 8" $vip 69 ;;
-        busybox) nsx $cl timeout 120 busybox tftp -g -r big.bin -l "$out" -b 1468 $vip 69 ;;
-    esac
-}
-for i in $(seq "$clients"); do
-    (
-        t0=$(now)
-        client=${clients_in_turn[$((i % 3))]}
-        download "$client" "$i" > "$work/client.$i.out" 2>&1 || true
-        if [[ -f $work/got.$i ]] && [[ $(sha256sum < "$work/got.$i" | cut -d' ' -f1) == "$want" ]]; then
-            verdict=ok
-        elif [[ -f $work/got.$i ]]; then
-            verdict=incomplete
-        else
-            verdict=failed
-        fi
-        echo "$verdict $client $(awk "BEGIN { printf \"%.2f\", $(now) - $t0 }")" > "$work/result.$i"
-        rm -f "$work/got.$i"
-    ) &
-    pids+=($!)
-done
+# The downloads, then the kill.
+start_downloads "$clients" $vip $cl
 sleep "$kill_after"
 killed=$(now)
 # shellcheck disable=SC2154
@@ -205,19 +139,5 @@ echo "node A failed ($how) at $(date -d @"$killed" +%T.%N | cut -c1-12); the VIP
 grep -h "Entering" "$work/a.keepalived.log" | sed 's/^/  node A: /'
 grep -h "Entering" "$work/b.keepalived.log" | sed 's/^/  node B: /'
 
-for i in $(seq "$clients"); do
-    for _ in $(seq 700); do [[ -f $work/result.$i ]] && break; sleep 0.1; done
-done
-ok=$(cat "$work"/result.* 2>/dev/null | grep -c '^ok' || true)
-echo "downloads: $clients started, $ok completed with the right sha256, $((clients - ok)) did not (cluster $cluster)"
-echo "by client and result:"
-cut -d' ' -f1,2 "$work"/result.* | sort | uniq -c | sed 's/^/  /'
-echo "seconds per completed download (min / median / max):"
-grep -h '^ok' "$work"/result.* | cut -d' ' -f3 | sort -n \
-    | awk '{ a[NR] = $1 } END { if (NR) printf "  %s / %s / %s\n", a[1], a[int((NR + 1) / 2)], a[NR] }'
-if [[ $cluster == on ]]; then
-    echo "node B's cluster status:"
-    nsx $b curl -s http://127.0.0.1:9069/api/status | tr -d '\n ' \
-        | grep -oE '"(records_(sent|received|rejected)|sessions_(synced|taken_over|resumed|failed))":[0-9]+' \
-        | tr -d '"' | sed 's/:/ /; s/^/  /'
-fi
+report_downloads "$clients"
+report_cluster $b
