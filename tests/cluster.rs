@@ -186,13 +186,56 @@ async fn a_transfer_finishes_through_the_peer_when_its_front_end_is_killed() {
     assert_eq!(status["sessions_failed"], 0, "{status}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_cannot_be_carried_on_gets_an_error_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("boot.img"), pseudo_random_bytes(600_000, 8)).unwrap();
+    let mut backends = [TftpdHpa::start(dir.path()), TftpdHpa::start(dir.path())];
+    let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
+    let (a, b) = pair(dir.path(), &addrs);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let request = rrq("boot.img", "1024");
+    client.send_to(&request, a.tftp).unwrap();
+    let (_, _, session) = next_data(&client, None, &request);
+    for block in 0..10u16 {
+        let ack = ack_datagram(block);
+        client.send_to(&ack, session).unwrap();
+        next_data(&client, Some(session), &ack);
+    }
+    // The front end and both backends die: the survivor has nobody to carry the transfer on.
+    sigkill(&a);
+    backends.iter_mut().for_each(TftpdHpa::kill);
+    let ack = ack_datagram(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 1500];
+    let message = loop {
+        assert!(Instant::now() < deadline, "no ERROR within 30 s");
+        client.send_to(&ack, session).unwrap();
+        match client.recv_from(&mut buf) {
+            Ok((n, from)) if from == session => match Packet::decode(&buf[..n]).unwrap() {
+                Packet::Error { code: 0, message } => break message,
+                other => panic!("expected an ERROR, got {other:?}"),
+            },
+            _ => {}
+        }
+    };
+    assert!(message.contains("no other could take over"), "{message}");
+    let status = counted(&b, "sessions_failed", 1);
+    assert_eq!(status["sessions_taken_over"], 1, "{status}");
+}
+
 /// The cluster status of `node` once it counts `n` transfers resumed to their end (a
 /// session's task reports just after its client's last ACK).
 fn resumed(node: &Node, n: u64) -> serde_json::Value {
+    counted(node, "sessions_resumed", n)
+}
+
+/// The cluster status of `node` once its `what` is `n` (bounded: 10 s).
+fn counted(node: &Node, what: &str, n: u64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = cluster_status(node.admin);
-        if status["sessions_resumed"] == n {
+        if status[what] == n {
             return status;
         }
         assert!(Instant::now() < deadline, "{status}");
