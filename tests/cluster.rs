@@ -152,23 +152,46 @@ async fn a_transfer_finishes_through_the_peer_when_its_front_end_is_killed() {
     let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
     let (a, b) = pair(dir.path(), &addrs);
 
+    let (client, session) = request_through(a.tftp);
+    // Block 100 acknowledged, and synced by then (the start went out with ACK 0): the active
+    // front end dies with the transfer in flight.
+    let got = lock_step(&client, session, |acked| {
+        if acked == 100 {
+            sigkill(&a);
+        }
+    });
+    assert_eq!(common::sha256(&got), common::sha256(&content));
+    b.daemon.wait_for_line("taking over a synced transfer");
+    let status = resumed(&b, 1);
+    assert_eq!(status["sessions_taken_over"], 1, "{status}");
+    assert_eq!(status["sessions_failed"], 0, "{status}");
+}
+
+/// A client socket whose request for boot.img (blksize 1024) `server` answered: the socket,
+/// and the session's address (the OACK's source).
+fn request_through(server: SocketAddr) -> (UdpSocket, SocketAddr) {
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let request = rrq("boot.img", "1024");
-    client.send_to(&request, a.tftp).unwrap();
+    client.send_to(&request, server).unwrap();
     let (_, _, session) = next_data(&client, None, &request);
+    (client, session)
+}
+
+/// Downloads the rest in lock-step from `session` (its OACK taken), as a client does, its ACK
+/// retransmitted while nothing comes; `after(block)` runs once, as the ACK of each block goes
+/// out. The bytes received.
+fn lock_step(client: &UdpSocket, session: SocketAddr, mut after: impl FnMut(u16)) -> Vec<u8> {
     let mut got = Vec::new();
     let mut acked = 0u16;
-    let mut killed = false;
+    let mut told = None;
     loop {
         let ack = ack_datagram(acked);
         client.send_to(&ack, session).unwrap();
-        if acked == 100 && !killed {
-            // Block 100 acknowledged, and synced by then (the start went out with ACK 0):
-            // the active front end dies with the transfer in flight.
-            sigkill(&a);
-            killed = true;
+        if told != Some(acked) {
+            after(acked);
+            told = Some(acked);
         }
-        let (block, data, _) = next_data(&client, Some(session), &ack);
+        let (block, data, _) = next_data(client, Some(session), &ack);
         if block != acked.wrapping_add(1) {
             continue; // a repeat of a block already taken
         }
@@ -176,13 +199,40 @@ async fn a_transfer_finishes_through_the_peer_when_its_front_end_is_killed() {
         acked = block;
         if data.len() < 1024 {
             client.send_to(&ack_datagram(acked), session).unwrap();
-            break;
+            return got;
         }
     }
+}
+
+/// A node that joins (or comes back) while a transfer runs on its peer is told of it, and
+/// can carry it on when the peer dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_comes_up_mid_transfer_is_told_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = pseudo_random_bytes(600_000, 5);
+    std::fs::write(dir.path().join("boot.img"), &content).unwrap();
+    let backends = [TftpdHpa::start(dir.path()), TftpdHpa::start(dir.path())];
+    let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
+    let a_cfg = write_config(dir.path(), "a", &addrs, &[]);
+    let a = start(&a_cfg);
+    let (client, session) = request_through(a.tftp);
+    let mut b = None;
+    let got = lock_step(&client, session, |acked| match acked {
+        // Node B starts now, and A learns of it by a reload.
+        20 => {
+            let node = start(&write_config(dir.path(), "b", &addrs, &[a.sync]));
+            write_config(dir.path(), "a", &addrs, &[node.sync]);
+            let pid = nix::unistd::Pid::from_raw(a.daemon.pid() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+            a.daemon
+                .wait_for_line("telling a peer that came up of the running sessions");
+            b = Some(node);
+        }
+        100 => sigkill(&a),
+        _ => {}
+    });
     assert_eq!(common::sha256(&got), common::sha256(&content));
-    b.daemon.wait_for_line("taking over a synced transfer");
-    let status = resumed(&b, 1);
-    assert_eq!(status["sessions_taken_over"], 1, "{status}");
+    let status = resumed(b.as_ref().unwrap(), 1);
     assert_eq!(status["sessions_failed"], 0, "{status}");
 }
 
@@ -193,10 +243,7 @@ async fn a_transfer_that_cannot_be_carried_on_gets_an_error_with_the_reason() {
     let mut backends = [TftpdHpa::start(dir.path()), TftpdHpa::start(dir.path())];
     let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
     let (a, b) = pair(dir.path(), &addrs);
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let request = rrq("boot.img", "1024");
-    client.send_to(&request, a.tftp).unwrap();
-    let (_, _, session) = next_data(&client, None, &request);
+    let (client, session) = request_through(a.tftp);
     for block in 0..10u16 {
         let ack = ack_datagram(block);
         client.send_to(&ack, session).unwrap();

@@ -38,6 +38,7 @@ use self::replay::Window;
 use self::standby::Standby;
 use crate::metrics as m;
 use crate::tftp::frontend::Frontend;
+use crate::tftp::sync::{SyncEvent, SyncKey, Synced};
 
 /// Session events queued for the peers at most; beyond, they are lost and counted.
 const QUEUE: usize = 4096;
@@ -138,10 +139,14 @@ impl ClusterServer {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                Some(event) = queue.recv() => node.send(&Body::Event(event)).await,
+                Some(event) = queue.recv() => node.on_event(event).await,
                 _ = tick.tick() => node.beat().await,
                 got = node.socket.recv_from(&mut buf) => match got {
-                    Ok((n, from)) => node.receive(&buf[..n], from),
+                    Ok((n, from)) => {
+                        if let Some(peer) = node.receive(&buf[..n], from) {
+                            node.resync(peer).await;
+                        }
+                    }
                     Err(e) => tracing::debug!(error = %e, "cluster receive failed"),
                 },
                 Ok(()) = updates.changed() => {
@@ -168,6 +173,9 @@ struct Node {
     /// The next sequence number: from the start time in microseconds, so a restarted node
     /// goes on above the numbers its peers saw from it.
     seq: u64,
+    /// This node's own synced sessions as last told (bounded by its live sessions): a peer
+    /// that comes up, or back after a restart, is told all of them.
+    own: HashMap<SyncKey, Synced>,
 }
 
 impl Node {
@@ -192,6 +200,7 @@ impl Node {
             standby,
             stats,
             seq: now_micros(),
+            own: HashMap::new(),
         })
     }
 
@@ -216,8 +225,39 @@ impl Node {
         self.config.heartbeat
     }
 
-    /// Signs `body` and sends it to every peer.
-    async fn send(&mut self, body: &Body) {
+    /// A session of this node started, moved on or ended: kept, and told to every peer.
+    async fn on_event(&mut self, event: SyncEvent) {
+        match &event {
+            SyncEvent::Started(synced) => {
+                self.own.insert(synced.key, (**synced).clone());
+            }
+            SyncEvent::Progress { key, state } => {
+                if let Some(s) = self.own.get_mut(key) {
+                    s.state = *state;
+                }
+            }
+            SyncEvent::Ended(key) => {
+                self.own.remove(key);
+            }
+        }
+        self.send(&Body::Event(event), None).await;
+    }
+
+    /// `peer` has just come up (first heard, or heard again after it was taken for dead): it
+    /// is told every session of this node still running.
+    async fn resync(&mut self, peer: SocketAddr) {
+        let all: Vec<Synced> = self.own.values().cloned().collect();
+        if !all.is_empty() {
+            tracing::info!(%peer, sessions = all.len(), "telling a peer that came up of the running sessions");
+        }
+        for synced in all {
+            let body = Body::Event(SyncEvent::Started(Box::new(synced)));
+            self.send(&body, Some(peer)).await;
+        }
+    }
+
+    /// Signs `body` and sends it to `to`, or to every peer.
+    async fn send(&mut self, body: &Body, to: Option<SocketAddr>) {
         self.seq += 1;
         let record = Record {
             seq: self.seq,
@@ -225,7 +265,11 @@ impl Node {
             body: body.clone(),
         };
         let bytes = record.encode(&self.config.key);
-        for peer in &self.config.peers {
+        let peers = match to {
+            Some(peer) => vec![peer],
+            None => self.config.peers.clone(),
+        };
+        for peer in &peers {
             match self.socket.send_to(&bytes, peer).await {
                 Ok(_) => {
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -239,7 +283,7 @@ impl Node {
     /// The heartbeat: tells the peers this node lives, finds the peers that went silent,
     /// forgets stale sessions.
     async fn beat(&mut self) {
-        self.send(&Body::Heartbeat).await;
+        self.send(&Body::Heartbeat, None).await;
         for peer in self
             .peers
             .newly_dead(Instant::now(), self.config.peer_dead_after)
@@ -251,22 +295,28 @@ impl Node {
         self.publish_peers();
     }
 
-    /// A datagram on the sync socket.
-    fn receive(&mut self, datagram: &[u8], from: SocketAddr) {
+    /// A datagram on the sync socket; the peer that sent it when it has just come up.
+    fn receive(&mut self, datagram: &[u8], from: SocketAddr) -> Option<SocketAddr> {
         if !self.peers.knows(from) {
-            return self.stats.reject("unknown-peer");
+            self.stats.reject("unknown-peer");
+            return None;
         }
         let record = match Record::decode(datagram, &self.config.key) {
             Ok(record) => record,
-            Err(bad) => return self.stats.reject(bad.as_str()),
+            Err(bad) => {
+                self.stats.reject(bad.as_str());
+                return None;
+            }
         };
         let window = self.windows.entry(from).or_default();
         if let Err(stale) = window.accept(record.seq, record.sent_ms, now_millis()) {
-            return self.stats.reject(stale.as_str());
+            self.stats.reject(stale.as_str());
+            return None;
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::CLUSTER_RECORDS_RECEIVED).increment(1);
-        if self.peers.heard(from, Instant::now()) {
+        let came_up = self.peers.heard(from, Instant::now());
+        if came_up {
             tracing::info!(peer = %from, "cluster peer up");
             metrics::gauge!(m::CLUSTER_PEER_UP, "peer" => from.to_string()).set(1.0);
             self.publish_peers();
@@ -274,6 +324,7 @@ impl Node {
         if let Body::Event(event) = record.body {
             self.standby.on_event(from, event, self.config.max_sessions);
         }
+        came_up.then_some(from)
     }
 
     fn publish_peers(&self) {
