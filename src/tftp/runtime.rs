@@ -68,6 +68,7 @@ impl Runtime {
                 .min(sessions_within_file_limit(limit, backends)),
             None => tftp.max_sessions,
         };
+        crate::tftp::relay::set_lingering_cap(max_sessions);
         Runtime {
             max_sessions,
             router,

@@ -58,18 +58,29 @@ impl StrangerReply {
 const QUARANTINE_REPLIES: u32 = 8;
 
 /// Sockets lingering at most in the whole process (quarantined, or a finished write answering
-/// its final DATA). Beyond, a socket is closed at once: the strict first reply of `setup` still
-/// keeps a late packet from taking over another session (the quarantine is a second line), and
-/// every lingering socket is a file descriptor the sessions need.
+/// its final DATA), at the least: the running configuration raises it to its session cap (see
+/// [`set_lingering_cap`]). Beyond, a socket is closed at once: the strict first reply of
+/// `setup` still keeps a late packet from taking over another session (the quarantine is a
+/// second line), and every lingering socket is a file descriptor the sessions need.
 pub const MAX_LINGERING: usize = 1024;
 
 static LINGERING: Lingering = Lingering::new(MAX_LINGERING);
+
+/// Lets `sessions` sockets linger at most (never fewer than [`MAX_LINGERING`]): the session
+/// cap counts a third file per session for one (`runtime`), so under a flood as many sessions
+/// as are admitted can let go of a leg safely, and ports do not come free early for a late
+/// packet of an older transfer to reach a new one.
+pub fn set_lingering_cap(sessions: usize) {
+    LINGERING
+        .max
+        .store(sessions.max(MAX_LINGERING), Ordering::Relaxed);
+}
 
 /// Counts the sockets lingering now, up to a cap.
 #[derive(Debug)]
 struct Lingering {
     now: AtomicUsize,
-    max: usize,
+    max: AtomicUsize,
 }
 
 /// One socket's place among the lingering; given back when dropped.
@@ -79,16 +90,17 @@ impl Lingering {
     const fn new(max: usize) -> Lingering {
         Lingering {
             now: AtomicUsize::new(0),
-            max,
+            max: AtomicUsize::new(max),
         }
     }
 
     /// A place for one more lingering socket, unless all are taken.
     fn enter(&'static self) -> Option<LingerSlot> {
+        let max = self.max.load(Ordering::Relaxed);
         let taken = self
             .now
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < max).then_some(n + 1)
             });
         match taken {
             Ok(n) => {
@@ -207,6 +219,14 @@ mod tests {
             lingering.enter().is_some(),
             "a place given back is taken again"
         );
+    }
+
+    #[test]
+    fn the_cap_follows_the_session_cap_and_never_drops_below_the_floor() {
+        set_lingering_cap(6_634);
+        assert_eq!(LINGERING.max.load(Ordering::Relaxed), 6_634);
+        set_lingering_cap(16);
+        assert_eq!(LINGERING.max.load(Ordering::Relaxed), MAX_LINGERING);
     }
 
     #[test]

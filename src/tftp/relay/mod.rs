@@ -67,7 +67,7 @@ use crate::limits::ClientSlot;
 use crate::metrics::SessionEnd;
 use crate::pool::Pool;
 use crate::protocol::options::Options;
-pub use linger::MAX_LINGERING;
+pub use linger::{MAX_LINGERING, set_lingering_cap};
 use linger::{answer_final_data, release};
 use timers::{Ahead, Facts, Timers};
 
