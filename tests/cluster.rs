@@ -87,18 +87,22 @@ fn sigkill(node: &Node) {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
 }
 
-/// `GET /api/status`'s `cluster` part.
-fn cluster_status(admin: SocketAddr) -> serde_json::Value {
+/// The body of `GET path` on the admin listener.
+fn get(admin: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(admin).unwrap();
     write!(
         s,
-        "GET /api/status HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
-    let body = reply.split("\r\n\r\n").nth(1).unwrap();
-    let status: serde_json::Value = serde_json::from_str(body).unwrap();
+    reply.split("\r\n\r\n").nth(1).unwrap().to_string()
+}
+
+/// `GET /api/status`'s `cluster` part.
+fn cluster_status(admin: SocketAddr) -> serde_json::Value {
+    let status: serde_json::Value = serde_json::from_str(&get(admin, "/api/status")).unwrap();
     status["cluster"].clone()
 }
 
@@ -424,6 +428,14 @@ fn forged_replayed_and_foreign_records_are_refused_and_counted() {
         if status["records_rejected"] == 4 {
             assert_eq!(status["records_received"], 1, "{status}");
             assert_eq!(status["peers"][0]["up"], true, "{status}");
+            let page = get(node.admin, "/");
+            let peer = peer.local_addr().unwrap().to_string();
+            assert!(
+                page.contains("<h2>cluster"),
+                "the status page shows the cluster"
+            );
+            assert!(page.contains(&format!("<code>{peer}</code>")), "{page}");
+            assert!(page.contains("rejected <b>4</b>"), "{page}");
             break;
         }
         assert!(Instant::now() < deadline, "{status}");
