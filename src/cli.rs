@@ -262,6 +262,9 @@ async fn run(path: PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     warn_if_file_limit_short(&config);
+    // Installed before anything is bound (and logged): a SIGHUP sent as soon as the address
+    // lines appear must reload, not end the process (its default action).
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let bound = match Bound::with_file(&config, Some(path)) {
         Ok(b) => b,
         Err(e) => {
@@ -270,7 +273,7 @@ async fn run(path: PathBuf) -> ExitCode {
         }
     };
     crate::metrics::install_recorder();
-    tokio::spawn(reload_on_sighup(bound.control()));
+    tokio::spawn(reload_on_sighup(hup, bound.control()));
     tokio::spawn(crate::systemd::watchdog());
     crate::systemd::ready(&ready_status(&bound));
     bound
@@ -305,9 +308,11 @@ fn warn_if_file_limit_short(config: &Config) {
 }
 
 /// SIGHUP re-reads the configuration file (an invalid file changes nothing).
-async fn reload_on_sighup(control: std::sync::Arc<crate::control::Control>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+async fn reload_on_sighup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    control: std::sync::Arc<crate::control::Control>,
+) {
+    let Ok(mut hup) = hup else {
         tracing::warn!("cannot install the SIGHUP handler: reload only through the admin API");
         return;
     };

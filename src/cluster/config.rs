@@ -10,6 +10,10 @@ use serde::Deserialize;
 /// Bytes a shared key must have at least (it keys HMAC-SHA256).
 pub const MIN_KEY_LEN: usize = 16;
 
+/// `max_age` at least: sessions send their progress every 30 s at the longest
+/// (`tftp::sync::PROGRESS_INTERVAL`), and three in a row may be lost.
+pub const MIN_MAX_AGE: Duration = Duration::from_secs(90);
+
 /// `[cluster]` as written in the file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +80,15 @@ impl std::fmt::Debug for ClusterConfig {
 impl RawCluster {
     pub fn validate(self, problems: &mut Vec<String>) -> ClusterConfig {
         let listen = parse(&self.listen, "cluster.listen", problems);
+        // Peers check a record's sender against its source: the address must be the one
+        // datagrams leave from, not a wildcard.
+        if listen.is_some_and(|a| a.ip().is_unspecified()) {
+            problems.push(
+                "cluster.listen: must be this node's own address, not a wildcard (peers \
+                 check records against their source)"
+                    .into(),
+            );
+        }
         let peers = self
             .peers
             .iter()
@@ -92,8 +105,11 @@ impl RawCluster {
         if self.max_sessions == 0 {
             problems.push("cluster.max_sessions: must be above 0".into());
         }
-        if self.max_age < Duration::from_secs(1) {
-            problems.push("cluster.max_age: must be at least 1s".into());
+        if self.max_age < MIN_MAX_AGE {
+            problems.push(format!(
+                "cluster.max_age: must be at least {}s",
+                MIN_MAX_AGE.as_secs()
+            ));
         }
         ClusterConfig {
             listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -164,7 +180,7 @@ mod tests {
             assert!(joined.contains(key), "{key} in {joined}");
         }
         let missing = dir.path().join("absent");
-        let (_, problems) = validated(&format!("listen = \"0.0.0.0:1\"\nkey_file = {missing:?}"));
+        let (_, problems) = validated(&format!("listen = \"127.0.0.1:1\"\nkey_file = {missing:?}"));
         assert!(problems[0].starts_with("cluster.key_file:"), "{problems:?}");
     }
 

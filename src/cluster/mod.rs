@@ -138,7 +138,10 @@ impl ClusterServer {
         let mut buf = vec![0u8; MAX_RECORD];
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
+                _ = stop.cancelled() => {
+                    node.standby.clear();
+                    return Ok(());
+                }
                 Some(event) = queue.recv() => node.on_event(event).await,
                 _ = tick.tick() => node.beat().await,
                 got = node.socket.recv_from(&mut buf) => match got {
@@ -173,6 +176,8 @@ struct Node {
     /// The next sequence number: from the start time in microseconds, so a restarted node
     /// goes on above the numbers its peers saw from it.
     seq: u64,
+    /// The sync socket's address: what peers see records come from.
+    local: SocketAddr,
     /// This node's own synced sessions as last told (bounded by its live sessions): a peer
     /// that comes up, or back after a restart, is told all of them.
     own: HashMap<SyncKey, Synced>,
@@ -192,6 +197,7 @@ impl Node {
             .ok_or_else(|| io::Error::other("no [cluster] section"))?;
         let standby = Standby::new(frontend.clone(), stats.clone());
         Ok(Node {
+            local: socket.local_addr()?,
             socket: UdpSocket::from_std(socket)?,
             peers: Peers::new(&config.peers, Instant::now()),
             frontend,
@@ -262,6 +268,7 @@ impl Node {
         let record = Record {
             seq: self.seq,
             sent_ms: now_millis(),
+            sender: self.local,
             body: body.clone(),
         };
         let bytes = record.encode(&self.config.key);
@@ -292,6 +299,10 @@ impl Node {
             self.standby.peer_died(peer);
         }
         self.standby.expire(self.config.max_age);
+        // A lost Ended must not keep a session of this node told to its peers for good.
+        let frontend = &self.frontend;
+        self.own
+            .retain(|_, s| frontend.has_session(s.key.client, s.contacted));
         self.publish_peers();
     }
 
@@ -308,6 +319,10 @@ impl Node {
                 return None;
             }
         };
+        if record.sender != from {
+            self.stats.reject("wrong-sender");
+            return None;
+        }
         let window = self.windows.entry(from).or_default();
         if let Err(stale) = window.accept(record.seq, record.sent_ms, now_millis()) {
             self.stats.reject(stale.as_str());
@@ -359,4 +374,12 @@ fn now_millis() -> u64 {
 
 fn now_micros() -> u64 {
     since_epoch().as_micros() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_synced_session_outlives_three_lost_progress_records() {
+        assert!(super::config::MIN_MAX_AGE >= crate::tftp::sync::PROGRESS_INTERVAL * 3);
+    }
 }

@@ -2,8 +2,12 @@
 //! authenticated with HMAC-SHA256 over the shared key.
 //!
 //! ```text
-//! "TLBS" | version 1 | kind | seq u64 | sent (ms since the epoch) u64 | body | HMAC (32)
+//! "TLBS" | version 1 | kind | seq u64 | sent (ms since the epoch) u64 | sender | body | HMAC (32)
 //! ```
+//!
+//! The sender is the sync address it sends from, under the MAC: the receiver checks it
+//! against the datagram's source, so a record cannot be reflected to its own sender, or
+//! passed off as another peer's, by whoever can spoof a source address.
 //!
 //! The kinds: a heartbeat (empty body), a session started (its key, the contacted address,
 //! pool, backend, the request as relayed and the transfer's state), its progress (key and
@@ -17,15 +21,16 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::protocol::options::Negotiated;
-use crate::tftp::session::Resumable;
+use crate::tftp::resumable::Resumable;
 use crate::tftp::sync::{SyncEvent, SyncKey, Synced};
 
 const MAGIC: &[u8; 4] = b"TLBS";
 const VERSION: u8 = 1;
 const HEADER: usize = 4 + 1 + 1 + 8 + 8;
 const MAC_LEN: usize = 32;
-/// The largest record: a request of a full datagram's size and the rest fit well under it.
-pub const MAX_RECORD: usize = 2048;
+/// The receive buffer: a UDP datagram's largest payload (a record carries the request as
+/// relayed, which options can make long).
+pub const MAX_RECORD: usize = 65_535;
 
 /// What a record says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,11 +39,13 @@ pub enum Body {
     Event(SyncEvent),
 }
 
-/// A record: its sender's sequence number, when it was sent, what it says.
+/// A record: its sender's sequence number, when it was sent, by whom, what it says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub seq: u64,
     pub sent_ms: u64,
+    /// The sender's sync address (what its datagrams come from).
+    pub sender: SocketAddr,
     pub body: Body,
 }
 
@@ -76,6 +83,7 @@ impl Record {
         out.push(kind(&self.body));
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.sent_ms.to_be_bytes());
+        write_addr(&mut out, self.sender);
         write_body(&mut out, &self.body);
         let tag = mac(key).chain_update(&out).finalize().into_bytes();
         out.extend_from_slice(&tag);
@@ -96,11 +104,17 @@ impl Record {
         let kind = r.u8()?;
         let seq = r.u64()?;
         let sent_ms = r.u64()?;
+        let sender = r.addr()?;
         let body = read_body(kind, &mut r)?;
         if !r.0.is_empty() {
             return Err(Bad::Malformed);
         }
-        Ok(Record { seq, sent_ms, body })
+        Ok(Record {
+            seq,
+            sent_ms,
+            sender,
+            body,
+        })
     }
 }
 
@@ -194,6 +208,7 @@ fn write_state(out: &mut Vec<u8>, s: &Resumable) {
     out.push(n.timeout.unwrap_or(0));
     out.push(u8::from(s.had_oack));
     out.push(u8::from(s.wrap_to_one));
+    out.push(u8::from(s.wrap_known));
     out.extend_from_slice(&s.acked.to_be_bytes());
 }
 
@@ -270,6 +285,7 @@ impl Reader<'_> {
             },
             had_oack: self.flag()?,
             wrap_to_one: self.flag()?,
+            wrap_known: self.flag()?,
             acked: self.u64()?,
         })
     }
@@ -291,11 +307,13 @@ mod tests {
             },
             had_oack: true,
             wrap_to_one: false,
+            wrap_known: true,
             acked: 70_000,
         };
         Record {
             seq: 7,
             sent_ms: 1_800_000_000_000,
+            sender: "10.0.0.2:6970".parse().unwrap(),
             body: Body::Event(SyncEvent::Started(Box::new(Synced {
                 key: SyncKey {
                     client: "192.0.2.10:2070".parse().unwrap(),
@@ -331,6 +349,7 @@ mod tests {
             let r = Record {
                 seq: 1,
                 sent_ms: 2,
+                sender: "[2001:db8::2]:6970".parse().unwrap(),
                 body,
             };
             assert_eq!(Record::decode(&r.encode(KEY), KEY), Ok(r));

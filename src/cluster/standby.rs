@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ClusterStats;
 use crate::metrics as m;
+use crate::protocol::packet::{self, error_code};
 use crate::tftp::frontend::Frontend;
 use crate::tftp::sync::{Resume, SyncEvent, SyncKey, Synced};
 
@@ -74,21 +75,55 @@ impl Standby {
         self.publish();
     }
 
+    /// A session started on `peer`, or told again (a resync): held, and its address bound.
+    /// One held already keeps its socket; only what is known of it is brought up to date.
     fn started(self: &Arc<Self>, peer: SocketAddr, synced: Synced, now: Instant, max: usize) {
         let key = synced.key;
-        self.forget(&key);
-        if self.lock().len() >= max {
-            self.stats.reject("full");
-            return;
+        {
+            let mut entries = self.lock();
+            if let Some(e) = entries.get_mut(&key) {
+                (e.synced, e.peer, e.updated) = (synced, peer, now);
+                if e.bound.is_some() {
+                    return;
+                }
+            } else if entries.len() >= max {
+                drop(entries);
+                self.stats.reject("full");
+                return;
+            } else {
+                let bound = None;
+                let entry = Entry {
+                    synced: synced.clone(),
+                    peer,
+                    updated: now,
+                    bound,
+                };
+                entries.insert(key, entry);
+            }
         }
-        let bound = self.bind(&synced);
-        let entry = Entry {
-            synced,
-            peer,
-            updated: now,
-            bound,
+        self.bind_held(&key);
+    }
+
+    /// Binds a held session's address, unless it is bound already or gone. The entry is in
+    /// the map before its watcher starts: a client packet already waiting finds it.
+    fn bind_held(self: &Arc<Self>, key: &SyncKey) -> bool {
+        let Some(synced) = self.lock().get(key).map(|e| e.synced.clone()) else {
+            return false;
         };
-        self.lock().insert(key, entry);
+        let Some(cancel) = self.bind(&synced) else {
+            return false;
+        };
+        match self.lock().get_mut(key) {
+            Some(e) if e.bound.is_none() => {
+                e.bound = Some(cancel);
+                true
+            }
+            // Taken over at once, or bound meanwhile: this watcher is not needed.
+            _ => {
+                cancel.cancel();
+                false
+            }
+        }
     }
 
     /// Forgets a session; its socket, if bound, is let go.
@@ -103,22 +138,13 @@ impl Standby {
     /// `peer` is taken for dead: its sessions whose address could not be bound so far are
     /// bound now (its sockets are gone if it ran on this machine).
     pub fn peer_died(self: &Arc<Self>, peer: SocketAddr) {
-        let pending: Vec<Synced> = self
+        let pending: Vec<SyncKey> = self
             .lock()
-            .values()
-            .filter(|e| e.peer == peer && e.bound.is_none())
-            .map(|e| e.synced.clone())
+            .iter()
+            .filter(|(_, e)| e.peer == peer && e.bound.is_none())
+            .map(|(k, _)| *k)
             .collect();
-        let mut bound = 0;
-        for synced in pending {
-            if let Some(cancel) = self.bind(&synced) {
-                bound += 1;
-                match self.lock().get_mut(&synced.key) {
-                    Some(e) => e.bound = Some(cancel),
-                    None => cancel.cancel(),
-                }
-            }
-        }
+        let bound = pending.iter().filter(|k| self.bind_held(k)).count();
         tracing::warn!(%peer, sessions_bound = bound, "cluster peer silent: taken for dead");
     }
 
@@ -132,6 +158,15 @@ impl Standby {
             .map(|(k, _)| *k)
             .collect();
         for key in old {
+            self.forget(&key);
+        }
+        self.publish();
+    }
+
+    /// Lets go of every session held (shutdown): their watchers end, their sockets close.
+    pub fn clear(&self) {
+        let all: Vec<SyncKey> = self.lock().keys().copied().collect();
+        for key in all {
             self.forget(&key);
         }
         self.publish();
@@ -165,11 +200,26 @@ impl Standby {
         Some(cancel)
     }
 
-    /// Waits for the client's packet on the session's address; then carries the session on.
+    /// Waits for a packet of the client on the session's address (others are read and
+    /// dropped: where the address is live, a scan must not set a takeover off); then carries
+    /// the session on.
     async fn stand_by(self: Arc<Self>, socket: UdpSocket, key: SyncKey, cancel: CancellationToken) {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            ready = socket.readable() => if ready.is_err() { return },
+        let mut head = [0u8; 4];
+        loop {
+            let from = tokio::select! {
+                _ = cancel.cancelled() => return,
+                got = socket.peek_from(&mut head) => got,
+            };
+            match from {
+                Ok((_, from)) if from == key.client => break,
+                Ok(_) => {
+                    let _ = socket.try_recv_from(&mut head);
+                }
+                // An ICMP error from an earlier send: nothing to read.
+                Err(_) => {
+                    let _ = socket.try_recv_from(&mut head);
+                }
+            }
         }
         let Some(entry) = self.lock().remove(&key) else {
             return;
@@ -188,8 +238,11 @@ impl Standby {
                 Ok(end) => end.outcome,
                 Err(_) => "failed",
             },
-            Err(why) => {
+            Err(refused) => {
+                let (resume, why) = *refused;
                 tracing::warn!(%client, why, "synced transfer not taken over");
+                let error = packet::error_datagram(error_code::NOT_DEFINED, why);
+                let _ = resume.socket.send_to(&error, client).await;
                 "refused"
             }
         };

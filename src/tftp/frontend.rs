@@ -360,32 +360,23 @@ impl Frontend {
 
     /// Carries on a transfer another front end started: it enters the table like a session
     /// of this node and runs from the client's next ACK (see `relay::resumed`). Refused, with
-    /// the reason, when its pool is gone or its address already has a session here; the
-    /// task's report tells how it ended.
+    /// the reason and the socket given back, when its pool is gone, its address already has
+    /// a session here, or there is no room; the task's report tells how it ended.
     pub fn resume(
         self: &Arc<Self>,
         resume: Resume,
-    ) -> Result<tokio::task::JoinHandle<SessionEnd>, &'static str> {
+    ) -> Result<tokio::task::JoinHandle<SessionEnd>, Box<(Resume, &'static str)>> {
         let runtime = self.runtime();
-        let synced = &resume.synced;
-        let pool = runtime
-            .pool(&synced.pool)
-            .ok_or("its pool is not configured here")?;
-        let key = (synced.key.client, synced.contacted);
-        if self.sessions.contains(&key) {
-            return Err("its client has a session here");
-        }
-        let asked = admit(&synced.request).map_err(|_| "its request is not one")?;
-        let slot = runtime
-            .limiter
-            .claim_client(&self.clients, key.0.ip())
-            .map_err(|_| "its client is over its limits")?;
-        let handle = self.sessions.open(key, &synced.request);
+        let (pool, key, asked, slot) = match self.admit_resumed(&runtime, &resume.synced) {
+            Ok(admitted) => admitted,
+            Err(why) => return Err(Box::new((resume, why))),
+        };
+        let handle = self.sessions.open(key, &resume.synced.request);
         let filename = crate::protocol::names::display(&asked.request.filename);
         let relay = Relay {
             client: key.0,
-            local_ip: synced.key.session.ip(),
-            pool: pool.clone(),
+            local_ip: resume.synced.key.session.ip(),
+            pool,
             settings: runtime.settings,
             handle: handle.clone(),
             requested: asked.request.options.clone(),
@@ -398,6 +389,36 @@ impl Frontend {
         };
         let on = tokio::runtime::Handle::current();
         Ok(self.spawn(relay, key, handle.id, filename, &on))
+    }
+
+    /// Whether a synced transfer may run here: its pool, its key free in the table, room, its
+    /// request, its client's place.
+    fn admit_resumed(
+        &self,
+        runtime: &Runtime,
+        synced: &crate::tftp::sync::Synced,
+    ) -> Result<(Arc<Pool>, Key, Asked, ClientSlot), &'static str> {
+        let pool = runtime
+            .pool(&synced.pool)
+            .ok_or("the transfer's pool is not configured on this front end")?;
+        let key = (synced.key.client, synced.contacted);
+        if self.sessions.contains(&key) {
+            return Err("the client has another transfer on this front end");
+        }
+        if !self.sessions.has_room(runtime.max_sessions()) {
+            return Err("this front end is at its session limit");
+        }
+        let asked = admit(&synced.request).map_err(|_| "the synced request is not valid")?;
+        let slot = runtime
+            .limiter
+            .claim_client(&self.clients, key.0.ip())
+            .map_err(|limited| limited.message())?;
+        Ok((pool.clone(), key, asked, slot))
+    }
+
+    /// Whether the table holds a session of `client` on the port-69 address `contacted`.
+    pub fn has_session(&self, client: SocketAddr, contacted: SocketAddr) -> bool {
+        self.sessions.contains(&(client, contacted))
     }
 
     /// Stops admitting (the caller has stopped the listeners), lets running transfers finish

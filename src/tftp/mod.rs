@@ -11,6 +11,7 @@ pub mod grace;
 pub mod readahead;
 pub mod reader;
 pub mod relay;
+pub mod resumable;
 pub mod runtime;
 pub mod session;
 pub mod sync;

@@ -19,6 +19,7 @@
 use crate::protocol::blocks::Numbering;
 use crate::protocol::options::{DEFAULT_BLKSIZE, Negotiated};
 use crate::protocol::packet::{self, Kind, Packet};
+pub use crate::tftp::resumable::Resumable;
 
 /// How a session ended; the same value feeds the log line and the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,17 +121,6 @@ pub enum Takeover {
     Refused,
 }
 
-/// What another front end needs to carry a read on from the client's next ACK (see
-/// `tftp::sync`): the options in force, how the client numbers blocks past 65535, and a
-/// position the client has acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resumable {
-    pub negotiated: Negotiated,
-    pub had_oack: bool,
-    pub wrap_to_one: bool,
-    pub acked: u64,
-}
-
 /// Where a transfer stands.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -199,15 +189,14 @@ impl Session {
         }
     }
 
-    /// A read synced from another front end, whose client has just acknowledged `ack_block`:
-    /// placed at the first position at or after the synced one with that number, and ready
-    /// for a new leg to catch up to it (`begin_resume`). `None`: no such position.
-    pub fn resumed(synced: Resumable, ack_block: u16) -> Option<Session> {
+    /// A read synced from another front end whose client has just acknowledged position
+    /// `pos` (see `Resumable::place`), ready for a new leg to catch up to it
+    /// (`begin_resume`).
+    pub fn resumed(synced: Resumable, pos: u64) -> Session {
         let client = Numbering {
             wrap_to_one: synced.wrap_to_one,
         };
-        let pos = client.position_after(ack_block, synced.acked)?;
-        Some(Session {
+        Session {
             negotiated: synced.negotiated,
             had_oack: synced.had_oack,
             answered: true,
@@ -218,15 +207,20 @@ impl Session {
             last_ack: pos,
             last_data: pos,
             ..Session::new()
-        })
+        }
     }
 
-    /// What a peer needs to carry this read on (see [`Resumable`]).
+    /// What a peer needs to carry this read on (see [`Resumable`]). The client's numbering
+    /// past 65535 is settled once the client has acknowledged a window past the rollover (a
+    /// block 0 may still turn up within the first window), or once a resume fixed it (the
+    /// relay then numbers for the client itself).
     pub fn resumable(&self) -> Resumable {
+        let settled_from = 65_536 + u64::from(self.negotiated.windowsize);
         Resumable {
             negotiated: self.negotiated,
             had_oack: self.had_oack,
             wrap_to_one: self.client.wrap_to_one,
+            wrap_known: self.resumes > 0 || self.acked >= settled_from,
             acked: self.acked,
         }
     }
@@ -611,6 +605,7 @@ mod tests {
     use super::*;
     use crate::protocol::options::Options;
     use crate::protocol::packet::ack_datagram;
+    use crate::tftp::resumable::Placed;
 
     fn data(block: u16, len: usize) -> Vec<u8> {
         Packet::Data {
@@ -968,36 +963,22 @@ mod tests {
     }
 
     #[test]
-    fn a_synced_read_resumes_at_the_clients_ack_after_the_synced_position() {
+    fn the_synced_state_settles_the_rollover_a_window_past_it() {
         let mut s = Session::new();
         s.on_backend(&mut oack(&[("blksize", "8"), ("windowsize", "4")]));
         s.on_client(&mut ack(0));
-        for pos in 1..=8 {
-            s.on_backend(&mut data(pos, 8));
+        let numbering = Numbering { wrap_to_one: true };
+        for pos in 1..=65_545u64 {
+            s.on_backend(&mut data(numbering.wire(pos), 8));
+            if pos % 4 == 0 {
+                s.on_client(&mut ack(numbering.wire(pos)));
+            }
+            let state = s.resumable();
+            assert_eq!(state.wrap_known, state.acked >= 65_540, "pos {pos}");
         }
-        s.on_client(&mut ack(8));
-        let synced = s.resumable();
-        assert_eq!(synced.acked, 8);
-        // Past the rollover: the client's ACK 4 is position 65,540, not 4.
-        let mut r = Session::resumed(synced, 4).expect("a position");
-        assert_eq!(r.acked(), 65_540);
-        assert_eq!(r.begin_resume(), 65_540);
-        assert_eq!(
-            r.on_takeover_reply(&mut oack(&[("blksize", "8"), ("windowsize", "4")])),
-            Takeover::AckOack
-        );
-        let one_wrap = Session::resumed(
-            Resumable {
-                wrap_to_one: true,
-                acked: 70_000,
-                ..synced
-            },
-            0,
-        );
-        assert!(
-            one_wrap.is_none(),
-            "a client that rolls over to 1 never ACKs 0 again"
-        );
+        let state = s.resumable();
+        assert!(state.wrap_to_one && state.wrap_known);
+        assert_eq!(state.place(numbering.wire(65_548)), Placed::At(65_548));
     }
 
     #[test]
@@ -1006,10 +987,12 @@ mod tests {
             negotiated: Negotiated::default(),
             had_oack: false,
             wrap_to_one: false,
+            wrap_known: false,
             acked: 2,
         };
-        let mut s = Session::resumed(synced, 3).unwrap();
-        s.begin_resume();
+        assert_eq!(synced.place(3), Placed::At(3));
+        let mut s = Session::resumed(synced, 3);
+        assert_eq!(s.begin_resume(), 3);
         assert_eq!(
             s.on_takeover_reply(&mut data(1, 512)),
             Takeover::Data(Action::AckBackend(1))

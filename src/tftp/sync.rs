@@ -15,11 +15,15 @@ use std::net::SocketAddr;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::session::Resumable;
+use super::resumable::Resumable;
 
 /// Blocks acknowledged between two progress events of a session: well under the 65,536
 /// positions a wire block number repeats after, so a peer can place the client's next ACK.
 pub const PROGRESS_EVERY: u64 = 8192;
+
+/// A session's progress goes out at least this often (with its next client datagram), so
+/// that peers, which forget a session not heard of for `[cluster] max_age`, keep a slow one.
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A transfer as its peers know it: by its client and the session's own address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

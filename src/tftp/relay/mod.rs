@@ -60,7 +60,7 @@ use tokio::time::Instant;
 use super::config::RelaySettings;
 use super::readahead::ReadAhead;
 use super::session::{Outcome, Session};
-use super::sync::{Resume, SyncKey, SyncSender};
+use super::sync::{Resume, SyncSender};
 use super::table::SessionHandle;
 use crate::balance::SessionClaim;
 use crate::limits::ClientSlot;
@@ -138,8 +138,8 @@ struct Transfer<'a> {
     ahead: Option<ReadAhead>,
     /// Whether the first DATA has decided on `ahead` (once per session, not once per block).
     ahead_decided: bool,
-    /// Once the cluster was told of the session: its key, and the position last told.
-    synced: Option<(SyncKey, u64)>,
+    /// What the cluster was last told of the session, once it was.
+    synced: Option<announce::Told>,
 }
 
 impl Transfer<'_> {

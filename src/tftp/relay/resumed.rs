@@ -18,14 +18,19 @@ use super::send::to_client;
 use super::timers::Timers;
 use super::{Counts, Relay, Transfer};
 use crate::protocol::packet::{self, Kind, error_code};
+use crate::tftp::resumable::{Placed, Resumable};
 use crate::tftp::session::{Outcome, Session};
 use crate::tftp::sync::Resume;
 
-/// What the client's first datagram to this node was.
+/// What the client's first datagrams to this node came to.
 enum Heard {
-    Ack(u16),
+    /// Its ACK, placed at this position.
+    At(u64),
+    /// Its ACK names two positions (see `Resumable::place`).
+    Ambiguous,
     Aborted,
     Nothing,
+    Cancelled,
 }
 
 impl Relay {
@@ -38,10 +43,19 @@ impl Relay {
         counts: &mut Counts,
     ) -> io::Result<(Outcome, Option<SocketAddr>)> {
         let Resume { socket, synced } = resume;
-        let block = match self.clients_ack(&socket, buf, counts).await? {
-            Heard::Ack(block) => block,
+        let pos = match self
+            .clients_ack(&socket, &synced.state, buf, counts)
+            .await?
+        {
+            Heard::At(pos) => pos,
+            Heard::Ambiguous => {
+                let why = "the transfer cannot be resumed at this block";
+                tell_client(&socket, self.client, why, counts).await;
+                return Ok((Outcome::ResumeFailed, None));
+            }
             Heard::Aborted => return Ok((Outcome::ClientAborted, None)),
             Heard::Nothing => return Ok((Outcome::IdleTimeout, None)),
+            Heard::Cancelled => return Ok((self.cancel_outcome(), None)),
         };
         let now = Instant::now();
         self.handle.replied(now.into_std());
@@ -50,11 +64,7 @@ impl Relay {
             tell_client(&socket, self.client, limited.message(), counts).await;
             return Ok((Outcome::ClientLimit, None));
         }
-        let Some(mut resumed) = Session::resumed(synced.state, block) else {
-            let why = "the transfer cannot be resumed at this block";
-            tell_client(&socket, self.client, why, counts).await;
-            return Ok((Outcome::ResumeFailed, None));
-        };
+        let mut resumed = Session::resumed(synced.state, pos);
         let from = resumed.begin_resume();
         tracing::info!(client = %self.client, session = %synced.key.session, from_block = from, "carrying on a transfer of another front end");
         let mut tried = Vec::new();
@@ -86,7 +96,7 @@ impl Relay {
             ahead_decided: true,
             synced: None,
         };
-        self.announce(&mut t);
+        self.announce(&mut t, now);
         let outcome = match first_data {
             Some((action, n)) => match self.apply_data(&mut t, action, n).await {
                 Ok(Some(end)) => Ok(end),
@@ -98,19 +108,20 @@ impl Relay {
         self.finish(t, outcome, session, counts).await
     }
 
-    /// Waits for the client's ACK on the session's address (anything from elsewhere is
-    /// counted and dropped): it came, or the client gave up, or nothing within the idle
-    /// timeout.
+    /// Waits for the client's ACK on the session's address, placed after the synced
+    /// position (anything from elsewhere, and a stale ACK, is counted and dropped): it came,
+    /// or the client gave up, or nothing within the idle timeout.
     async fn clients_ack(
         &self,
         socket: &UdpSocket,
+        synced: &Resumable,
         buf: &mut [u8],
         counts: &mut Counts,
     ) -> io::Result<Heard> {
         let deadline = Instant::now() + self.settings.idle_timeout;
         loop {
             let got = tokio::select! {
-                _ = self.handle.cancel.cancelled() => return Ok(Heard::Nothing),
+                _ = self.handle.cancel.cancelled() => return Ok(Heard::Cancelled),
                 got = timeout_at(deadline, socket.recv_from(buf)) => got.ok(),
             };
             let n = match got {
@@ -125,9 +136,13 @@ impl Relay {
                 Some(Err(e)) => return Err(e),
             };
             match packet::peek(&buf[..n]) {
-                Ok(Kind::Ack { block }) => return Ok(Heard::Ack(block)),
+                Ok(Kind::Ack { block }) => match synced.place(block) {
+                    Placed::At(pos) => return Ok(Heard::At(pos)),
+                    Placed::Ambiguous => return Ok(Heard::Ambiguous),
+                    Placed::Stale => counts.dropped += 1,
+                },
                 Ok(Kind::Error { .. }) => return Ok(Heard::Aborted),
-                _ => {}
+                _ => counts.dropped += 1,
             }
         }
     }

@@ -162,7 +162,7 @@ impl Relay {
             if let Some(end) = self.apply_client(t, action, n).await? {
                 return Ok(Some(end));
             }
-            self.announce(t);
+            self.announce(t, now);
         }
         Ok(None)
     }
