@@ -18,9 +18,12 @@ use common::daemon::Daemon;
 use common::{RealClient, TftpdHpa};
 use tftplb::cluster::record::{Body, Record};
 use tftplb::demo::{EmbeddedServer, pseudo_random_bytes};
+use tftplb::protocol::options::Negotiated;
 use tftplb::protocol::options::Options;
 use tftplb::protocol::packet::{Mode, Packet, Request, ack_datagram};
 use tftplb::tftp::client::{self, ClientConfig};
+use tftplb::tftp::resumable::Resumable;
+use tftplb::tftp::sync::{SyncEvent, SyncKey, Synced};
 
 const KEY: &str = "a shared key of the pair, 32 b\n";
 
@@ -414,6 +417,91 @@ impl tokio::io::AsyncWrite for KillAt<'_> {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
+}
+
+/// A session told twice (a resync after a blip between the peers) stays bound: the client's
+/// next ACK still reaches the node that holds it. (Before, the second Started rebound the
+/// address while the first socket was still open, failed, and left it unbound.)
+#[test]
+fn a_session_told_twice_stays_bound_for_its_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // No backend answers there: the takeover ends with an ERROR the client can see.
+    let node = start(&write_config(
+        dir.path(),
+        "n",
+        &["127.0.0.1:9".parse().unwrap()],
+        &[peer.local_addr().unwrap()],
+    ));
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // The session's address: a port the kernel had free a moment ago.
+    let session = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let started = Box::new(Synced {
+        key: SyncKey {
+            client: client.local_addr().unwrap(),
+            session,
+        },
+        contacted: node.tftp,
+        pool: "boot".into(),
+        backend: "127.0.0.1:9".parse().unwrap(),
+        request: rrq("boot.img", "1024").into(),
+        state: Resumable {
+            negotiated: Negotiated {
+                blksize: 1024,
+                ..Negotiated::default()
+            },
+            had_oack: true,
+            wrap_to_one: false,
+            wrap_known: false,
+            acked: 10,
+        },
+    });
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut seq = 0;
+    let mut tell = |body: Body| {
+        seq += 1;
+        let record = Record {
+            seq,
+            sent_ms: now_ms,
+            sender: peer.local_addr().unwrap(),
+            body,
+        };
+        peer.send_to(&record.encode(KEY.trim().as_bytes()), node.sync)
+            .unwrap();
+    };
+    tell(Body::Event(SyncEvent::Started(started.clone())));
+    tell(Body::Event(SyncEvent::Started(started)));
+    counted(&node, "records_received", 2);
+    // The peer stays alive (heartbeats): nothing rebinds for a dead peer meanwhile.
+    let mut buf = [0u8; 1500];
+    client
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let message = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the session's address was not bound"
+        );
+        tell(Body::Heartbeat);
+        client.send_to(&ack_datagram(11), session).unwrap();
+        if let Ok((n, from)) = client.recv_from(&mut buf) {
+            assert_eq!(from, session, "the answer comes from the session's address");
+            match Packet::decode(&buf[..n]).unwrap() {
+                Packet::Error { message, .. } => break message,
+                other => panic!("expected an ERROR, got {other:?}"),
+            }
+        }
+    };
+    assert!(message.contains("no other could take over"), "{message}");
+    let status = counted(&node, "sessions_taken_over", 1);
+    assert_eq!(status["sessions_synced"], 0, "{status}");
 }
 
 #[test]
