@@ -156,13 +156,37 @@ fn next_data(
     panic!("no DATA within 30 s");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transfer_finishes_through_the_peer_when_its_front_end_is_killed() {
+/// A folder with boot.img (600,000 bytes from `seed`) that two tftpd-hpa serve.
+struct Served {
+    dir: tempfile::TempDir,
+    content: Vec<u8>,
+    backends: [TftpdHpa; 2],
+    addrs: Vec<SocketAddr>,
+}
+
+fn served(seed: u64) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let content = pseudo_random_bytes(600_000, 7);
+    let content = pseudo_random_bytes(600_000, seed);
     std::fs::write(dir.path().join("boot.img"), &content).unwrap();
     let backends = [TftpdHpa::start(dir.path()), TftpdHpa::start(dir.path())];
-    let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
+    let addrs = backends.iter().map(|b| b.address).collect();
+    Served {
+        dir,
+        content,
+        backends,
+        addrs,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_finishes_through_the_peer_when_its_front_end_is_killed() {
+    // The backends live as long as the test: bound, not dropped.
+    let Served {
+        dir,
+        content,
+        backends: _backends,
+        addrs,
+    } = served(7);
     let (a, b) = pair(dir.path(), &addrs);
 
     let (client, session) = request_through(a.tftp);
@@ -221,11 +245,12 @@ fn lock_step(client: &UdpSocket, session: SocketAddr, mut after: impl FnMut(u16)
 /// can carry it on when the peer dies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_comes_up_mid_transfer_is_told_of_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let content = pseudo_random_bytes(600_000, 5);
-    std::fs::write(dir.path().join("boot.img"), &content).unwrap();
-    let backends = [TftpdHpa::start(dir.path()), TftpdHpa::start(dir.path())];
-    let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
+    let Served {
+        dir,
+        content,
+        backends: _backends,
+        addrs,
+    } = served(5);
     let a_cfg = write_config(dir.path(), "a", &addrs, &[]);
     let a = start(&a_cfg);
     let (client, session) = request_through(a.tftp);
@@ -251,10 +276,12 @@ async fn a_peer_that_comes_up_mid_transfer_is_told_of_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_that_cannot_be_carried_on_gets_an_error_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("boot.img"), pseudo_random_bytes(600_000, 8)).unwrap();
-    let mut backends = [TftpdHpa::start(dir.path()), TftpdHpa::start(dir.path())];
-    let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
+    let Served {
+        dir,
+        mut backends,
+        addrs,
+        ..
+    } = served(8);
     let (a, b) = pair(dir.path(), &addrs);
     let (client, session) = request_through(a.tftp);
     for block in 0..10u16 {

@@ -134,7 +134,7 @@ impl ClusterServer {
         frontend.sync_to(events);
         let mut node = Node::new(self.socket, frontend, self.stats)?;
         let mut updates = node.frontend.current().subscribe();
-        let mut tick = tokio::time::interval(node.config().heartbeat);
+        let mut tick = tokio::time::interval(node.config.heartbeat);
         let mut buf = vec![0u8; MAX_RECORD];
         loop {
             tokio::select! {
@@ -208,10 +208,6 @@ impl Node {
             seq: now_micros(),
             own: HashMap::new(),
         })
-    }
-
-    fn config(&self) -> &ClusterConfig {
-        &self.config
     }
 
     /// A reload: peers, key, clocks and bounds as the new file says (the listen address

@@ -172,15 +172,8 @@ impl Standby {
         self.publish();
     }
 
-    /// Synced sessions held, and how many of them have their address bound.
-    pub fn counts(&self) -> (usize, usize) {
-        let entries = self.lock();
-        let bound = entries.values().filter(|e| e.bound.is_some()).count();
-        (entries.len(), bound)
-    }
-
     fn publish(&self) {
-        let (held, _) = self.counts();
+        let held = self.lock().len();
         self.stats.synced.store(held as u64, Ordering::Relaxed);
         metrics::gauge!(m::CLUSTER_SESSIONS_SYNCED).set(held as f64);
     }
