@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::dns::DnsServer;
 use crate::health::health_events;
+use crate::proxy_dhcp::ProxyDhcpServer;
 use crate::tftp::frontend::Frontend;
 use crate::tftp::reader::Listener;
 use crate::tftp::runtime::{Current, Runtime};
@@ -36,6 +37,8 @@ pub struct Bound {
     admin: Option<AdminServer>,
     /// The `[cluster]` sync socket, when configured.
     cluster: Option<ClusterServer>,
+    /// The `[proxy_dhcp]` sockets, when configured and enabled.
+    proxy_dhcp: Option<ProxyDhcpServer>,
 }
 
 impl Bound {
@@ -66,6 +69,12 @@ impl Bound {
             .as_ref()
             .map(ClusterServer::bind)
             .transpose()?;
+        let proxy_dhcp = config
+            .proxy_dhcp
+            .as_ref()
+            .filter(|p| p.enabled)
+            .map(ProxyDhcpServer::bind)
+            .transpose()?;
         let events = health_events();
         let runtime = Runtime::new(config.clone(), None, &events);
         let frontend = Arc::new(Frontend::new(Arc::new(Current::new(runtime, events))));
@@ -73,12 +82,16 @@ impl Bound {
         if let Some(c) = &cluster {
             control.show_cluster(c.local_addr(), c.stats.clone());
         }
+        if let Some(p) = &proxy_dhcp {
+            control.show_proxy_dhcp(p.local_addrs(), p.stats.clone(), p.clients.clone());
+        }
         Ok(Bound {
             listeners,
             control,
             dns,
             admin,
             cluster,
+            proxy_dhcp,
         })
     }
 
@@ -97,6 +110,13 @@ impl Bound {
     /// The admin listener's address (port 0 resolved), unless it is disabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
+    /// ProxyDHCP's bound addresses (ports 67 and 4011, port 0 resolved), if it serves.
+    pub fn proxy_dhcp_addrs(&self) -> Vec<SocketAddr> {
+        self.proxy_dhcp
+            .as_ref()
+            .map_or_else(Vec::new, ProxyDhcpServer::local_addrs)
     }
 
     pub fn frontend(&self) -> Arc<Frontend> {
@@ -122,6 +142,9 @@ impl Bound {
         let cluster = self
             .cluster
             .map(|c| tokio::spawn(c.serve(frontend.clone(), stop.clone())));
+        let proxy_dhcp = self
+            .proxy_dhcp
+            .map(|p| tokio::spawn(p.serve(frontend.clone(), stop.clone())));
         let admin = self
             .admin
             .map(|a| tokio::spawn(a.serve(self.control.clone(), stop.clone())));
@@ -143,6 +166,9 @@ impl Bound {
             && let Ok(Err(e)) = cluster.await
         {
             tracing::error!(error = %e, "cluster sync stopped");
+        }
+        if let Some(proxy_dhcp) = proxy_dhcp {
+            let _ = proxy_dhcp.await;
         }
         if let Some(admin) = admin {
             let _ = admin.await;

@@ -22,6 +22,8 @@ use crate::cluster::{ClusterStats, ClusterStatus};
 use crate::config::{Config, ConfigError};
 use crate::health::AdminState;
 use crate::health::probe::Monitor;
+use crate::proxy_dhcp::clients::{PxeClient, PxeClients};
+use crate::proxy_dhcp::{ProxyDhcpStatus, ProxyStats};
 use crate::resolve::{NameWatch, Resolved, expand};
 use crate::tftp::frontend::Frontend;
 use crate::tftp::reader::Listener;
@@ -53,6 +55,8 @@ pub struct Control {
     installing: Mutex<()>,
     /// The cluster sync's address and counters, when `[cluster]` is configured.
     cluster: OnceLock<(SocketAddr, Arc<ClusterStats>)>,
+    /// ProxyDHCP's addresses, counters and machines seen, when `[proxy_dhcp]` serves.
+    proxy_dhcp: OnceLock<(Vec<SocketAddr>, Arc<ProxyStats>, Arc<PxeClients>)>,
 }
 
 impl Control {
@@ -76,6 +80,7 @@ impl Control {
             me: me.clone(),
             installing: Mutex::new(()),
             cluster: OnceLock::new(),
+            proxy_dhcp: OnceLock::new(),
         })
     }
 
@@ -138,6 +143,10 @@ impl Control {
     pub fn apply(&self, config: Config) -> Result<(), ConfigError> {
         let added = self.bind_new_listeners(&config)?;
         let wanted: Vec<SocketAddr> = config.tftp.listen.clone();
+        if lock(&self.written).proxy_dhcp != config.proxy_dhcp {
+            // Its routes follow the reload; its sockets and next-server are bound at start.
+            tracing::warn!("[proxy_dhcp] changed: its listen and advertise take effect at restart");
+        }
         self.configs.send_replace(Arc::new(config.clone()));
         *lock(&self.written) = config;
         self.install();
@@ -267,7 +276,26 @@ impl Control {
                 .cluster
                 .get()
                 .map(|(listen, stats)| stats.status(*listen)),
+            proxy_dhcp: self
+                .proxy_dhcp
+                .get()
+                .map(|(listen, stats, clients)| stats.status(listen.clone(), clients)),
         }
+    }
+
+    /// The status shows ProxyDHCP bound at `listen` from now on.
+    pub fn show_proxy_dhcp(
+        &self,
+        listen: Vec<SocketAddr>,
+        stats: Arc<ProxyStats>,
+        clients: Arc<PxeClients>,
+    ) {
+        let _ = self.proxy_dhcp.set((listen, stats, clients));
+    }
+
+    /// The PXE machines ProxyDHCP has heard, the most recent first; `None` without it.
+    pub fn pxe_clients(&self) -> Option<Vec<PxeClient>> {
+        self.proxy_dhcp.get().map(|(_, _, clients)| clients.list())
     }
 
     /// The status shows the cluster sync bound at `listen` from now on.
@@ -345,6 +373,8 @@ pub struct Status {
     pub routes: Vec<RouteStatus>,
     /// The session sync, when `[cluster]` is configured.
     pub cluster: Option<ClusterStatus>,
+    /// The PXE service, when `[proxy_dhcp]` serves.
+    pub proxy_dhcp: Option<ProxyDhcpStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -25,7 +25,8 @@
 //! - [`config`]: loads the file, gathers each module's section, reports errors by key path.
 //! - [`balance`]: the `Balancer` trait and one file per policy.
 //! - [`health`]: backend health and admin state, read lock-free; `health::probe` downloads.
-//! - [`route`]: ordered rules (client CIDR, MAC, file) → pool, refuse or ignore.
+//! - [`route`]: ordered rules (client CIDR, MAC, file) → pool, refuse or ignore; and for
+//!   ProxyDHCP, which machines get which boot file (`route::boot`).
 //! - [`limits`]: abuse limits: CIDR allow/deny, rate and concurrency per client.
 //! - [`pool`]: a pool at run time: backends, counters, client affinity, all-down policy.
 //! - [`tftp`]: the TFTP service: async client, port-69 reader, front end, session table,
@@ -37,6 +38,8 @@
 //! - [`admin`]: the admin listener: status page, `/metrics`, JSON API.
 //! - [`cluster`]: session sync with the other front ends, and taking over a dead one's
 //!   transfers.
+//! - [`proxy_dhcp`]: the PXE service on ports 67 and 4011 that tells registered machines
+//!   where to boot, with no address of its own to give.
 //! - [`app`]: binds the listeners, serves, drains on shutdown.
 //! - [`cli`]: the command line.
 //! - [`demo`]: embedded backend boot servers for `tftplb demo`, tests and the bench.
@@ -58,6 +61,7 @@ pub mod manual;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;
+pub mod proxy_dhcp;
 pub mod resolve;
 pub mod route;
 pub mod systemd;

@@ -58,6 +58,12 @@ pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
 /// `mode`, `enforce` or `log-only` (counted, answered anyway).
 pub const DNS_RRL_DROPPED: &str = "tftplb_dns_rrl_dropped_total";
 pub const DNS_RRL_SLIPPED: &str = "tftplb_dns_rrl_slipped_total";
+/// ProxyDHCP (`[proxy_dhcp]`): datagrams heard by `port` (`dhcp` 67, `pxe` 4011), answers sent
+/// by `type` (`offer`, `ack`), requests left unanswered by `reason`, and PXE machines listed.
+pub const PXE_PACKETS: &str = "tftplb_proxy_dhcp_packets_total";
+pub const PXE_ANSWERS: &str = "tftplb_proxy_dhcp_answers_total";
+pub const PXE_IGNORED: &str = "tftplb_proxy_dhcp_ignored_total";
+pub const PXE_CLIENTS: &str = "tftplb_proxy_dhcp_clients";
 
 /// A finished session, as the log line and the metrics see it.
 #[derive(Debug, Clone)]
@@ -260,6 +266,16 @@ fn describe() {
         DNS_RRL_SLIPPED,
         "DNS answers over the [dns.rrl] rate, sent truncated instead (mode log-only: would have been)."
     );
+    describe_counter!(
+        PXE_PACKETS,
+        "ProxyDHCP datagrams heard, by port (dhcp, pxe)."
+    );
+    describe_counter!(PXE_ANSWERS, "ProxyDHCP answers sent, by type (offer, ack).");
+    describe_counter!(
+        PXE_IGNORED,
+        "ProxyDHCP requests left unanswered, by reason (not-pxe, unregistered, not-ours…)."
+    );
+    describe_gauge!(PXE_CLIENTS, "PXE machines listed for /api/pxe/clients.");
     describe_gauge!(BACKEND_SESSIONS_ACTIVE, "Transfers running on a backend.");
     describe_gauge!(
         BACKEND_ADMIN_STATE,

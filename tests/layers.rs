@@ -30,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "dns::config",
             "admin::config",
             "cluster::config",
+            "proxy_dhcp::config",
         ],
     ),
     // Decisions on live state, without sockets: which backend (balance, pool), is it healthy
@@ -45,7 +46,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     // health flips by channel; the name resolver and the control surface (reload, status).
     (
         "services",
-        &["dns", "admin", "control", "resolve", "cluster"],
+        &[
+            "dns",
+            "admin",
+            "control",
+            "resolve",
+            "cluster",
+            "proxy_dhcp",
+        ],
     ),
     // Wiring and the command line: bind, spawn, wait, drain; the demo's embedded servers; the
     // man pages and completions made from the command line's definitions and the example.

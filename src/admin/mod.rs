@@ -185,13 +185,23 @@ impl Admin {
             (&Method::GET | &Method::HEAD, ["api", "status"]) => {
                 json_reply(StatusCode::OK, &self.control.status())
             }
+            (&Method::GET | &Method::HEAD, ["api", "pxe", "clients"]) => {
+                match self.control.pxe_clients() {
+                    Some(list) => json_reply(StatusCode::OK, &list),
+                    None => error_reply(StatusCode::NOT_FOUND, "no [proxy_dhcp] is configured"),
+                }
+            }
             (&Method::POST, ["api", "reload"]) => self.guarded(&req, |a| a.reload()),
             (&Method::POST, ["api", "pools", pool, "backends", addr, action]) => {
                 self.guarded(&req, |a| a.set_admin(pool, addr, action))
             }
-            (_, [""] | ["metrics"] | ["api", "status" | "health"] | ["api", "reload"]) => {
-                error_reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-            }
+            (
+                _,
+                [""]
+                | ["metrics"]
+                | ["api", "status" | "health" | "reload"]
+                | ["api", "pxe", "clients"],
+            ) => error_reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             (_, ["api", "pools", _, "backends", _, _]) => {
                 error_reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }

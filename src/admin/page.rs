@@ -71,6 +71,9 @@ pub fn render(status: &Status, message: Option<&str>) -> String {
     if let Some(cluster) = &status.cluster {
         render_cluster(&mut html, cluster);
     }
+    if let Some(pxe) = &status.proxy_dhcp {
+        render_pxe(&mut html, pxe);
+    }
     html.push_str("</body></html>\n");
     html
 }
@@ -109,6 +112,44 @@ fn render_routes(html: &mut String, routes: &[crate::control::RouteStatus]) {
             "<tr><td>{i}</td><td>{}</td><td>{}</td></tr>",
             escape(&r.name),
             r.hits
+        );
+    }
+    html.push_str("</tbody></table>");
+}
+
+/// ProxyDHCP's counters and every PXE machine heard, answered or not: an admin copies the
+/// MACs of unregistered ones into a route's MAC file.
+fn render_pxe(html: &mut String, p: &crate::proxy_dhcp::ProxyDhcpStatus) {
+    let listen: Vec<String> = p.listen.iter().map(|a| a.to_string()).collect();
+    let _ = write!(
+        html,
+        "<h2>ProxyDHCP <small class=\"probe\">on {}; machines also at /api/pxe/clients</small></h2>\
+         <div class=\"summary\" data-pxe=\"\"><span>packets <b>{}</b></span>\
+         <span>offers <b>{}</b></span><span>acks <b>{}</b></span><span>ignored <b>{}</b></span></div>\
+         <table data-pxe-clients=\"\"><thead><tr><th>MAC</th><th>arch</th><th>vendor class</th>\
+         <th>UUID</th><th>requests</th><th>first seen</th><th>last seen</th><th>answer</th></tr>\
+         </thead><tbody>",
+        escape(&listen.join(", ")),
+        p.packets,
+        p.offers,
+        p.acks,
+        p.ignored
+    );
+    for c in &p.clients {
+        let state = if c.answered { "up" } else { "down" };
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"{state}\">{}</td></tr>",
+            escape(&c.mac),
+            escape(&c.arch),
+            if c.ipxe { " (iPXE)" } else { "" },
+            escape(&c.vendor_class),
+            escape(c.uuid.as_deref().unwrap_or("")),
+            c.requests,
+            c.first_seen,
+            c.last_seen,
+            escape(&c.outcome)
         );
     }
     html.push_str("</tbody></table>");
@@ -272,6 +313,7 @@ mod tests {
             reloads: 0,
             routes: vec![],
             cluster: None,
+            proxy_dhcp: None,
             pools: vec![PoolStatus {
                 name: pool.into(),
                 probed: true,

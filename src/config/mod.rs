@@ -3,7 +3,8 @@
 //! This is the root that loads the file, gathers the sections and reports errors by key path;
 //! each section's types and checks live beside the module that runs them (`tftp::config`,
 //! `pool::config`, `health::config`, `route::config`, `limits::config`, `resolve::config`,
-//! `dns::config`, `admin::config`), and [`keys`] holds the parsing helpers they share.
+//! `dns::config`, `admin::config`, `cluster::config`, `proxy_dhcp::config`), and [`keys`]
+//! holds the parsing helpers they share.
 //!
 //! Validation collects every problem, each named by its key path
 //! (`pool[1].backend[0].address: invalid socket address "10.0.0.5:99999"`), so an operator fixes
@@ -22,6 +23,7 @@ use crate::cluster::config::{ClusterConfig, RawCluster};
 use crate::dns::config::{DnsConfig, RawDns, validate_dns};
 use crate::limits::config::{LimitsConfig, RawLimits};
 use crate::pool::config::{PoolConfig, RawPool, validate_pools};
+use crate::proxy_dhcp::config::{ProxyDhcpConfig, RawProxyDhcp};
 use crate::resolve::config::{RawResolver, ResolverSettings};
 use crate::route::config::{RawRoute, RouteConfig, warnings};
 use crate::tftp::config::{RawTftp, TftpConfig, validate_tftp};
@@ -41,6 +43,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Session sync with other front ends (`[cluster]`), when configured.
     pub cluster: Option<ClusterConfig>,
+    /// The PXE service (`[proxy_dhcp]`), when configured.
+    pub proxy_dhcp: Option<ProxyDhcpConfig>,
 }
 
 /// Every problem found in a configuration file.
@@ -122,6 +126,7 @@ struct RawConfig {
     resolver: RawResolver,
     dns: Option<RawDns>,
     cluster: Option<RawCluster>,
+    proxy_dhcp: Option<RawProxyDhcp>,
     #[serde(default)]
     admin: RawAdmin,
 }
@@ -154,6 +159,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let dns = raw.dns.map(|d| validate_dns(d, &pools, &mut problems));
     let admin = validate_admin(raw.admin, &mut problems);
     let cluster = raw.cluster.map(|c| c.validate(&mut problems));
+    let proxy_dhcp = raw.proxy_dhcp.map(|p| p.validate(&mut problems));
     if problems.is_empty() {
         Ok(Config {
             tftp,
@@ -165,6 +171,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             dns,
             admin,
             cluster,
+            proxy_dhcp,
         })
     } else {
         Err(ConfigError { problems })

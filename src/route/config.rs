@@ -1,8 +1,10 @@
 //! `[[route]]` as the file gives it: conditions (client CIDRs, MAC patterns and MAC list files,
-//! file globs) and a target; plus the warnings `tftplb check` prints for rules that can never
-//! match and pools no rule reaches.
+//! file globs) and a target; the boot files ProxyDHCP offers the machines a rule picks, by
+//! architecture, and how long it waits before answering; plus the warnings `tftplb check`
+//! prints for rules that can never match and pools no rule reaches.
 
 use std::path::Path;
+use std::time::Duration;
 
 use globset::Glob;
 use ipnet::IpNet;
@@ -27,6 +29,59 @@ pub struct RawRoute {
     ignore_case: Option<bool>,
     pool: Option<String>,
     action: Option<RouteAction>,
+    boot_file: Option<BootFiles>,
+    #[serde(default, with = "humantime_serde")]
+    delay: Option<Duration>,
+}
+
+/// `boot_file = { bios = …, efi64 = …, ipxe = … }`: what ProxyDHCP offers, by the client's
+/// architecture (DHCP option 93) and, for iPXE's own DHCP round (user class `iPXE`), `ipxe`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootFiles {
+    /// Option 93 type 0, or no option 93 (PXE 2.1 BIOS ROMs).
+    pub bios: Option<String>,
+    /// Type 6: IA32 UEFI.
+    pub efi32: Option<String>,
+    /// Types 7 and 9: x64 UEFI (9 is what some firmware sends for EFI BC).
+    pub efi64: Option<String>,
+    /// Type 11: ARM64 UEFI.
+    pub arm64: Option<String>,
+    /// iPXE's own round: a script name or URL. Without it iPXE gets its architecture's file,
+    /// which loops forever when that file is iPXE itself.
+    pub ipxe: Option<String>,
+}
+
+/// The longest boot file name: the BOOTP `file` field holds 128 bytes with its terminating NUL.
+pub const BOOT_FILE_MAX: usize = 127;
+
+impl BootFiles {
+    fn entries(&self) -> [(&'static str, &Option<String>); 5] {
+        [
+            ("bios", &self.bios),
+            ("efi32", &self.efi32),
+            ("efi64", &self.efi64),
+            ("arm64", &self.arm64),
+            ("ipxe", &self.ipxe),
+        ]
+    }
+
+    fn check(&self, key: &str, problems: &mut Vec<String>) {
+        if self.entries().iter().all(|(_, f)| f.is_none()) {
+            problems.push(format!(
+                "{key}.boot_file: give at least one of bios, efi32, efi64, arm64, ipxe"
+            ));
+        }
+        for (arch, file) in self.entries() {
+            match file.as_deref() {
+                Some("") => problems.push(format!("{key}.boot_file.{arch}: empty file name")),
+                Some(f) if f.len() > BOOT_FILE_MAX || f.contains('\0') => problems.push(format!(
+                    "{key}.boot_file.{arch}: longer than {BOOT_FILE_MAX} bytes or holds a NUL"
+                )),
+                _ => {}
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -59,6 +114,10 @@ pub struct RouteConfig {
     /// not be walked around by case), a rule to a pool does when the pool ignores case.
     pub ignore_case: Option<bool>,
     pub target: Target,
+    /// What ProxyDHCP offers the machines this rule picks; `None`: it offers them nothing.
+    pub boot_file: Option<BootFiles>,
+    /// How long ProxyDHCP waits before it answers (so that other PXE servers win theirs).
+    pub delay: Duration,
 }
 
 /// A MAC pattern: six octets, each fixed or `*`; a trailing `*` covers the rest.
@@ -121,6 +180,23 @@ impl RawRoute {
                 ));
             }
         }
+        if let Some(b) = &self.boot_file {
+            b.check(&key, problems);
+            if !matches!(target, Target::Pool(_)) {
+                problems.push(format!(
+                    "{key}.boot_file: a rule that refuses or ignores boots nothing"
+                ));
+            }
+            if !self.files.is_empty() {
+                problems.push(format!(
+                    "{key}.boot_file: a rule with files cannot pick a machine before it asks for one"
+                ));
+            }
+        } else if self.delay.is_some() {
+            problems.push(format!(
+                "{key}.delay: only a rule with boot_file answers DHCP"
+            ));
+        }
         Some(RouteConfig {
             name: self.name.unwrap_or_else(|| key.clone()),
             clients: parse_nets(&format!("{key}.clients"), &self.clients, problems),
@@ -129,6 +205,8 @@ impl RawRoute {
             files: self.files,
             ignore_case: self.ignore_case,
             target,
+            boot_file: self.boot_file,
+            delay: self.delay.unwrap_or_default(),
         })
     }
 }

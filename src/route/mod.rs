@@ -9,6 +9,7 @@
 //! `neighbour_lookup`, it also reads the kernel's neighbour table for on-link IPv4 clients.
 //! A rule with `macs` never matches a client whose MAC is unknown.
 
+pub mod boot;
 pub mod config;
 
 use std::net::IpAddr;
