@@ -31,6 +31,8 @@ pub const MAC_MEMORY_CLIENTS: &str = "tftplb_mac_memory_clients";
 pub const MAC_MEMORY_EVICTIONS: &str = "tftplb_mac_memory_evictions_total";
 /// Requests whose blksize was above `[tftp] max_blksize`, relayed asking that much.
 pub const BLKSIZE_LOWERED: &str = "tftplb_requests_blksize_lowered_total";
+/// Requests whose options a route's policy changed (options left out, windowsize lowered).
+pub const OPTIONS_REWRITTEN: &str = "tftplb_requests_options_rewritten_total";
 /// Requests a backend did not answer within `setup_timeout` (busy or dead: its probes say
 /// which), by pool and backend.
 pub const SETUP_TIMEOUTS: &str = "tftplb_backend_setup_timeouts_total";
@@ -118,6 +120,11 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &SessionEnd
 pub fn blksize_lowered(asked: u16, relayed: u16) {
     metrics::counter!(BLKSIZE_LOWERED).increment(1);
     tracing::debug!(asked, relayed, "requested blksize lowered");
+}
+
+/// A route's options policy changed a request's options.
+pub fn options_rewritten() {
+    metrics::counter!(OPTIONS_REWRITTEN).increment(1);
 }
 
 /// The MAC memory's size now, and clients it just forgot to stay under its cap.

@@ -321,3 +321,59 @@ fn the_neighbour_table_names_on_link_clients() {
         "another MAC does not"
     );
 }
+
+/// Firmware that hangs on blksize 1468 with tsize: a rule for its clients lowers blksize and
+/// windowsize and leaves tsize out. The backend (tftpd-hpa) is asked only what the rule lets
+/// through, the client's OACK says what it got, and the file arrives whole; other clients keep
+/// their options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_s_options_policy_is_what_the_backend_is_asked() {
+    let tree = common::Tree::new(&[("ARDBP32.BIN", 300_000)]);
+    let tftpd = common::TftpdHpa::start(tree.path());
+    let pools = format!(
+        "{}\n[[route]]\nname = \"old firmware\"\nclients = [\"127.0.26.0/24\"]\npool = \"pvs\"\n\
+         max_blksize = 1024\nmax_windowsize = 4\ndrop_options = [\"tsize\"]\n",
+        common::pool_toml("pvs", "round-robin", "", &[tftpd.address])
+    );
+    let lb = Tftplb::start("", &pools).await;
+    let want = tree.sha256_of("ARDBP32.BIN");
+    let asking = |ip: [u8; 4]| ClientConfig {
+        blksize: Some(1468),
+        windowsize: Some(16),
+        tsize: true,
+        ..from(ip)
+    };
+    let (data, t) = client::fetch(lb.addr, "ARDBP32.BIN", &asking([127, 0, 26, 5]))
+        .await
+        .unwrap();
+    assert_eq!(common::sha256(&data), want);
+    let oack = t.oack.expect("an OACK");
+    assert_eq!(oack.blksize(), Some(1024), "{oack:?}");
+    assert_eq!(oack.tsize(), None, "tsize was left out: {oack:?}");
+    assert!(oack.windowsize().is_none_or(|w| w <= 4), "{oack:?}");
+    // Another client's options reach the backend as sent.
+    let (data, t) = client::fetch(lb.addr, "ARDBP32.BIN", &asking([127, 0, 27, 5]))
+        .await
+        .unwrap();
+    assert_eq!(common::sha256(&data), want);
+    let oack = t.oack.expect("an OACK");
+    assert_eq!((oack.blksize(), oack.tsize()), (Some(1468), Some(300_000)));
+    // A real client through the rule: curl asks blksize 1468 and tsize.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sf",
+            "--max-time",
+            "20",
+            "--interface",
+            "127.0.26.6",
+            "--tftp-blksize",
+            "1468",
+        ])
+        .arg(format!("tftp://{}/ARDBP32.BIN", lb.addr))
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(out.status.success(), "curl: {:?}", out.status);
+    assert_eq!(common::sha256(&out.stdout), want);
+    lb.stop().await;
+}

@@ -63,15 +63,34 @@ impl Options {
     /// Lowers a `blksize` above `max` to `max` (the name stays as sent); whether it did.
     /// RFC 2348 lets a server answer a smaller blksize than asked, so a client must accept it.
     pub fn cap_blksize(&mut self, max: u16) -> bool {
-        if self.blksize().is_none_or(|b| b <= max) {
+        self.cap("blksize", self.blksize(), max)
+    }
+
+    /// Lowers a `windowsize` above `max` to `max`; whether it did (RFC 7440 lets a server
+    /// answer a smaller one).
+    pub fn cap_windowsize(&mut self, max: u16) -> bool {
+        self.cap("windowsize", self.windowsize(), max)
+    }
+
+    fn cap(&mut self, option: &str, now: Option<u16>, max: u16) -> bool {
+        if now.is_none_or(|n| n <= max) {
             return false;
         }
         for (name, value) in &mut self.entries {
-            if name.eq_ignore_ascii_case("blksize") {
+            if name.eq_ignore_ascii_case(option) {
                 *value = max.to_string();
             }
         }
         true
+    }
+
+    /// Removes an option (names compare case-insensitively); whether it was there. A server
+    /// may leave any option unanswered (RFC 2347), so a client must do without it.
+    pub fn remove(&mut self, option: &str) -> bool {
+        let before = self.entries.len();
+        self.entries
+            .retain(|(name, _)| !name.eq_ignore_ascii_case(option));
+        self.entries.len() != before
     }
 
     /// Whether a request's options can be negotiated unambiguously: each option once, and
@@ -189,6 +208,10 @@ mod tests {
         assert!(!o.cap_blksize(8192), "already within");
         assert!(!opts(&[("blksize", "1468")]).cap_blksize(8192));
         assert!(!opts(&[("tsize", "0")]).cap_blksize(512));
+        let mut o = opts(&[("windowsize", "16"), ("TSize", "0")]);
+        assert!(o.cap_windowsize(4) && !o.cap_windowsize(4));
+        assert!(o.remove("tsize") && !o.remove("tsize"));
+        assert_eq!(o.iter().collect::<Vec<_>>(), vec![("windowsize", "4")]);
     }
 
     #[test]

@@ -32,6 +32,55 @@ pub struct RawRoute {
     boot_file: Option<BootFiles>,
     #[serde(default, with = "humantime_serde")]
     delay: Option<Duration>,
+    max_blksize: Option<u16>,
+    max_windowsize: Option<u16>,
+    #[serde(default)]
+    drop_options: Vec<String>,
+}
+
+/// What a rule does to the options of the requests it sends to a pool, for firmware that
+/// hangs on some of them (blksize 1468 with tsize, or anything above blksize 1024): lowered
+/// to a maximum, or left out. The client learns from the OACK what it got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OptionsPolicy {
+    pub max_blksize: Option<u16>,
+    pub max_windowsize: Option<u16>,
+    /// Option names (lower case) removed from the request.
+    pub drop: Vec<String>,
+}
+
+impl OptionsPolicy {
+    pub fn is_empty(&self) -> bool {
+        *self == OptionsPolicy::default()
+    }
+
+    fn check(&self, key: &str, target: &Target, problems: &mut Vec<String>) {
+        if !self.is_empty() && !matches!(target, Target::Pool(_)) {
+            problems.push(format!(
+                "{key}: max_blksize, max_windowsize and drop_options are for a rule to a pool"
+            ));
+        }
+        if let Some(b) = self.max_blksize
+            && !(crate::protocol::options::MIN_BLKSIZE..=crate::protocol::options::MAX_BLKSIZE)
+                .contains(&b)
+        {
+            problems.push(format!(
+                "{key}.max_blksize: {b} is outside 8..=65464 (RFC 2348)"
+            ));
+        }
+        if self.max_windowsize == Some(0) {
+            problems.push(format!(
+                "{key}.max_windowsize: must be at least 1 (RFC 7440)"
+            ));
+        }
+        for (j, name) in self.drop.iter().enumerate() {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_graphic()) {
+                problems.push(format!(
+                    "{key}.drop_options[{j}]: {name:?} is not an option name"
+                ));
+            }
+        }
+    }
 }
 
 /// `boot_file = { bios = …, efi64 = …, ipxe = … }`: what ProxyDHCP offers, by the client's
@@ -118,6 +167,8 @@ pub struct RouteConfig {
     pub boot_file: Option<BootFiles>,
     /// How long ProxyDHCP waits before it answers (so that other PXE servers win theirs).
     pub delay: Duration,
+    /// What it does to the options of the requests it sends to its pool.
+    pub options: OptionsPolicy,
 }
 
 /// A MAC pattern: six octets, each fixed or `*`; a trailing `*` covers the rest.
@@ -197,6 +248,16 @@ impl RawRoute {
                 "{key}.delay: only a rule with boot_file answers DHCP"
             ));
         }
+        let options = OptionsPolicy {
+            max_blksize: self.max_blksize,
+            max_windowsize: self.max_windowsize,
+            drop: self
+                .drop_options
+                .iter()
+                .map(|o| o.to_ascii_lowercase())
+                .collect(),
+        };
+        options.check(&key, &target, problems);
         Some(RouteConfig {
             name: self.name.unwrap_or_else(|| key.clone()),
             clients: parse_nets(&format!("{key}.clients"), &self.clients, problems),
@@ -207,6 +268,7 @@ impl RawRoute {
             target,
             boot_file: self.boot_file,
             delay: self.delay.unwrap_or_default(),
+            options,
         })
     }
 }

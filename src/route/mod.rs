@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-pub use config::{Mac, MacPattern, RouteConfig, Target};
+pub use config::{Mac, MacPattern, OptionsPolicy, RouteConfig, Target};
 
 use crate::pool::config::PoolConfig;
 use crate::protocol::names::NameGlobs;
@@ -115,6 +115,12 @@ impl Router {
             .iter()
             .map(|r| (r.cfg.name.clone(), r.hits.load(Ordering::Relaxed)))
             .collect()
+    }
+
+    /// The options policy of the rule that decided (`None`: the default pool, no policy).
+    pub fn options_of(&self, rule: Option<usize>) -> Option<&OptionsPolicy> {
+        let options = &self.rules.get(rule?)?.cfg.options;
+        (!options.is_empty()).then_some(options)
     }
 
     pub fn has_mac_rules(&self) -> bool {
@@ -374,6 +380,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.macs.len(), 2);
+    }
+
+    #[test]
+    fn options_policies_are_checked_by_key() {
+        let r = route(
+            "pool = \"p\"\nmax_blksize = 1024\ndrop_options = [\"TSize\"]",
+            &["p"],
+        )
+        .unwrap();
+        assert_eq!(r.options.drop, vec!["tsize".to_string()]);
+        let e = route("action = \"refuse\"\nmax_windowsize = 4", &[]).unwrap_err();
+        assert!(e[0].contains("for a rule to a pool"), "{e:?}");
+        let e = route("pool = \"p\"\nmax_blksize = 4\nmax_windowsize = 0", &["p"]).unwrap_err();
+        assert!(e[0].starts_with("route[0].max_blksize"), "{e:?}");
+        assert!(e[1].starts_with("route[0].max_windowsize"), "{e:?}");
+        let router = Router::new(&[r], &[], "p", false);
+        assert!(router.options_of(Some(0)).is_some() && router.options_of(None).is_none());
     }
 
     #[test]

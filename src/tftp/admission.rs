@@ -8,7 +8,9 @@
 //!
 //! What is relayed is the client's request, except that a blksize above `[tftp] max_blksize`
 //! is lowered to it ([`relayed_request`]): a session's memory (its receive buffer, its
-//! read-ahead ring) follows the blksize, and a client must not set it.
+//! read-ahead ring) follows the blksize, and a client must not set it. The rule that routed
+//! the request may lower blksize and windowsize further and leave options out (its options
+//! policy, for firmware that hangs on some of them).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,8 +19,8 @@ use crate::limits::Limited;
 use crate::pool::Pool;
 use crate::protocol::names::{check_filename, normalise};
 use crate::protocol::packet::{self, Kind, Mode, Packet, Request, error_code};
-use crate::route::Decision;
 use crate::route::config::Mac;
+use crate::route::{Decision, OptionsPolicy};
 use crate::tftp::runtime::Runtime;
 
 /// A request worth looking at.
@@ -158,16 +160,40 @@ pub fn admit(datagram: &[u8]) -> Result<Asked, Refusal> {
 }
 
 /// The request to relay to backends when it is not the client's datagram as received: the
-/// request with a blksize above `max_blksize` lowered to it (`asked` is changed to match, so
-/// the relay sizes its buffers from what it asked). RFC 2348 lets a server answer a smaller
-/// blksize than asked; the client learns it from the OACK. The session table keeps the
-/// client's own bytes to recognise its retransmissions.
-pub fn relayed_request(asked: &mut Asked, max_blksize: u16) -> Option<Box<[u8]>> {
-    let asked_blksize = asked.request.options.blksize()?;
-    if !asked.request.options.cap_blksize(max_blksize) {
+/// request with a blksize above `max_blksize` lowered to it, and the route's options `policy`
+/// applied (`asked` is changed to match, so the relay sizes its buffers from what it asked
+/// and knows the OACK that answers it). RFC 2347/2348/7440 let a server leave an option out or
+/// answer a smaller blksize or windowsize than asked; the client learns it from the OACK. The
+/// session table keeps the client's own bytes to recognise its retransmissions.
+pub fn relayed_request(
+    asked: &mut Asked,
+    max_blksize: u16,
+    policy: Option<&OptionsPolicy>,
+) -> Option<Box<[u8]>> {
+    let options = &mut asked.request.options;
+    let asked_blksize = options.blksize();
+    let mut changed = false;
+    if let Some(p) = policy {
+        for name in &p.drop {
+            changed |= options.remove(name);
+        }
+        if let Some(max) = p.max_windowsize {
+            changed |= options.cap_windowsize(max);
+        }
+        if changed {
+            crate::metrics::options_rewritten();
+        }
+    }
+    let blksize_cap = policy
+        .and_then(|p| p.max_blksize)
+        .map_or(max_blksize, |m| m.min(max_blksize));
+    if options.cap_blksize(blksize_cap) {
+        crate::metrics::blksize_lowered(asked_blksize.unwrap_or(0), blksize_cap);
+        changed = true;
+    }
+    if !changed {
         return None;
     }
-    crate::metrics::blksize_lowered(asked_blksize, max_blksize);
     let packet = if asked.write {
         Packet::Wrq(asked.request.clone())
     } else {
@@ -176,17 +202,21 @@ pub fn relayed_request(asked: &mut Asked, max_blksize: u16) -> Option<Box<[u8]>>
     Some(packet.encode().into_boxed_slice())
 }
 
-/// Decides from the running configuration: the pool that serves the request, or a refusal.
-/// `mac` is what is known of the client's MAC. The caller has checked the client's address
-/// and rate first, before keeping any state for it.
+/// Decides from the running configuration: the pool that serves the request and the options
+/// policy of the rule that sent it there, or a refusal. `mac` is what is known of the client's
+/// MAC. The caller has checked the client's address and rate first, before keeping any state
+/// for it.
 pub fn policy(
     runtime: &Runtime,
     asked: &Asked,
     client: IpAddr,
     mac: Option<Mac>,
-) -> Result<Arc<Pool>, Refusal> {
-    let pool = match runtime.router.decide(client, &asked.name, mac) {
-        Decision::Pool { pool, .. } => runtime.pool(&pool).unwrap_or(runtime.default_pool()),
+) -> Result<(Arc<Pool>, Option<OptionsPolicy>), Refusal> {
+    let (pool, options) = match runtime.router.decide(client, &asked.name, mac) {
+        Decision::Pool { pool, rule } => (
+            runtime.pool(&pool).unwrap_or(runtime.default_pool()),
+            runtime.router.options_of(rule).cloned(),
+        ),
         Decision::Refuse { .. } => return Err(Refusal::RouteRefused),
         Decision::Ignore { .. } => return Err(Refusal::RouteIgnored),
     };
@@ -196,7 +226,7 @@ pub fn policy(
     if !pool.serves(&asked.name) {
         return Err(Refusal::FileNotServed);
     }
-    Ok(pool.clone())
+    Ok((pool.clone(), options))
 }
 
 #[cfg(test)]
@@ -247,7 +277,7 @@ mod tests {
     fn a_blksize_above_the_cap_is_relayed_lowered_and_the_rest_as_sent() {
         let asked_for = |pairs: &[(&str, &str)]| admit(&rrq("ipxe.efi", pairs)).unwrap();
         let mut asked = asked_for(&[("tsize", "0"), ("blksize", "65464"), ("windowsize", "4")]);
-        let relayed = relayed_request(&mut asked, 8192).expect("rewritten");
+        let relayed = relayed_request(&mut asked, 8192, None).expect("rewritten");
         assert_eq!(
             Packet::decode(&relayed).unwrap(),
             Packet::decode(&rrq(
@@ -259,7 +289,45 @@ mod tests {
         assert_eq!(asked.request.options.blksize(), Some(8192));
         for within in [&[("blksize", "1468")][..], &[("tsize", "0")], &[]] {
             let mut asked = asked_for(within);
-            assert_eq!(relayed_request(&mut asked, 8192), None, "{within:?}");
+            assert_eq!(relayed_request(&mut asked, 8192, None), None, "{within:?}");
         }
+    }
+
+    #[test]
+    fn a_route_s_policy_leaves_options_out_and_lowers_others() {
+        let policy = OptionsPolicy {
+            max_blksize: Some(1024),
+            max_windowsize: Some(4),
+            drop: vec!["tsize".into()],
+        };
+        let mut asked = admit(&rrq(
+            "ARDBP32.BIN",
+            &[
+                ("blksize", "1468"),
+                ("TSIZE", "0"),
+                ("windowsize", "16"),
+                ("x-a", "1"),
+            ],
+        ))
+        .unwrap();
+        let relayed = relayed_request(&mut asked, 8192, Some(&policy)).expect("rewritten");
+        let want = rrq(
+            "ARDBP32.BIN",
+            &[("blksize", "1024"), ("windowsize", "4"), ("x-a", "1")],
+        );
+        assert_eq!(
+            Packet::decode(&relayed).unwrap(),
+            Packet::decode(&want).unwrap()
+        );
+        // The session recognises the OACK to what it relayed.
+        assert_eq!(asked.request.options.blksize(), Some(1024));
+        assert_eq!(asked.request.options.tsize(), None);
+        // [tftp] max_blksize below the rule's still wins; a request within the policy is the
+        // client's own.
+        let mut asked = admit(&rrq("f", &[("blksize", "1468")])).unwrap();
+        relayed_request(&mut asked, 512, Some(&policy)).unwrap();
+        assert_eq!(asked.request.options.blksize(), Some(512));
+        let mut asked = admit(&rrq("f", &[("blksize", "1024")])).unwrap();
+        assert_eq!(relayed_request(&mut asked, 8192, Some(&policy)), None);
     }
 }

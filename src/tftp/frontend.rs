@@ -50,9 +50,14 @@ impl FrontendStats {
     }
 }
 
-/// An admitted request: what it asks, its pool, its client's slot, and whether it replaces the
-/// live session of its address.
-type Admitted = (Asked, Arc<Pool>, ClientSlot, bool);
+/// An admitted request: what it asks, its pool and the options policy of its route, its
+/// client's slot, and whether it replaces the live session of its address.
+type Admitted = (
+    Asked,
+    (Arc<Pool>, Option<crate::route::OptionsPolicy>),
+    ClientSlot,
+    bool,
+);
 
 /// What all listeners share: the running configuration, the live sessions, the counters.
 #[derive(Debug)]
@@ -290,7 +295,7 @@ impl Frontend {
         self: &Arc<Self>,
         listener: &Receiving,
         runtime: &Arc<Runtime>,
-        (mut asked, pool, slot, replaces): Admitted,
+        (mut asked, (pool, options), slot, replaces): Admitted,
         datagram: &[u8],
         key: Key,
     ) {
@@ -309,7 +314,11 @@ impl Frontend {
             self.stats.superseded.fetch_add(1, Ordering::Relaxed);
         }
         let handle = self.sessions.open(key, datagram);
-        let rewritten = relayed_request(&mut asked, runtime.config.tftp.max_blksize);
+        let rewritten = relayed_request(
+            &mut asked,
+            runtime.config.tftp.max_blksize,
+            options.as_ref(),
+        );
         self.stats.sessions_started.fetch_add(1, Ordering::Relaxed);
         let relay = Relay {
             client,
