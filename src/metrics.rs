@@ -60,6 +60,17 @@ pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
 /// `mode`, `enforce` or `log-only` (counted, answered anyway).
 pub const DNS_RRL_DROPPED: &str = "tftplb_dns_rrl_dropped_total";
 pub const DNS_RRL_SLIPPED: &str = "tftplb_dns_rrl_slipped_total";
+/// Boot files from memory (`[pool.cache]`): transfers served from a copy, requests for a
+/// cacheable file relayed instead (no fresh copy), downloads that fill copies by `result`
+/// (`new`, `same`, `changed`, `gone`, `too-large`, `failed`), copies evicted for room, bytes
+/// sent from memory, and the copies held.
+pub const CACHE_HITS: &str = "tftplb_cache_hits_total";
+pub const CACHE_MISSES: &str = "tftplb_cache_misses_total";
+pub const CACHE_FILLS: &str = "tftplb_cache_fills_total";
+pub const CACHE_EVICTIONS: &str = "tftplb_cache_evictions_total";
+pub const CACHE_BYTES_SERVED: &str = "tftplb_cache_bytes_served_total";
+pub const CACHE_FILES: &str = "tftplb_cache_files";
+pub const CACHE_BYTES: &str = "tftplb_cache_bytes";
 /// ProxyDHCP (`[proxy_dhcp]`): datagrams heard by `port` (`dhcp` 67, `pxe` 4011), answers sent
 /// by `type` (`offer`, `ack`), requests left unanswered by `reason`, and PXE machines listed.
 pub const PXE_PACKETS: &str = "tftplb_proxy_dhcp_packets_total";

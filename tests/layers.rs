@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "config",
             "tftp::config",
+            "tftp::cache::config",
             "pool::config",
             "health::config",
             "route::config",

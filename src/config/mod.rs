@@ -26,6 +26,7 @@ use crate::pool::config::{PoolConfig, RawPool, validate_pools};
 use crate::proxy_dhcp::config::{ProxyDhcpConfig, RawProxyDhcp};
 use crate::resolve::config::{RawResolver, ResolverSettings};
 use crate::route::config::{RawRoute, RouteConfig, warnings};
+use crate::tftp::cache::config::{CacheConfig, RawCache};
 use crate::tftp::config::{RawTftp, TftpConfig, validate_tftp};
 
 /// A validated configuration.
@@ -45,6 +46,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// The PXE service (`[proxy_dhcp]`), when configured.
     pub proxy_dhcp: Option<ProxyDhcpConfig>,
+    /// Memory for boot files served from memory (`[cache]`; pools opt in with `[pool.cache]`).
+    pub cache: CacheConfig,
 }
 
 /// Every problem found in a configuration file.
@@ -128,6 +131,8 @@ struct RawConfig {
     cluster: Option<RawCluster>,
     proxy_dhcp: Option<RawProxyDhcp>,
     #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
     admin: RawAdmin,
 }
 
@@ -160,6 +165,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let admin = validate_admin(raw.admin, &mut problems);
     let cluster = raw.cluster.map(|c| c.validate(&mut problems));
     let proxy_dhcp = raw.proxy_dhcp.map(|p| p.validate(&mut problems));
+    let cache = raw.cache.validate(&mut problems);
     if problems.is_empty() {
         Ok(Config {
             tftp,
@@ -172,6 +178,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             admin,
             cluster,
             proxy_dhcp,
+            cache,
         })
     } else {
         Err(ConfigError { problems })

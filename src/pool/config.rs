@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::config::keys::{check_unique, parse_addr};
 use crate::health::config::{AdminState, HealthConfig, RawHealth, validate_health};
+use crate::tftp::cache::config::{PoolCacheConfig, RawPoolCache};
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -29,6 +30,8 @@ pub struct PoolConfig {
     pub ignore_case: bool,
     /// Whether write requests are relayed to this pool's backends.
     pub allow_write: bool,
+    /// Files served from memory (`[pool.cache]`), when configured.
+    pub cache: Option<PoolCacheConfig>,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -92,6 +95,7 @@ pub struct RawPool {
     ignore_case: bool,
     #[serde(default)]
     allow_write: bool,
+    cache: Option<RawPoolCache>,
     #[serde(default)]
     backend: Vec<RawBackend>,
 }
@@ -199,6 +203,9 @@ fn validate_pool(i: usize, raw: RawPool, problems: &mut Vec<String>) -> PoolConf
             ));
         }
     }
+    let cache = raw
+        .cache
+        .map(|c| c.validate(&format!("{key}.cache"), problems));
     PoolConfig {
         name: raw.name,
         balance: raw.balance,
@@ -211,6 +218,7 @@ fn validate_pool(i: usize, raw: RawPool, problems: &mut Vec<String>) -> PoolConf
         files: raw.files,
         ignore_case: raw.ignore_case,
         allow_write: raw.allow_write,
+        cache,
         backends,
     }
 }

@@ -20,6 +20,7 @@ use crate::health::config::HealthConfig;
 use crate::health::{AdminState, BackendState, HealthEvents};
 use crate::pool::config::{Affinity, AllDown, PoolConfig};
 use crate::protocol::names::NameGlobs;
+use crate::tftp::cache::config::PoolCacheConfig;
 
 #[derive(Debug)]
 pub struct Pool {
@@ -31,6 +32,9 @@ pub struct Pool {
     pub allow_write: bool,
     /// Filename globs served; `None` serves every name.
     files: Option<NameGlobs>,
+    /// Files served from memory (`[pool.cache]`), with their globs.
+    pub cache: Option<(PoolCacheConfig, NameGlobs)>,
+    ignore_case: bool,
     balancer: Box<dyn Balancer>,
     affinity: Affinity,
     affinity_ttl: Duration,
@@ -90,6 +94,10 @@ impl Pool {
             resume: cfg.resume,
             allow_write: cfg.allow_write,
             files: NameGlobs::new(&cfg.files, cfg.ignore_case),
+            cache: cfg.cache.as_ref().and_then(|c| {
+                NameGlobs::new(&c.files, cfg.ignore_case).map(|globs| (c.clone(), globs))
+            }),
+            ignore_case: cfg.ignore_case,
             balancer: balance::for_policy(cfg.balance, &cfg.backends),
             affinity: cfg.affinity,
             affinity_ttl: cfg.affinity_ttl,
@@ -187,6 +195,16 @@ impl Pool {
         self.files.as_ref().is_none_or(|globs| globs.matches(name))
     }
 
+    /// The name a copy of this (normalised) file is kept under, when the pool keeps it in
+    /// memory: folded to lower case where the pool ignores case, so every spelling shares one.
+    pub fn cached_name(&self, name: &[u8]) -> Option<Vec<u8>> {
+        let (_, globs) = self.cache.as_ref()?;
+        globs.matches(name).then(|| match self.ignore_case {
+            true => name.to_ascii_lowercase(),
+            false => name.to_vec(),
+        })
+    }
+
     /// Index of the backend at `address`.
     pub fn index_of(&self, address: std::net::SocketAddr) -> Option<usize> {
         self.backends.iter().position(|b| b.address == address)
@@ -211,6 +229,7 @@ mod tests {
             files: vec![],
             ignore_case: false,
             allow_write: false,
+            cache: None,
             health: probed.then(|| HealthConfig {
                 file: "f".into(),
                 interval: Duration::from_secs(2),

@@ -20,8 +20,9 @@ use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 
 use super::admission::{Asked, Refusal, admit, policy, relayed_request};
+use super::cache::Cache;
 use super::reader::{Listener, Receiving};
-use super::relay::Relay;
+use super::relay::{FromMemory, Relay};
 use super::runtime::{Current, Runtime};
 use super::sync::{Resume, SyncSender};
 use super::table::{Key, Repeat, SessionTable};
@@ -69,11 +70,15 @@ pub struct Frontend {
     macs: crate::route::MacMemory,
     /// Where sessions tell the cluster how they stand (set once, when `[cluster]` is on).
     sync: OnceLock<SyncSender>,
+    /// Boot files served from memory (`[cache]`, for pools with `[pool.cache]`).
+    pub cache: Arc<Cache>,
 }
 
 impl Frontend {
     pub fn new(current: Arc<Current>) -> Frontend {
+        let cache = Arc::new(Cache::new(&current.load().config.cache));
         Frontend {
+            cache,
             current,
             stats: FrontendStats::default(),
             sessions: SessionTable::default(),
@@ -333,6 +338,9 @@ impl Frontend {
             contacted: key.1,
             sync: self.sync.get().cloned(),
             resume: None,
+            memory: memory(&asked, &pool, runtime.config.tftp.max_blksize),
+            cache: Some(self.cache.clone()),
+            first: None,
         };
         let filename = crate::protocol::names::display(&asked.request.filename);
         self.spawn(relay, key, handle.id, filename, &listener.sessions);
@@ -353,7 +361,10 @@ impl Frontend {
         let run = async move {
             let _live = live;
             let report = relay.run().await;
-            if let Some(b) = report.backend.and_then(|a| pool.index_of(a)) {
+            // Bytes sent from memory are not the backend's.
+            if let Some(b) = report.backend.and_then(|a| pool.index_of(a))
+                && report.outcome != "cached"
+            {
                 pool.backends[b].add_bytes(report.file_bytes);
             }
             m::record_session(&pool.name, &filename, client, &report);
@@ -395,6 +406,9 @@ impl Frontend {
             contacted: key.1,
             sync: self.sync.get().cloned(),
             resume: Some(resume),
+            cache: None,
+            memory: None,
+            first: None,
         };
         let on = tokio::runtime::Handle::current();
         Ok(self.spawn(relay, key, handle.id, filename, &on))
@@ -435,6 +449,19 @@ impl Frontend {
     pub async fn drain(&self, grace: std::time::Duration) {
         self.sessions.drain(grace).await;
     }
+}
+
+/// What a read of a file its pool keeps in memory needs for it: octet reads only (netascii is
+/// relayed: the backend converts it).
+fn memory(asked: &Asked, pool: &Pool, fill_blksize: u16) -> Option<FromMemory> {
+    if asked.write || asked.request.mode != packet::Mode::Octet {
+        return None;
+    }
+    Some(FromMemory {
+        name: pool.cached_name(&asked.name)?,
+        fetch: String::from_utf8(asked.request.filename.clone()).ok()?,
+        fill_blksize,
+    })
 }
 
 /// A running session's place in the table and in the active gauge, given back when its task

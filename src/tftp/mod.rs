@@ -1,9 +1,11 @@
 //! The TFTP service: the async client (probes, `tftplb get`, tests, bench), and the relay's
 //! parts from port 69 to the backend: the socket reader, the front end that admits requests,
 //! the session table, the runtime holder, and per transfer a relay task around pure machines
-//! (the session, the read-ahead, the timers). The wire format is in `protocol`.
+//! (the session, the read-ahead, the timers); and boot files served from memory (`cache`). The
+//! wire format is in `protocol`.
 
 pub mod admission;
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod frontend;

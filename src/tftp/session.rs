@@ -26,6 +26,8 @@ pub use crate::tftp::resumable::Resumable;
 pub enum Outcome {
     /// The client acknowledged the final block.
     Completed,
+    /// Served from a copy in memory; the client acknowledged the final block.
+    Cached,
     /// The client sent an ERROR (a tsize probe's abort is one).
     ClientAborted,
     /// The backend answered with an ERROR (file not found, access violation, …).
@@ -60,6 +62,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Completed => "completed",
+            Outcome::Cached => "cached",
             Outcome::ClientAborted => "client-aborted",
             Outcome::BackendError => "backend-error",
             Outcome::BackendTimeout => "backend-timeout",

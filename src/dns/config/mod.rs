@@ -94,6 +94,7 @@ impl DnsName {
             files: Vec::new(),
             ignore_case: false,
             allow_write: false,
+            cache: None,
             backends,
         })
     }

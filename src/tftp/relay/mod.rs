@@ -39,6 +39,7 @@
 mod ahead;
 mod announce;
 mod backend_socket;
+mod cached;
 mod failover;
 mod linger;
 mod reply;
@@ -57,6 +58,7 @@ use std::sync::atomic::Ordering;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use super::cache::Cache;
 use super::config::RelaySettings;
 use super::readahead::ReadAhead;
 use super::session::{Outcome, Session};
@@ -95,6 +97,21 @@ pub struct Relay {
     pub sync: Option<SyncSender>,
     /// A transfer another front end started, to carry on from the client's next ACK.
     pub resume: Option<Resume>,
+    /// The copies in memory, when the pool keeps this file there.
+    pub cache: Option<Arc<Cache>>,
+    /// What the copy of this file is kept under and fetched as, when the pool keeps it.
+    pub memory: Option<FromMemory>,
+    /// The backend to ask first (the one whose copy was looked up).
+    pub first: Option<usize>,
+}
+
+/// A file the pool keeps in memory: the name its copies are kept under, the name a download
+/// asks for, and the blksize it asks.
+#[derive(Debug, Clone)]
+pub struct FromMemory {
+    pub name: Vec<u8>,
+    pub fetch: String,
+    pub fill_blksize: u16,
 }
 
 /// A backend that answered: its socket, TID, and the session's claim on it.
@@ -166,6 +183,14 @@ impl Relay {
     pub async fn run(mut self) -> SessionEnd {
         let started = Instant::now();
         let resume = self.resume.take();
+        if resume.is_none() && !self.write {
+            match self.look_in_memory(std::time::Instant::now()) {
+                cached::Memory::Serve { backend, file } => {
+                    return self.served_from_memory(backend, file, started).await;
+                }
+                cached::Memory::Relay(first) => self.first = first,
+            }
+        }
         let mut buf = vec![0u8; self.buffer_len()];
         let mut session = if self.write {
             Session::new_write()

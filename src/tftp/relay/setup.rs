@@ -147,7 +147,13 @@ impl Relay {
         clock: &mut SetupClock,
     ) -> io::Result<Setup> {
         loop {
-            let index = match self.pool.choose(self.client.ip(), &|i| !tried.contains(&i)) {
+            // The backend whose copy was looked up is asked first (see `cached`).
+            let first = self.first.filter(|_| tried.is_empty());
+            let choice = first.map_or_else(
+                || self.pool.choose(self.client.ip(), &|i| !tried.contains(&i)),
+                Choice::Backend,
+            );
+            let index = match choice {
                 Choice::Backend(i) => i,
                 Choice::NoHealthy if tried.is_empty() => return Ok(Setup::Over(NoLeg::NoHealthy)),
                 Choice::Full if tried.is_empty() => return Ok(Setup::Over(NoLeg::Busy)),

@@ -1,0 +1,145 @@
+//! Boot files from memory: a boot storm asks for the same few files (`ARDBP32.BIN`,
+//! `pxelinux.0`, `ipxe.efi`, kernels) thousands of times. Pools opt in with `[pool.cache]`;
+//! tftplb keeps a verified copy of each such file per backend (`store`) and serves it itself,
+//! as a TFTP server toward the client (`negotiate`, `sender`; the relay's `cached` runs them).
+//!
+//! - The balancing decision stays as it is: the client gets the chosen backend's copy.
+//! - Filling never delays a client: a request without a fresh copy is relayed as before while
+//!   tftplb downloads the file from that backend in the background, with its own client
+//!   (`refresh`), the largest blksize and windowsize the backend grants, at most
+//!   `FILLS_AT_ONCE` downloads at a time.
+//! - A copy older than `revalidate` is not served: the request is relayed (live content) and
+//!   the file downloaded again; the same content is confirmed, a new one replaces it, a file
+//!   the backend no longer has (ERROR 1) is dropped. An edit on a backend therefore reaches
+//!   every transfer that starts more than `revalidate` plus one download after it.
+
+pub mod config;
+pub mod negotiate;
+pub mod sender;
+pub mod store;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWrite;
+use tokio::sync::Semaphore;
+
+use config::CacheConfig;
+use store::{Fetched, Filled, Key, Store};
+
+use crate::tftp::client::{self, ClientConfig, ClientError};
+
+/// Background downloads running at most at once (a storm for many files fills them in turn).
+pub const FILLS_AT_ONCE: usize = 4;
+
+/// The windowsize asked of a backend when filling.
+const FILL_WINDOW: u16 = 16;
+
+/// The copies and the downloads that fill them.
+#[derive(Debug)]
+pub struct Cache {
+    pub store: Store,
+    fills: Arc<Semaphore>,
+    max_window: u16,
+}
+
+impl Cache {
+    pub fn new(config: &CacheConfig) -> Cache {
+        Cache {
+            store: Store::new(config.max_bytes),
+            fills: Arc::new(Semaphore::new(FILLS_AT_ONCE)),
+            max_window: config.max_windowsize,
+        }
+    }
+
+    /// The largest window sent from memory.
+    pub fn max_window(&self) -> u16 {
+        self.max_window
+    }
+
+    /// Downloads `name` from the backend of `key` in the background to fill or confirm its
+    /// copy, unless a download of it is under way; `blksize` is the largest asked.
+    pub fn refresh(self: &Arc<Self>, key: Key, name: String, blksize: u16) {
+        if !self.store.begin_fill(&key) {
+            return;
+        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let _permit = cache.fills.clone().acquire_owned().await;
+            let fetched = download(key.0, &name, blksize, cache.store.max_bytes()).await;
+            let (filled, evicted) = cache.store.finish_fill(&key, fetched, Instant::now());
+            record_fill(key.0, &name, filled, evicted);
+            let (files, bytes) = cache.store.usage();
+            metrics::gauge!(crate::metrics::CACHE_FILES).set(files as f64);
+            metrics::gauge!(crate::metrics::CACHE_BYTES).set(bytes as f64);
+        });
+    }
+}
+
+fn record_fill(backend: SocketAddr, name: &str, filled: Filled, evicted: u64) {
+    metrics::counter!(crate::metrics::CACHE_FILLS, "result" => filled.as_str()).increment(1);
+    metrics::counter!(crate::metrics::CACHE_EVICTIONS).increment(evicted);
+    match filled {
+        Filled::New | Filled::Changed | Filled::Dropped => {
+            tracing::info!(%backend, file = name, result = filled.as_str(), "cache filled")
+        }
+        _ => tracing::debug!(%backend, file = name, result = filled.as_str(), "cache filled"),
+    }
+}
+
+/// One download into memory, at most `max_bytes`.
+async fn download(backend: SocketAddr, name: &str, blksize: u16, max_bytes: usize) -> Fetched {
+    let cfg = ClientConfig {
+        blksize: Some(blksize),
+        windowsize: Some(FILL_WINDOW),
+        tsize: true,
+        retry_timeout: Duration::from_secs(1),
+        retries: 3,
+        ..ClientConfig::default()
+    };
+    let mut sink = Capped {
+        data: Vec::new(),
+        max: max_bytes,
+    };
+    match client::download(backend, name, &cfg, &mut sink).await {
+        Ok(_) => Fetched::Content(sink.data),
+        Err(ClientError::Remote { code: 1, .. }) => Fetched::Gone,
+        Err(e) => {
+            tracing::debug!(%backend, file = name, error = %e, "cache download failed");
+            Fetched::Failed
+        }
+    }
+}
+
+/// A sink that refuses to grow past `max` bytes (a file larger than the cache is not kept).
+struct Capped {
+    data: Vec<u8>,
+    max: usize,
+}
+
+impl AsyncWrite for Capped {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.data.len() + buf.len() > this.max {
+            return Poll::Ready(Err(io::Error::other("larger than [cache] max_bytes")));
+        }
+        this.data.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

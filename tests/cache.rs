@@ -1,0 +1,292 @@
+//! Boot files from memory (`[pool.cache]`), with real clients and real servers: tftpd-hpa
+//! backends, and curl, atftp (windowsize 16), tftp-hpa (no options, past block 65535),
+//! busybox and tftplb's own client. A copy is proved to come from memory by killing its
+//! backend first: nothing else could serve it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RealClient, TftpdHpa, Tftplb, Tree, sha256};
+use tftplb::tftp::client::{self, ClientConfig};
+
+/// 33 MiB: 67,584 blocks of 512 bytes, past the 16-bit block number.
+const ROLLOVER: usize = 33 * 1024 * 1024;
+
+fn pool(backends: &[std::net::SocketAddr], cache: &str) -> String {
+    common::pool_toml(
+        "pvs",
+        "round-robin",
+        &format!("[pool.cache]\n{cache}\n"),
+        backends,
+    )
+}
+
+/// Fetches `file` with tftplb's client, asking blksize 1468 and tsize.
+async fn get(lb: &Tftplb, file: &str) -> Vec<u8> {
+    let cfg = ClientConfig {
+        blksize: Some(1468),
+        tsize: true,
+        ..ClientConfig::default()
+    };
+    client::fetch(lb.addr, file, &cfg).await.unwrap().0
+}
+
+/// Waits (bounded) until the cache holds `copies` copies.
+async fn filled(lb: &Tftplb, copies: usize) {
+    for _ in 0..200 {
+        if lb.frontend.cache.store.usage().0 >= copies {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the cache holds {:?}, not {copies} copies",
+        lb.frontend.cache.store.usage()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_get_the_copy_from_memory_after_the_backend_is_gone() {
+    let tree = Tree::new(&[("ARDBP32.BIN", 30_000), ("big.bin", ROLLOVER)]);
+    let mut tftpd = TftpdHpa::start(tree.path());
+    let lb = Tftplb::start(
+        "",
+        &pool(
+            &[tftpd.address],
+            "files = [\"ARDBP32.BIN\", \"*.bin\"]\nrevalidate = \"10m\"",
+        ),
+    )
+    .await;
+    // The first requests are relayed, and fill the copies.
+    assert_eq!(
+        sha256(&get(&lb, "ARDBP32.BIN").await),
+        tree.sha256_of("ARDBP32.BIN")
+    );
+    assert_eq!(
+        sha256(&get(&lb, "big.bin").await),
+        tree.sha256_of("big.bin")
+    );
+    filled(&lb, 2).await;
+    tftpd.kill();
+    for c in RealClient::all() {
+        let data = c.get(lb.addr, "ARDBP32.BIN").await.unwrap();
+        assert_eq!(sha256(&data), tree.sha256_of("ARDBP32.BIN"), "{c:?}");
+    }
+    // No options at all (no OACK), 512-byte blocks, block numbers past 65535.
+    let data = RealClient::TftpHpa.get(lb.addr, "big.bin").await.unwrap();
+    assert_eq!(sha256(&data), tree.sha256_of("big.bin"));
+    assert_eq!(
+        sha256(&get(&lb, "ARDBP32.BIN").await),
+        tree.sha256_of("ARDBP32.BIN")
+    );
+    // Served with what was asked: the OACK answers blksize, windowsize and an exact tsize.
+    let cfg = ClientConfig {
+        blksize: Some(1468),
+        windowsize: Some(16),
+        tsize: true,
+        ..ClientConfig::default()
+    };
+    let (_, t) = client::fetch(lb.addr, "ARDBP32.BIN", &cfg).await.unwrap();
+    let oack = t.oack.expect("an OACK");
+    assert_eq!(
+        (oack.blksize(), oack.windowsize(), oack.tsize()),
+        (Some(1468), Some(16), Some(30_000))
+    );
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_on_the_backend_goes_live_within_revalidate_and_the_old_copy_never_again() {
+    let tree = Tree::new(&[("ARDBP32.BIN", 20_000)]);
+    let tftpd = TftpdHpa::start(tree.path());
+    let lb = Tftplb::start(
+        "",
+        &pool(
+            &[tftpd.address],
+            "files = [\"ARDBP32.BIN\"]\nrevalidate = \"1s\"",
+        ),
+    )
+    .await;
+    let old = tree.sha256_of("ARDBP32.BIN");
+    assert_eq!(sha256(&get(&lb, "ARDBP32.BIN").await), old);
+    filled(&lb, 1).await;
+    tree.write("ARDBP32.BIN", b"bootstrap with a new login server list");
+    let new = tree.sha256_of("ARDBP32.BIN");
+    let edited = std::time::Instant::now();
+    let mut live_after = None;
+    // Bounded: 40 downloads, 100 ms apart.
+    for _ in 0..40 {
+        let got = sha256(&get(&lb, "ARDBP32.BIN").await);
+        match live_after {
+            None if got == new => live_after = Some(edited.elapsed()),
+            None => assert_eq!(got, old),
+            Some(_) => assert_eq!(got, new, "the old content came back"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live_after = live_after.expect("the edit never went live");
+    assert!(
+        live_after < Duration::from_secs(3),
+        "live after {live_after:?}"
+    );
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_gets_the_copy_of_the_backend_the_pool_chose() {
+    let a = Tree::new(&[("ARDBP32.BIN", 0)]);
+    a.write("ARDBP32.BIN", b"login servers of A");
+    let b = Tree::new(&[("ARDBP32.BIN", 0)]);
+    b.write("ARDBP32.BIN", b"login servers of B");
+    let (mut ta, mut tb) = (TftpdHpa::start(a.path()), TftpdHpa::start(b.path()));
+    let lb = Tftplb::start(
+        "",
+        &pool(
+            &[ta.address, tb.address],
+            "files = [\"ARDBP32.BIN\"]\nrevalidate = \"10m\"",
+        ),
+    )
+    .await;
+    for _ in 0..4 {
+        get(&lb, "ARDBP32.BIN").await;
+    }
+    filled(&lb, 2).await;
+    ta.kill();
+    tb.kill();
+    // Round robin over the two copies, from memory.
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..4 {
+        got.push(get(&lb, "ARDBP32.BIN").await);
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(
+        got,
+        vec![
+            b"login servers of A".to_vec(),
+            b"login servers of B".to_vec()
+        ]
+    );
+    lb.stop().await;
+}
+
+/// Every backend probed down (and the pool refuses rather than fail open): with `serve_stale`
+/// the last copy still boots the clients, without it they hear "no healthy boot server".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_backend_down_serve_stale_decides() {
+    for (serve_stale, served) in [("1h", true), ("0s", false)] {
+        let tree = Tree::new(&[("ARDBP32.BIN", 10_000)]);
+        let mut tftpd = TftpdHpa::start(tree.path());
+        let health = "[pool.health]\nfile = \"ARDBP32.BIN\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 1\n";
+        let cache = format!(
+            "files = [\"ARDBP32.BIN\"]\nrevalidate = \"1s\"\nserve_stale = \"{serve_stale}\"\n{health}"
+        );
+        let text = common::pool_toml(
+            "pvs",
+            "round-robin",
+            &format!("when_all_down = \"refuse\"\n[pool.cache]\n{cache}"),
+            &[tftpd.address],
+        );
+        let lb = Tftplb::start("", &text).await;
+        let up = |lb: &Tftplb| lb.frontend.runtime().pools[0].backends[0].state.eligible();
+        for _ in 0..100 {
+            if up(&lb) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        get(&lb, "ARDBP32.BIN").await;
+        filled(&lb, 1).await;
+        tftpd.kill();
+        for _ in 0..100 {
+            if !up(&lb) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!up(&lb), "the backend is probed down");
+        let cfg = ClientConfig {
+            retries: 1,
+            ..ClientConfig::default()
+        };
+        let got = client::fetch(lb.addr, "ARDBP32.BIN", &cfg).await;
+        match (served, got) {
+            (true, Ok((data, _))) => assert_eq!(sha256(&data), tree.sha256_of("ARDBP32.BIN")),
+            (false, Err(e)) => {
+                let e = e.to_string();
+                assert!(e.contains("no healthy boot server"), "{e}");
+            }
+            (_, got) => panic!("serve_stale {serve_stale}: {:?}", got.map(|(d, _)| d.len())),
+        }
+        lb.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_cap_evicts_the_least_recently_used() {
+    let tree = Tree::new(&[("a.bin", 40_000), ("b.bin", 40_000), ("c.bin", 40_000)]);
+    let tftpd = TftpdHpa::start(tree.path());
+    let text = format!(
+        "[cache]\nmax_bytes = 100000\n{}",
+        pool(
+            &[tftpd.address],
+            "files = [\"*.bin\"]\nrevalidate = \"10m\""
+        )
+    );
+    let lb = Tftplb::start("", &text).await;
+    for f in ["a.bin", "b.bin"] {
+        get(&lb, f).await;
+        filled(&lb, if f == "a.bin" { 1 } else { 2 }).await;
+    }
+    get(&lb, "a.bin").await; // a is used again: b is now the least recently used
+    get(&lb, "c.bin").await;
+    for _ in 0..200 {
+        let files: Vec<String> = lb
+            .frontend
+            .cache
+            .store
+            .list(std::time::Instant::now())
+            .into_iter()
+            .map(|c| c.file)
+            .collect();
+        if files.contains(&"c.bin".to_string()) {
+            assert_eq!(files.len(), 2, "{files:?}");
+            assert!(files.contains(&"a.bin".to_string()), "{files:?}");
+            assert!(lb.frontend.cache.store.usage().1 <= 100_000);
+            lb.stop().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("c.bin was never cached");
+}
+
+/// A route's options policy holds for transfers from memory too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_s_options_policy_holds_from_memory() {
+    let tree = Tree::new(&[("ARDBP32.BIN", 50_000)]);
+    let mut tftpd = TftpdHpa::start(tree.path());
+    let text = format!(
+        "{}\n[[route]]\nclients = [\"127.0.0.0/8\"]\npool = \"pvs\"\nmax_blksize = 1024\n\
+         drop_options = [\"tsize\"]\n",
+        pool(
+            &[tftpd.address],
+            "files = [\"ARDBP32.BIN\"]\nrevalidate = \"10m\""
+        )
+    );
+    let lb = Tftplb::start("", &text).await;
+    get(&lb, "ARDBP32.BIN").await;
+    filled(&lb, 1).await;
+    tftpd.kill();
+    let cfg = ClientConfig {
+        blksize: Some(1468),
+        tsize: true,
+        ..ClientConfig::default()
+    };
+    let (data, t) = client::fetch(lb.addr, "ARDBP32.BIN", &cfg).await.unwrap();
+    assert_eq!(sha256(&data), tree.sha256_of("ARDBP32.BIN"));
+    let oack = t.oack.expect("an OACK");
+    assert_eq!((oack.blksize(), oack.tsize()), (Some(1024), None));
+    lb.stop().await;
+}
