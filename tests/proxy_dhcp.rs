@@ -369,3 +369,50 @@ async fn curl(url: &str) -> String {
     assert!(out.status.success(), "curl {url}: {:?}", out.status);
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Port 67 held by another socket (a DHCP server on this host, which sets SO_REUSEADDR):
+/// tftplb refuses to start and says why, instead of silently taking its unicast traffic.
+#[tokio::test]
+async fn a_dhcp_server_on_the_host_keeps_its_port() {
+    let dhcpd = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    dhcpd.set_reuse_address(true).unwrap();
+    dhcpd
+        .bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into())
+        .unwrap();
+    let port = dhcpd.local_addr().unwrap().as_socket().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "52:54:00:00:00:01\n", "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\nport = 0\n", &format!("\nport = {port}\n"));
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let e = Bound::new(&c).expect_err("port 67 is taken");
+    let e = e.to_string();
+    assert!(
+        e.contains("proxy_dhcp.listen 127.0.0.1") && e.contains("DHCP server"),
+        "{e}"
+    );
+}
+
+/// A request that names a relay agent (giaddr) is answered at the relay, never at whatever
+/// source it claims: a spoofed source cannot turn ProxyDHCP on a third party.
+#[tokio::test]
+async fn an_answer_for_a_relay_goes_to_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = Running::start(&config(dir.path(), "52:54:00:00:00:01\n", "")).await;
+    let mut d = request(MessageType::Discover, PILOT, 41, &pxe_class(0), 0, false);
+    // giaddr 127.0.0.2: the source (127.0.0.1) is not that relay.
+    d[24..28].copy_from_slice(&[127, 0, 0, 2]);
+    assert!(ask(lb.dhcp, &d, QUIET).await.is_none());
+    // From the relay itself, the relay gets it.
+    let relay = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    relay.send_to(&d, lb.dhcp).await.unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(ANSWER, relay.recv_from(&mut buf))
+        .await
+        .expect("the relay's answer")
+        .unwrap();
+    let offer = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
+    assert_eq!(offer.giaddr(), Ipv4Addr::new(127, 0, 0, 2));
+    lb.stop().await;
+}

@@ -53,7 +53,8 @@ pub fn answer(req: &PxeRequest, boot: &Boot) -> Vec<u8> {
     opts.insert(DhcpOption::ServerIdentifier(boot.server));
     opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
     opts.insert(DhcpOption::VendorExtensions(vendor_options(req)));
-    if let Some(uuid) = &req.uuid {
+    // RFC 4578: type 0 and a 16-byte UUID; anything else is not echoed.
+    if let Some(uuid) = req.uuid.as_ref().filter(|u| u.len() == 17) {
         opts.insert(DhcpOption::ClientMachineIdentifier(uuid.clone()));
     }
     let mut out = Vec::with_capacity(MIN_LEN);
@@ -68,7 +69,8 @@ pub fn answer(req: &PxeRequest, boot: &Boot) -> Vec<u8> {
 
 fn vendor_options(req: &PxeRequest) -> Vec<u8> {
     let mut v = vec![PXE_DISCOVERY_CONTROL, 1, BOOT_FILE_GIVEN];
-    if let Some(item) = req.boot_item.as_ref().filter(|i| i.len() <= 250) {
+    // Option 43 holds 255 bytes: 3 for discovery control, 2 + the item, 1 for the end.
+    if let Some(item) = req.boot_item.as_ref().filter(|i| i.len() <= 249) {
         v.extend([PXE_BOOT_ITEM, item.len() as u8]);
         v.extend(item);
     }

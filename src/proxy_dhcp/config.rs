@@ -47,7 +47,7 @@ fn default_max_clients() -> usize {
     4096
 }
 
-/// Delayed answers waiting at most; a flood beyond it is dropped and counted.
+/// Delayed answers waiting at most, per interface; a flood beyond it is dropped and counted.
 fn default_max_pending() -> usize {
     1024
 }
@@ -95,6 +95,12 @@ impl RawProxyDhcp {
                 })
                 .ok()
         });
+        if self.port == self.pxe_port && self.port != 0 {
+            problems.push(format!(
+                "proxy_dhcp.pxe_port: must differ from port ({})",
+                self.port
+            ));
+        }
         for (key, n) in [
             ("max_clients", self.max_clients),
             ("max_pending", self.max_pending),
@@ -158,5 +164,10 @@ mod tests {
             "{p:?}"
         );
         assert!(check("enabled = false").is_ok());
+        let p = check("listen = [\"10.0.0.1\"]\npxe_port = 67").unwrap_err();
+        assert!(
+            p[0].starts_with("proxy_dhcp.pxe_port: must differ"),
+            "{p:?}"
+        );
     }
 }

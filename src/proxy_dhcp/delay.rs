@@ -1,19 +1,19 @@
 //! Answers held back for a rule's `delay`, so that a PXE server elsewhere on the segment that
 //! whitelists its machines answers them first. A pure queue: the caller gives `now`; tested
 //! with explicit instants. It is bounded (a flood of DISCOVERs from made-up MACs costs at most
-//! `cap` small entries) and holds one answer per client transaction, however often the client
-//! repeats its DISCOVER while it waits.
+//! `cap` small entries) and holds one answer per MAC, however often the client repeats its
+//! DISCOVER while it waits.
 
 use std::time::Instant;
 
-/// A client transaction: its MAC and the DHCP `xid`.
-pub type Key = ([u8; 6], u32);
+/// A client: its MAC.
+pub type Key = [u8; 6];
 
 /// What `hold` did with an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Held {
     Queued,
-    /// This transaction's answer already waits.
+    /// An answer to this MAC already waits.
     Already,
     /// The queue is full: dropped.
     Full,
@@ -85,29 +85,29 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
         let mut q = Delayed::new(3);
-        assert_eq!(q.hold(t0 + 2 * s, ([1; 6], 7), "a"), Held::Queued);
-        assert_eq!(q.hold(t0 + s, ([2; 6], 7), "b"), Held::Queued);
+        assert_eq!(q.hold(t0 + 2 * s, [1; 6], "a"), Held::Queued);
+        assert_eq!(q.hold(t0 + s, [2; 6], "b"), Held::Queued);
         // The client repeats its DISCOVER while it waits: still one answer.
-        assert_eq!(q.hold(t0 + 3 * s, ([1; 6], 7), "a again"), Held::Already);
+        assert_eq!(q.hold(t0 + 3 * s, [1; 6], "a again"), Held::Already);
         assert_eq!(q.next_due(), Some(t0 + s));
         assert!(q.take_due(t0).is_empty());
         assert_eq!(q.take_due(t0 + s), vec!["b"]);
         assert_eq!(q.next_due(), Some(t0 + 2 * s));
         assert_eq!(q.take_due(t0 + 5 * s), vec!["a"]);
         assert!(q.is_empty() && q.next_due().is_none());
-        // A new transaction of the same client is answered again.
-        assert_eq!(q.hold(t0 + 6 * s, ([1; 6], 8), "a2"), Held::Queued);
+        // Once answered, the same client is answered again.
+        assert_eq!(q.hold(t0 + 6 * s, [1; 6], "a2"), Held::Queued);
     }
 
     #[test]
     fn a_flood_is_bounded() {
         let t0 = Instant::now();
         let mut q = Delayed::new(2);
-        assert_eq!(q.hold(t0, ([1; 6], 1), ()), Held::Queued);
-        assert_eq!(q.hold(t0, ([2; 6], 1), ()), Held::Queued);
-        assert_eq!(q.hold(t0, ([3; 6], 1), ()), Held::Full);
+        assert_eq!(q.hold(t0, [1; 6], ()), Held::Queued);
+        assert_eq!(q.hold(t0, [2; 6], ()), Held::Queued);
+        assert_eq!(q.hold(t0, [3; 6], ()), Held::Full);
         assert_eq!(q.len(), 2);
         assert_eq!(q.take_due(t0).len(), 2);
-        assert_eq!(q.hold(t0, ([3; 6], 1), ()), Held::Queued);
+        assert_eq!(q.hold(t0, [3; 6], ()), Held::Queued);
     }
 }

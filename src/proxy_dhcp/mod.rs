@@ -8,9 +8,10 @@
 //! registers get no answer: other PXE services on the segment keep theirs. A rule's `delay`
 //! holds its answer back (`delay`), so a whitelisting server elsewhere wins its machines.
 //!
-//! Every datagram may be spoofed: an answer is one datagram for one request (no amplification),
-//! held answers and the list of machines seen are bounded, and nothing here touches the TFTP
-//! sessions.
+//! Every datagram may be spoofed: an answer is one datagram for one request, sent where RFC
+//! 2131 says (the relay agent, the broadcast address, or on port 4011 back to the client);
+//! held answers (one per MAC, `max_pending` per interface) and the list of machines seen are
+//! bounded, the log has a budget, and nothing here touches the TFTP sessions.
 
 pub mod answer;
 pub mod clients;
@@ -92,17 +93,26 @@ impl ProxyDhcpServer {
                 io::Error::new(e.kind(), format!("proxy_dhcp.listen {address}: {e}"))
             };
             let interface = interface_of(address).map_err(named)?;
-            if !interfaces.contains(&interface) {
-                let socket = broadcast_socket(&interface, config.port).map_err(named)?;
-                endpoints.push(Endpoint {
-                    socket,
-                    address,
-                    pxe: false,
-                });
-                interfaces.push(interface);
+            if interfaces.contains(&interface) {
+                // Broadcasts arrive once per interface: they would all be answered as the
+                // first address's.
+                return Err(named(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("another listen address is on {interface}: give one per interface"),
+                )));
             }
-            let socket =
-                unicast_socket(SocketAddrV4::new(address, config.pxe_port)).map_err(named)?;
+            let socket = broadcast_socket(&interface, config.port)
+                .map_err(in_use)
+                .map_err(named)?;
+            endpoints.push(Endpoint {
+                socket,
+                address,
+                pxe: false,
+            });
+            interfaces.push(interface);
+            let socket = unicast_socket(SocketAddrV4::new(address, config.pxe_port))
+                .map_err(in_use)
+                .map_err(named)?;
             endpoints.push(Endpoint {
                 socket,
                 address,
@@ -226,17 +236,28 @@ impl Service {
                 }
                 Verdict::Answer { req, boot, delay } => (req, boot, delay),
             };
-        self.clients.record(&req, true, &boot.file);
-        tracing::info!(mac = %clients::mac_text(&req.mac), arch = %req.arch.name(), ipxe = req.ipxe, file = %boot.file, delay_ms = delay.as_millis() as u64, "proxy dhcp answers");
-        let out = (answer(&req, &boot), reply_to(src));
+        let Some(dest) = reply_to(req.giaddr, src, self.config.port) else {
+            self.clients.record(&req, false, "no-address-to-answer");
+            return self.ignore("no-address-to-answer", src);
+        };
+        let out = (answer(&req, &boot), dest);
         if delay.is_zero() || ep.pxe {
+            self.clients.record(&req, true, &boot.file);
+            log_answer(&req, &boot, delay);
             return Some(out);
         }
-        let key = (req.mac, req.message.xid());
-        if held.hold(Instant::now() + delay, key, out) == Held::Full {
-            self.ignore("held-full", src);
+        match held.hold(Instant::now() + delay, req.mac, out) {
+            Held::Full => {
+                self.clients.record(&req, false, "held-full");
+                self.ignore("held-full", src)
+            }
+            Held::Already => None,
+            Held::Queued => {
+                self.clients.record(&req, true, &boot.file);
+                log_answer(&req, &boot, delay);
+                None
+            }
         }
-        None
     }
 
     fn ignore(&self, reason: &'static str, src: SocketAddr) -> Option<Outgoing> {
@@ -248,7 +269,10 @@ impl Service {
 
     async fn send(&self, ep: &Endpoint, (bytes, dest): Outgoing) {
         if let Err(e) = ep.socket.send_to(&bytes, dest).await {
-            tracing::warn!(%dest, error = %e, "proxy dhcp answer not sent");
+            // Any source may name any destination: the log gets its share only.
+            if crate::limits::budget::may_log_packet_error() {
+                tracing::warn!(%dest, error = %e, "proxy dhcp answer not sent");
+            }
             return;
         }
         let (counter, kind) = if ep.pxe {
@@ -258,6 +282,17 @@ impl Service {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::metrics::PXE_ANSWERS, "type" => kind).increment(1);
+    }
+}
+
+/// An answer in the log: at info while the log budget lasts (any source may claim any MAC).
+fn log_answer(req: &PxeRequest, boot: &Boot, delay: Duration) {
+    let mac = clients::mac_text(&req.mac);
+    let (arch, delay_ms) = (req.arch.name(), delay.as_millis() as u64);
+    if crate::limits::budget::may_log_packet_error() {
+        tracing::info!(%mac, %arch, ipxe = req.ipxe, file = %boot.file, delay_ms, "proxy dhcp answers");
+    } else {
+        tracing::debug!(%mac, %arch, ipxe = req.ipxe, file = %boot.file, delay_ms, "proxy dhcp answers");
     }
 }
 
@@ -316,13 +351,24 @@ fn query(req: &PxeRequest, heard_on: Ipv4Addr) -> BootQuery {
     }
 }
 
-/// A client with no address yet hears the broadcast; one with an address (port 4011, INFORM)
-/// or a relay agent gets it back where it came from.
-fn reply_to(src: SocketAddr) -> SocketAddr {
-    if src.ip().is_unspecified() {
-        SocketAddr::V4(CLIENT_BROADCAST)
-    } else {
-        src
+/// Where an answer goes (RFC 2131 §4.1): to the relay agent at `giaddr` (its server port),
+/// else to a client with no address yet by broadcast, else back to the address and port it
+/// came from (port 4011: the client has its address then). `None`: nowhere (a port-4011
+/// request from no address).
+pub fn reply_to(giaddr: Ipv4Addr, src: SocketAddr, relay_port: u16) -> Option<SocketAddr> {
+    if !giaddr.is_unspecified() {
+        // A relay sends from its server port: answer there (a port 0 test setup: its source).
+        let port = if src.ip() == IpAddr::V4(giaddr) {
+            src.port()
+        } else {
+            relay_port
+        };
+        return Some(SocketAddr::from((giaddr, port)));
+    }
+    match src.ip().is_unspecified() {
+        true if src.port() == CLIENT_BROADCAST.port() => Some(SocketAddr::V4(CLIENT_BROADCAST)),
+        true => None,
+        false => Some(src),
     }
 }
 
@@ -353,10 +399,22 @@ fn interface_of(address: Ipv4Addr) -> io::Result<String> {
         })
 }
 
+/// Says who may hold the port when it is taken.
+fn in_use(e: io::Error) -> io::Error {
+    if e.kind() != io::ErrorKind::AddrInUse {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!("{e}: is a DHCP server running on this host? It cannot share the port"),
+    )
+}
+
 /// Port 67 on every address of `interface`, broadcasts included, answers may be broadcast.
+/// No SO_REUSEADDR: beside a DHCP server's socket that set it, this one (bound to a device)
+/// would silently take its unicast traffic; the bind fails instead.
 fn broadcast_socket(interface: &str, port: u16) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
     nix::sys::socket::setsockopt(
         &s,
@@ -371,7 +429,6 @@ fn broadcast_socket(interface: &str, port: u16) -> io::Result<UdpSocket> {
 
 fn unicast_socket(address: SocketAddrV4) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
     s.bind(&SocketAddr::V4(address).into())?;
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s.into())
@@ -438,6 +495,32 @@ mod tests {
             Some(7) | Some(9) => Some("ipxe.efi"),
             _ => None,
         }
+    }
+
+    #[test]
+    fn answers_go_where_rfc_2131_says() {
+        let any = Ipv4Addr::UNSPECIFIED;
+        let src = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let relay: Ipv4Addr = "10.9.0.1".parse().unwrap();
+        // A relay agent gets it at its server port, whoever claims to have sent it.
+        assert_eq!(
+            reply_to(relay, src("10.9.0.1:67"), 67),
+            Some(src("10.9.0.1:67"))
+        );
+        assert_eq!(
+            reply_to(relay, src("192.0.2.7:53"), 67),
+            Some(src("10.9.0.1:67"))
+        );
+        // A client without an address hears the broadcast; port 4011 goes back to the client.
+        assert_eq!(
+            reply_to(any, src("0.0.0.0:68"), 67),
+            Some(src("255.255.255.255:68"))
+        );
+        assert_eq!(
+            reply_to(any, src("10.77.0.147:4011"), 67),
+            Some(src("10.77.0.147:4011"))
+        );
+        assert_eq!(reply_to(any, src("0.0.0.0:4011"), 67), None);
     }
 
     proptest! {

@@ -269,6 +269,8 @@ mod tests {
         );
         let p = bad("pool = \"p\"\ndelay = \"2s\"");
         assert!(p[0].starts_with("route[3].delay"), "{p:?}");
+        let p = bad("pool = \"p\"\ndelay = \"1h\"\nboot_file = { bios = \"x\" }");
+        assert!(p[0].starts_with("route[3].delay: at most 10s"), "{p:?}");
         let long = "a".repeat(128);
         let p = bad(&format!(
             "pool = \"p\"\nboot_file = {{ efi64 = \"{long}\" }}"

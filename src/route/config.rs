@@ -101,6 +101,10 @@ pub struct BootFiles {
     pub ipxe: Option<String>,
 }
 
+/// The longest ProxyDHCP delay: PXE ROMs collect offers for about 4 s per DISCOVER and give up
+/// after a few rounds; held answers are state a spoofed request creates, so they stay short.
+pub const MAX_DELAY: Duration = Duration::from_secs(10);
+
 /// The longest boot file name: the BOOTP `file` field holds 128 bytes with its terminating NUL.
 pub const BOOT_FILE_MAX: usize = 127;
 
@@ -246,6 +250,12 @@ impl RawRoute {
         } else if self.delay.is_some() {
             problems.push(format!(
                 "{key}.delay: only a rule with boot_file answers DHCP"
+            ));
+        }
+        if self.delay.is_some_and(|d| d > MAX_DELAY) {
+            problems.push(format!(
+                "{key}.delay: at most {}s (PXE clients wait a few seconds for offers)",
+                MAX_DELAY.as_secs()
             ));
         }
         let options = OptionsPolicy {
