@@ -44,6 +44,10 @@ struct Cli {
     /// Skip the SVG plots.
     #[arg(long, global = true)]
     no_plots: bool,
+    /// tftplb serves the files from memory (`[pool.cache]` on every file, warmed before the
+    /// measured rounds); results go to `<out>/cache/`.
+    #[arg(long, global = true)]
+    cache: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -78,7 +82,7 @@ fn main() -> ExitCode {
         return procs::backend_child(dir);
     }
     raise_fd_limit();
-    let ctx = match Ctx::new(cli.out, cli.tftplb, cli.backend, !cli.no_plots) {
+    let ctx = match Ctx::new(cli.out, cli.tftplb, cli.backend, !cli.no_plots, cli.cache) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tftplb-bench: {e}");

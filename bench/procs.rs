@@ -279,6 +279,8 @@ pub struct TftplbSettings {
     /// Keep `[limits]` at their defaults (per-client rate and sessions), as in production;
     /// otherwise they are off, so that the load from one address is not limited.
     pub default_limits: bool,
+    /// Every file of the pool served from memory (`[pool.cache]`, revalidated hourly).
+    pub cache: bool,
 }
 
 impl Default for TftplbSettings {
@@ -290,6 +292,7 @@ impl Default for TftplbSettings {
             health: None,
             read_ahead: 2,
             default_limits: false,
+            cache: false,
         }
     }
 }
@@ -354,6 +357,9 @@ fn config_text(backends: &[SocketAddr], s: &TftplbSettings) -> String {
         text.push_str(&format!(
             "\n[pool.health]\nfile = \"{file}\"\ninterval = \"{interval_ms}ms\"\n"
         ));
+    }
+    if s.cache {
+        text.push_str("\n[pool.cache]\nfiles = [\"**\"]\nrevalidate = \"1h\"\n");
     }
     for b in backends {
         text.push_str(&format!("\n[[pool.backend]]\naddress = \"{b}\"\n"));

@@ -12,6 +12,7 @@ pub mod setup;
 pub mod spoof;
 pub mod storm;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::load::{BenchFile, write_tree};
@@ -67,6 +68,8 @@ pub struct Ctx {
     pub backend: Option<BackendKind>,
     pub plots: bool,
     pub meta: Meta,
+    /// tftplb serves the files from memory (`--cache`).
+    pub cache: bool,
 }
 
 impl Ctx {
@@ -75,6 +78,7 @@ impl Ctx {
         tftplb: Option<PathBuf>,
         backend: Option<BackendKind>,
         plots: bool,
+        cache: bool,
     ) -> Result<Ctx, String> {
         let tftplb = match tftplb {
             Some(p) => p,
@@ -93,7 +97,10 @@ impl Ctx {
                 "--backend tftpd-hpa: in.tftpd not found (apt-get install tftpd-hpa)".into(),
             );
         }
+        // Cached runs keep their results beside the relayed ones, not over them.
+        let out = if cache { out.join("cache") } else { out };
         Ok(Ctx {
+            cache,
             out,
             tftplb,
             backend,
@@ -122,6 +129,32 @@ impl Ctx {
             Err(e) => eprintln!("tftplb-bench: plot {}: {e}", path.display()),
         }
     }
+}
+
+/// With `--cache`: fetches every file through tftplb until each backend has its copy (round
+/// robin: as many fetches per file as backends, twice, the copies filled in between), so the
+/// measured rounds are served from memory.
+pub async fn warm_cache(
+    ctx: &Ctx,
+    lb: SocketAddr,
+    files: &[&str],
+    backends: usize,
+) -> Result<(), String> {
+    if !ctx.cache {
+        return Ok(());
+    }
+    let cfg = tftplb::tftp::client::ClientConfig::default();
+    for _ in 0..2 {
+        for file in files {
+            for _ in 0..backends.max(1) {
+                tftplb::tftp::client::fetch(lb, file, &cfg)
+                    .await
+                    .map_err(|e| format!("warming the cache with {file}: {e}"))?;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    Ok(())
 }
 
 /// GB (10^9 bytes) from a byte count.

@@ -120,9 +120,11 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let settings = TftplbSettings {
                 read_ahead,
+                cache: ctx.cache,
                 ..TftplbSettings::default()
             };
             let lb = TftplbProc::start(&ctx.tftplb, &dir, &[backend.address], &settings)?;
+            super::warm_cache(ctx, lb.address, &[&file.name], 1).await?;
             setups.push((*kind, read_ahead, Setup { backend, lb }));
         }
     }

@@ -71,7 +71,12 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
     let file = BenchFile::new("pxelinux.cfg-default", p.file_bytes, 3);
     let backends = super::serve_tree(&work, std::slice::from_ref(&file), kind, p.backends.max(1))?;
     let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
-    let lb = TftplbProc::start(&ctx.tftplb, &work.path, &addrs, &TftplbSettings::default())?;
+    let settings = TftplbSettings {
+        cache: ctx.cache,
+        ..TftplbSettings::default()
+    };
+    let lb = TftplbProc::start(&ctx.tftplb, &work.path, &addrs, &settings)?;
+    super::warm_cache(ctx, lb.address, &[&file.name], addrs.len()).await?;
     let bar = report::progress((p.rounds * 2 * p.sessions) as u64, "setup");
     let (mut runs, mut ratios, mut lb_cpu) = ([Vec::new(), Vec::new()], Vec::new(), 0.0);
     for round in 0..p.rounds.max(1) {

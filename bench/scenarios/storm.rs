@@ -121,9 +121,12 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
     let addrs: Vec<_> = backends.iter().map(|b| b.address).collect();
     let settings = TftplbSettings {
         max_sessions: p.max_sessions,
+        cache: ctx.cache,
         ..TftplbSettings::default()
     };
     let lb = TftplbProc::start(&ctx.tftplb, &work.path, &addrs, &settings)?;
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    super::warm_cache(ctx, lb.address, &names, addrs.len()).await?;
     let mut r = Results {
         backend: Some(kind),
         tftplb_idle_rss_kib: lb.proc.memory().rss_kib,

@@ -88,7 +88,7 @@ fn default_max_bytes() -> u64 {
 
 /// The largest window sent from memory (RFC 7440); a client asking more gets this many.
 fn default_max_windowsize() -> u16 {
-    64
+    16
 }
 
 /// Validated `[cache]`.

@@ -10,7 +10,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
@@ -154,6 +154,12 @@ impl Relay {
         let mut strangers = Strangers::default();
         let mut buf = [0u8; 1024];
         let mut heard = false;
+        // One timer for the transfer, re-armed lazily: when it fires early (an ACK moved the
+        // deadline on), it is set to the new deadline; a block costs no timer registration.
+        let cancelled = self.handle.cancel.cancelled();
+        let timer = sleep_until(Instant::now() + Duration::from_secs(3600));
+        tokio::pin!(cancelled, timer);
+        let mut armed = false;
         loop {
             match step {
                 Send::Done => return Ok((Outcome::Cached, sender.acked())),
@@ -174,11 +180,11 @@ impl Relay {
                     }
                 }
             }
-            let deadline = sender.deadline().map(Instant::from_std);
+            if !armed && let Some(due) = sender.deadline() {
+                timer.as_mut().reset(Instant::from_std(due));
+                armed = true;
+            }
             step = tokio::select! {
-                _ = self.handle.cancel.cancelled() => return Ok((self.cancel_outcome(), sender.acked())),
-                _ = self.handle.retransmitted.notified() => sender.on_request_again(StdInstant::now()),
-                _ = sleep_until_some(deadline) => sender.on_timer(StdInstant::now()),
                 got = socket.recv_from(&mut buf) => match got {
                     Ok((n, from)) => {
                         match self.on_datagram(&socket, &buf[..n], from, &mut sender, &mut strangers, counts).await {
@@ -193,6 +199,12 @@ impl Relay {
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Send::Nothing,
                     Err(e) => return Err(e),
                 },
+                _ = &mut timer, if armed => {
+                    armed = false;
+                    sender.on_timer(StdInstant::now())
+                }
+                _ = &mut cancelled => return Ok((self.cancel_outcome(), sender.acked())),
+                _ = self.handle.retransmitted.notified() => sender.on_request_again(StdInstant::now()),
             };
         }
     }
@@ -237,12 +249,5 @@ impl Relay {
                 Heard::Step(Send::Nothing)
             }
         }
-    }
-}
-
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
