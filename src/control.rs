@@ -276,6 +276,11 @@ impl Control {
                 .cluster
                 .get()
                 .map(|(listen, stats)| stats.status(*listen)),
+            cache: runtime
+                .pools
+                .iter()
+                .any(|p| p.cache.is_some())
+                .then(|| self.frontend.cache.status()),
             proxy_dhcp: self
                 .proxy_dhcp
                 .get()
@@ -375,6 +380,8 @@ pub struct Status {
     pub cluster: Option<ClusterStatus>,
     /// The PXE service, when `[proxy_dhcp]` serves.
     pub proxy_dhcp: Option<ProxyDhcpStatus>,
+    /// Boot files from memory, when a pool keeps some (`[pool.cache]`).
+    pub cache: Option<crate::tftp::cache::CacheStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -71,6 +71,9 @@ pub fn render(status: &Status, message: Option<&str>) -> String {
     if let Some(cluster) = &status.cluster {
         render_cluster(&mut html, cluster);
     }
+    if let Some(cache) = &status.cache {
+        render_cache(&mut html, cache);
+    }
     if let Some(pxe) = &status.proxy_dhcp {
         render_pxe(&mut html, pxe);
     }
@@ -112,6 +115,32 @@ fn render_routes(html: &mut String, routes: &[crate::control::RouteStatus]) {
             "<tr><td>{i}</td><td>{}</td><td>{}</td></tr>",
             escape(&r.name),
             r.hits
+        );
+    }
+    html.push_str("</tbody></table>");
+}
+
+/// The copies in memory, per backend, with the cache's counters.
+fn render_cache(html: &mut String, c: &crate::tftp::cache::CacheStatus) {
+    let _ = write!(
+        html,
+        "<h2>boot files in memory <small class=\"probe\">{} of {} bytes</small></h2>\
+         <div class=\"summary\" data-cache=\"\"><span>hits <b>{}</b></span>\
+         <span>misses <b>{}</b></span><span>fills <b>{}</b></span><span>changed <b>{}</b></span>\
+         <span>evictions <b>{}</b></span><span>bytes served <b>{}</b></span></div>\
+         <table data-cache-copies=\"\"><thead><tr><th>backend</th><th>file</th><th>bytes</th>\
+         <th>sha256</th><th>age s</th></tr></thead><tbody>",
+        c.bytes, c.max_bytes, c.hits, c.misses, c.fills, c.changed, c.evictions, c.bytes_served
+    );
+    for copy in &c.copies {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}…</td><td>{}</td></tr>",
+            copy.backend,
+            escape(&copy.file),
+            copy.bytes,
+            copy.sha256,
+            copy.age_s
         );
     }
     html.push_str("</tbody></table>");
@@ -314,6 +343,7 @@ mod tests {
             routes: vec![],
             cluster: None,
             proxy_dhcp: None,
+            cache: None,
             pools: vec![PoolStatus {
                 name: pool.into(),
                 probed: true,

@@ -22,6 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,34 @@ pub struct Cache {
     pub store: Store,
     fills: Arc<Semaphore>,
     max_window: u16,
+    pub counts: CacheCounts,
+}
+
+/// Counters for the status page (the metrics carry them by label too).
+#[derive(Debug, Default)]
+pub struct CacheCounts {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub fills: AtomicU64,
+    pub changed: AtomicU64,
+    pub evictions: AtomicU64,
+    pub bytes_served: AtomicU64,
+}
+
+/// The cache on the status page and in `/api/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CacheStatus {
+    pub max_bytes: usize,
+    pub bytes: usize,
+    pub hits: u64,
+    pub misses: u64,
+    /// Downloads that filled or confirmed a copy, and those that found it changed.
+    pub fills: u64,
+    pub changed: u64,
+    pub evictions: u64,
+    pub bytes_served: u64,
+    /// Every copy, the most recently used first.
+    pub copies: Vec<store::CopyStatus>,
 }
 
 impl Cache {
@@ -55,6 +84,24 @@ impl Cache {
             store: Store::new(config.max_bytes),
             fills: Arc::new(Semaphore::new(FILLS_AT_ONCE)),
             max_window: config.max_windowsize,
+            counts: CacheCounts::default(),
+        }
+    }
+
+    /// What the status page shows.
+    pub fn status(&self) -> CacheStatus {
+        let c = &self.counts;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStatus {
+            max_bytes: self.store.max_bytes(),
+            bytes: self.store.usage().1,
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            fills: get(&c.fills),
+            changed: get(&c.changed),
+            evictions: get(&c.evictions),
+            bytes_served: get(&c.bytes_served),
+            copies: self.store.list(Instant::now()),
         }
     }
 
@@ -75,6 +122,11 @@ impl Cache {
             let fetched = download(key.0, &name, blksize, cache.store.max_bytes()).await;
             let (filled, evicted) = cache.store.finish_fill(&key, fetched, Instant::now());
             record_fill(key.0, &name, filled, evicted);
+            cache.counts.fills.fetch_add(1, Ordering::Relaxed);
+            if filled == Filled::Changed {
+                cache.counts.changed.fetch_add(1, Ordering::Relaxed);
+            }
+            cache.counts.evictions.fetch_add(evicted, Ordering::Relaxed);
             let (files, bytes) = cache.store.usage();
             metrics::gauge!(crate::metrics::CACHE_FILES).set(files as f64);
             metrics::gauge!(crate::metrics::CACHE_BYTES).set(bytes as f64);

@@ -10,6 +10,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant as StdInstant};
 
 use tokio::net::UdpSocket;
@@ -75,6 +76,7 @@ impl Relay {
         }
         metrics::counter!(crate::metrics::CACHE_MISSES, "pool" => self.pool.name.clone())
             .increment(1);
+        cache.counts.misses.fetch_add(1, Ordering::Relaxed);
         match choice {
             Choice::Backend(i) => {
                 let key = (self.pool.backends[i].address, memory.name.clone());
@@ -108,6 +110,13 @@ impl Relay {
         metrics::counter!(crate::metrics::CACHE_HITS, "pool" => self.pool.name.clone())
             .increment(1);
         metrics::counter!(crate::metrics::CACHE_BYTES_SERVED).increment(bytes);
+        if let Some(cache) = &self.cache {
+            cache.counts.hits.fetch_add(1, Ordering::Relaxed);
+            cache
+                .counts
+                .bytes_served
+                .fetch_add(bytes, Ordering::Relaxed);
+        }
         SessionEnd {
             outcome: outcome.as_str(),
             backend: Some(backend),
