@@ -83,6 +83,8 @@ pub const PXE_CLIENTS: &str = "tftplb_proxy_dhcp_clients";
 pub struct SessionEnd {
     /// The outcome label (`completed`, `backend-timeout`, …).
     pub outcome: &'static str,
+    /// Served from a copy in memory (the backend is the one whose copy it was).
+    pub from_memory: bool,
     pub backend: Option<SocketAddr>,
     pub blksize: u16,
     pub windowsize: u16,
@@ -118,6 +120,7 @@ pub fn record_session(pool: &str, file: &str, client: SocketAddr, r: &SessionEnd
     metrics::counter!(SEND_ERRORS).increment(r.send_errors);
     tracing::info!(
         %client, file, pool, backend, outcome,
+        from_memory = r.from_memory,
         bytes = r.file_bytes,
         blocks = r.blocks,
         blksize = r.blksize,

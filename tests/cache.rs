@@ -111,6 +111,10 @@ async fn an_edit_on_the_backend_goes_live_within_revalidate_and_the_old_copy_nev
     let old = tree.sha256_of("ARDBP32.BIN");
     assert_eq!(sha256(&get(&lb, "ARDBP32.BIN").await), old);
     filled(&lb, 1).await;
+    // Served from memory before the edit.
+    assert_eq!(sha256(&get(&lb, "ARDBP32.BIN").await), old);
+    let hits = &lb.frontend.cache.counts.hits;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1);
     tree.write("ARDBP32.BIN", b"bootstrap with a new login server list");
     let new = tree.sha256_of("ARDBP32.BIN");
     let edited = std::time::Instant::now();
@@ -225,7 +229,12 @@ async fn with_every_backend_down_serve_stale_decides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_cap_evicts_the_least_recently_used() {
-    let tree = Tree::new(&[("a.bin", 40_000), ("b.bin", 40_000), ("c.bin", 40_000)]);
+    let tree = Tree::new(&[
+        ("a.bin", 40_000),
+        ("b.bin", 40_000),
+        ("c.bin", 40_000),
+        ("huge.bin", 150_000),
+    ]);
     let tftpd = TftpdHpa::start(tree.path());
     let text = format!(
         "[cache]\nmax_bytes = 100000\n{}",
@@ -239,6 +248,22 @@ async fn the_memory_cap_evicts_the_least_recently_used() {
         get(&lb, f).await;
         filled(&lb, if f == "a.bin" { 1 } else { 2 }).await;
     }
+    // A file larger than the whole cache is never kept, and not downloaded again on every
+    // request: once per revalidate.
+    for _ in 0..3 {
+        assert_eq!(
+            sha256(&get(&lb, "huge.bin").await),
+            tree.sha256_of("huge.bin")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fills = lb
+        .frontend
+        .cache
+        .counts
+        .fills
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(fills, 3, "a, b and one try of huge.bin");
     get(&lb, "a.bin").await; // a is used again: b is now the least recently used
     get(&lb, "c.bin").await;
     for _ in 0..200 {
@@ -288,5 +313,28 @@ async fn a_route_s_options_policy_holds_from_memory() {
     assert_eq!(sha256(&data), tree.sha256_of("ARDBP32.BIN"));
     let oack = t.oack.expect("an OACK");
     assert_eq!((oack.blksize(), oack.tsize()), (Some(1024), None));
+    lb.stop().await;
+}
+
+/// A request whose source never answers (any source may be spoofed) makes tftplb download
+/// nothing: the copy is filled only once a client has answered the relayed transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_request_fills_nothing() {
+    let tree = Tree::new(&[("ARDBP32.BIN", 100_000)]);
+    let tftpd = TftpdHpa::start(tree.path());
+    let lb = Tftplb::start("", &pool(&[tftpd.address], "files = [\"ARDBP32.BIN\"]")).await;
+    let spoofed = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    spoofed
+        .send_to(b"\x00\x01ARDBP32.BIN\x00octet\x00", lb.addr)
+        .await
+        .unwrap();
+    // The session gives up on its silent client after two of its retransmission intervals.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let counts = &lb.frontend.cache.counts;
+    assert_eq!(counts.fills.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(lb.frontend.cache.store.usage(), (0, 0));
+    // A client that answers fills it.
+    get(&lb, "ARDBP32.BIN").await;
+    filled(&lb, 1).await;
     lb.stop().await;
 }

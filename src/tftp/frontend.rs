@@ -341,6 +341,7 @@ impl Frontend {
             memory: memory(&asked, &pool, runtime.config.tftp.max_blksize),
             cache: Some(self.cache.clone()),
             first: None,
+            fill: None,
         };
         let filename = crate::protocol::names::display(&asked.request.filename);
         self.spawn(relay, key, handle.id, filename, &listener.sessions);
@@ -363,7 +364,7 @@ impl Frontend {
             let report = relay.run().await;
             // Bytes sent from memory are not the backend's.
             if let Some(b) = report.backend.and_then(|a| pool.index_of(a))
-                && report.outcome != "cached"
+                && !report.from_memory
             {
                 pool.backends[b].add_bytes(report.file_bytes);
             }
@@ -409,6 +410,7 @@ impl Frontend {
             cache: None,
             memory: None,
             first: None,
+            fill: None,
         };
         let on = tokio::runtime::Handle::current();
         Ok(self.spawn(relay, key, handle.id, filename, &on))
@@ -457,9 +459,12 @@ fn memory(asked: &Asked, pool: &Pool, fill_blksize: u16) -> Option<FromMemory> {
     if asked.write || asked.request.mode != packet::Mode::Octet {
         return None;
     }
+    // Fetched as it is kept: one spelling per copy (the folded one where the pool's backends
+    // ignore case), so a request in another spelling can neither fill nor drop it.
+    let name = pool.cached_name(&asked.name)?;
     Some(FromMemory {
-        name: pool.cached_name(&asked.name)?,
-        fetch: String::from_utf8(asked.request.filename.clone()).ok()?,
+        fetch: String::from_utf8(name.clone()).ok()?,
+        name,
         fill_blksize,
     })
 }

@@ -91,6 +91,9 @@ fn default_max_windowsize() -> u16 {
     16
 }
 
+/// The largest `max_windowsize` accepted.
+pub const MAX_WINDOW: u16 = 64;
+
 /// Validated `[cache]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
@@ -106,12 +109,14 @@ impl Default for CacheConfig {
 
 impl RawCache {
     pub fn validate(self, problems: &mut Vec<String>) -> CacheConfig {
-        if self.max_windowsize == 0 {
-            problems.push("cache.max_windowsize: must be at least 1 (RFC 7440)".into());
+        if !(1..=MAX_WINDOW).contains(&self.max_windowsize) {
+            problems.push(format!(
+                "cache.max_windowsize: must be within 1..={MAX_WINDOW} (a larger window overflows clients' buffers)"
+            ));
         }
         CacheConfig {
             max_bytes: usize::try_from(self.max_bytes).unwrap_or(usize::MAX),
-            max_windowsize: self.max_windowsize.max(1),
+            max_windowsize: self.max_windowsize.clamp(1, MAX_WINDOW),
         }
     }
 }

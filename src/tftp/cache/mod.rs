@@ -111,16 +111,24 @@ impl Cache {
     }
 
     /// Downloads `name` from the backend of `key` in the background to fill or confirm its
-    /// copy, unless a download of it is under way; `blksize` is the largest asked.
-    pub fn refresh(self: &Arc<Self>, key: Key, name: String, blksize: u16) {
-        if !self.store.begin_fill(&key) {
+    /// copy, unless a download of it is under way, it was found absent within `revalidate`,
+    /// or `FILLS_AT_ONCE` downloads run already (a later miss asks again); `blksize` is the
+    /// largest asked. Bounded: no download waits in a queue.
+    pub fn refresh(self: &Arc<Self>, key: Key, name: String, blksize: u16, revalidate: Duration) {
+        let Ok(permit) = self.fills.clone().try_acquire_owned() else {
+            return;
+        };
+        if !self.store.begin_fill(&key, Instant::now(), revalidate) {
             return;
         }
         let cache = self.clone();
         tokio::spawn(async move {
-            let _permit = cache.fills.clone().acquire_owned().await;
+            let _permit = permit;
+            // The content is as of the request: an edit during the download is not stamped
+            // fresh with the older bytes.
+            let started = Instant::now();
             let fetched = download(key.0, &name, blksize, cache.store.max_bytes()).await;
-            let (filled, evicted) = cache.store.finish_fill(&key, fetched, Instant::now());
+            let (filled, evicted) = cache.store.finish_fill(&key, fetched, started);
             record_fill(key.0, &name, filled, evicted);
             cache.counts.fills.fetch_add(1, Ordering::Relaxed);
             if filled == Filled::Changed {
@@ -159,9 +167,11 @@ async fn download(backend: SocketAddr, name: &str, blksize: u16, max_bytes: usiz
     let mut sink = Capped {
         data: Vec::new(),
         max: max_bytes,
+        overflowed: false,
     };
     match client::download(backend, name, &cfg, &mut sink).await {
         Ok(_) => Fetched::Content(sink.data),
+        Err(_) if sink.overflowed => Fetched::TooLarge,
         Err(ClientError::Remote { code: 1, .. }) => Fetched::Gone,
         Err(e) => {
             tracing::debug!(%backend, file = name, error = %e, "cache download failed");
@@ -174,6 +184,7 @@ async fn download(backend: SocketAddr, name: &str, blksize: u16, max_bytes: usiz
 struct Capped {
     data: Vec<u8>,
     max: usize,
+    overflowed: bool,
 }
 
 impl AsyncWrite for Capped {
@@ -184,6 +195,8 @@ impl AsyncWrite for Capped {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.data.len() + buf.len() > this.max {
+            this.overflowed = true;
+            this.data = Vec::new();
             return Poll::Ready(Err(io::Error::other("larger than [cache] max_bytes")));
         }
         this.data.extend_from_slice(buf);

@@ -41,7 +41,7 @@ pub fn negotiate(asked: &Options, size: u64, max_blksize: u16, max_window: u16) 
             }
             ("timeout", Some(t)) if (1..=255).contains(&t) => {
                 plan.timeout = Some(t as u8);
-                answered.push(name, value.trim());
+                answered.push(name, &t.to_string());
             }
             ("tsize", Some(_)) => answered.push(name, &size.to_string()),
             _ => {}

@@ -54,7 +54,9 @@ pub enum Fetched {
     Content(Vec<u8>),
     /// The backend no longer has it (ERROR 1): the copy is dropped.
     Gone,
-    /// Anything else (timeout, too large, another error): the copy stays as it was.
+    /// Larger than the whole cache: never kept.
+    TooLarge,
+    /// Anything else (timeout, another error): the copy stays as it was.
     Failed,
 }
 
@@ -104,7 +106,14 @@ struct Inner {
     files: LruCache<Key, Arc<CachedFile>>,
     bytes: usize,
     filling: HashSet<Key>,
+    /// Files a download found missing (ERROR 1) or too large, and when: not asked again
+    /// before `revalidate` (a request for a name that does not exist costs one download per
+    /// `revalidate`, not one per request). Bounded like the copies' names.
+    absent: LruCache<Key, Instant>,
 }
+
+/// Names remembered as absent at most.
+const ABSENT_MAX: usize = 4096;
 
 impl Store {
     pub fn new(max_bytes: usize) -> Store {
@@ -114,6 +123,7 @@ impl Store {
                 files: LruCache::unbounded(),
                 bytes: 0,
                 filling: HashSet::new(),
+                absent: LruCache::new(std::num::NonZeroUsize::new(ABSENT_MAX).expect("non-zero")),
             }),
         }
     }
@@ -143,40 +153,54 @@ impl Store {
             .map(|(b, f)| (b, f.clone()))
     }
 
-    /// Marks `key` as being downloaded; false when it already is (one download at a time).
-    pub fn begin_fill(&self, key: &Key) -> bool {
-        self.lock().filling.insert(key.clone())
+    /// Marks `key` as being downloaded; false when it already is (one download at a time),
+    /// or a download found it absent less than `revalidate` before `now`.
+    pub fn begin_fill(&self, key: &Key, now: Instant, revalidate: Duration) -> bool {
+        let mut inner = self.lock();
+        if inner
+            .absent
+            .peek(key)
+            .is_some_and(|&at| fresh(at, now, revalidate))
+        {
+            return false;
+        }
+        inner.filling.insert(key.clone())
     }
 
-    /// Takes a download's result: a new or changed content replaces the copy (every transfer
-    /// from now on gets it), the same content is confirmed again, a file the backend no longer
-    /// has is dropped; then the least recently used copies go until all fit.
-    pub fn finish_fill(&self, key: &Key, fetched: Fetched, now: Instant) -> (Filled, u64) {
+    /// Takes a download's result, started at `started` (its content is as of then): a new or
+    /// changed content replaces the copy (every transfer from now on gets it), the same content
+    /// is confirmed again, a file the backend no longer has (or one too large to keep) is
+    /// dropped and remembered as absent; then the least recently used copies go until all
+    /// fit. The sha256 is taken before the lock.
+    pub fn finish_fill(&self, key: &Key, fetched: Fetched, started: Instant) -> (Filled, u64) {
+        let (file, kind) = match fetched {
+            Fetched::Content(data) if data.len() > self.max_bytes => (None, Filled::TooLarge),
+            Fetched::Content(data) => (Some(CachedFile::new(data, started)), Filled::New),
+            Fetched::Gone => (None, Filled::Dropped),
+            Fetched::TooLarge => (None, Filled::TooLarge),
+            Fetched::Failed => (None, Filled::Failed),
+        };
         let mut inner = self.lock();
         inner.filling.remove(key);
-        let filled = match fetched {
-            Fetched::Failed => Filled::Failed,
-            Fetched::Gone => {
-                inner.remove(key);
-                Filled::Dropped
-            }
-            Fetched::Content(data) if data.len() > self.max_bytes => {
-                inner.remove(key);
-                Filled::TooLarge
-            }
-            Fetched::Content(data) => {
-                let file = CachedFile::new(data, now);
+        let filled = match file {
+            Some(file) => {
                 let filled = match inner.files.peek(key) {
                     None => Filled::New,
                     Some(old) if old.sha256 == file.sha256 => Filled::Same,
                     Some(_) => Filled::Changed,
                 };
                 inner.remove(key);
+                inner.absent.pop(key);
                 inner.bytes += file.len();
                 inner.files.put(key.clone(), Arc::new(file));
                 filled
             }
+            None => kind,
         };
+        if matches!(filled, Filled::Dropped | Filled::TooLarge) {
+            inner.remove(key);
+            inner.absent.put(key.clone(), started);
+        }
         let mut evicted = 0;
         while inner.bytes > self.max_bytes {
             let Some((_, old)) = inner.files.pop_lru() else {
@@ -246,8 +270,8 @@ mod tests {
         let store = Store::new(1000);
         let k = key(1, "ARDBP32.BIN");
         assert!(store.fresh(&k, t0, 5 * S).is_none());
-        assert!(store.begin_fill(&k));
-        assert!(!store.begin_fill(&k), "one download at a time");
+        assert!(store.begin_fill(&k, t0, 5 * S));
+        assert!(!store.begin_fill(&k, t0, 5 * S), "one download at a time");
         assert_eq!(
             store
                 .finish_fill(&k, Fetched::Content(b"v1".to_vec()), t0)

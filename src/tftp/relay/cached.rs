@@ -36,8 +36,20 @@ pub(super) enum Memory {
         backend: SocketAddr,
         file: Arc<CachedFile>,
     },
-    /// Relayed; the relay asks this backend first (the one the copy was looked up for).
-    Relay(Option<usize>),
+    /// Relayed; the relay asks this backend first (the one the copy was looked up for), and
+    /// fills its copy once the client answers (a spoofed source never does).
+    Relay {
+        first: Option<usize>,
+        fill: Option<Fill>,
+    },
+}
+
+/// A download that fills a copy: its key, the name asked of the backend, the blksize asked.
+#[derive(Debug, Clone)]
+pub struct Fill {
+    pub key: crate::tftp::cache::store::Key,
+    pub name: String,
+    pub blksize: u16,
 }
 
 impl Relay {
@@ -46,7 +58,10 @@ impl Relay {
         let (Some(cache), Some(memory), Some((config, _))) =
             (&self.cache, &self.memory, &self.pool.cache)
         else {
-            return Memory::Relay(None);
+            return Memory::Relay {
+                first: None,
+                fill: None,
+            };
         };
         let choice = self.pool.choose(self.client.ip(), &|_| true);
         // A backend chosen while none is eligible (`when_all_down = "try-all"`) is down: its
@@ -78,12 +93,28 @@ impl Relay {
             .increment(1);
         cache.counts.misses.fetch_add(1, Ordering::Relaxed);
         match choice {
-            Choice::Backend(i) => {
-                let key = (self.pool.backends[i].address, memory.name.clone());
-                cache.refresh(key, memory.fetch.clone(), memory.fill_blksize);
-                Memory::Relay(Some(i))
-            }
-            _ => Memory::Relay(None),
+            Choice::Backend(i) => Memory::Relay {
+                first: Some(i),
+                fill: Some(Fill {
+                    key: (self.pool.backends[i].address, memory.name.clone()),
+                    name: memory.fetch.clone(),
+                    blksize: memory.fill_blksize,
+                }),
+            },
+            _ => Memory::Relay {
+                first: None,
+                fill: None,
+            },
+        }
+    }
+
+    /// The client of a relayed transfer answered: the copy it missed is filled now.
+    pub(super) fn client_answered(&self) {
+        if let (Some(cache), Some(fill), Some((config, _))) =
+            (&self.cache, &self.fill, &self.pool.cache)
+        {
+            let key = fill.key.clone();
+            cache.refresh(key, fill.name.clone(), fill.blksize, config.revalidate);
         }
     }
 
@@ -119,6 +150,7 @@ impl Relay {
         }
         SessionEnd {
             outcome: outcome.as_str(),
+            from_memory: true,
             backend: Some(backend),
             blksize: plan.blksize,
             windowsize: plan.window,

@@ -103,6 +103,8 @@ pub struct Relay {
     pub memory: Option<FromMemory>,
     /// The backend to ask first (the one whose copy was looked up).
     pub first: Option<usize>,
+    /// The copy to fill once the client answers.
+    pub fill: Option<cached::Fill>,
 }
 
 /// A file the pool keeps in memory: the name its copies are kept under, the name a download
@@ -188,7 +190,7 @@ impl Relay {
                 cached::Memory::Serve { backend, file } => {
                     return self.served_from_memory(backend, file, started).await;
                 }
-                cached::Memory::Relay(first) => self.first = first,
+                cached::Memory::Relay { first, fill } => (self.first, self.fill) = (first, fill),
             }
         }
         let mut buf = vec![0u8; self.buffer_len()];
@@ -219,6 +221,7 @@ impl Relay {
         let negotiated = session.negotiated();
         SessionEnd {
             outcome: outcome.as_str(),
+            from_memory: false,
             backend,
             blksize: negotiated.blksize,
             windowsize: negotiated.windowsize,

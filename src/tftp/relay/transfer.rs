@@ -153,10 +153,11 @@ impl Relay {
             t.timers.heard_client(now);
             // The session table judges requests on port 69 by the wall clock: one clock read
             // serves both (tokio's instant is the wall clock unless a test pauses time).
-            if self.handle.heard_client(now.into_std())
-                && let Err(limited) = self.slot.answered()
-            {
-                return self.over_client_limit(t, limited).await.map(Some);
+            if self.handle.heard_client(now.into_std()) {
+                self.client_answered();
+                if let Err(limited) = self.slot.answered() {
+                    return self.over_client_limit(t, limited).await.map(Some);
+                }
             }
             let action = t.session.on_client(&mut t.buf[..n]);
             if let Some(end) = self.apply_client(t, action, n).await? {
