@@ -12,11 +12,10 @@
 //! in.tftpd, curl and python3: skipped with the reason where they are missing, but never under
 //! CI (`CI=true`), where .ci/run installs them. One guest at a time: TCG loads a core.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const TOOLS: &[&str] = &[
     "ip",
@@ -33,50 +32,17 @@ const FILES: &[&str] = &[
     "/usr/lib/ipxe/qemu/efi-e1000.rom",
 ];
 
-fn missing() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root".into());
-    }
-    let absent: Vec<&str> = TOOLS
-        .iter()
-        .copied()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .chain(FILES.iter().copied().filter(|f| !Path::new(f).exists()))
-        .collect();
-    (!absent.is_empty()).then(|| format!("missing {}", absent.join(", ")))
-}
-
 /// Runs one case of the script; its report, once the script's own checks passed.
 fn boot(case: &str) -> Option<String> {
-    if let Some(why) = missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must run this test: {why}"
-        );
-        println!("skipped: {why}");
+    if !common::namespaces::can_run(TOOLS, FILES) {
         return None;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pxe_boot.sh");
-    let out = Command::new("bash")
-        .arg(script)
+    let mut script = Command::new("bash");
+    script
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pxe_boot.sh"))
         .arg(env!("CARGO_BIN_EXE_tftplb"))
-        .arg(case)
-        .output()
-        .expect("run tests/pxe_boot.sh");
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{report}");
-    assert!(
-        out.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(case);
+    let report = common::namespaces::run_script(script);
     assert!(report.contains(&format!("PASS {case}")), "{report}");
     Some(report)
 }

@@ -12,35 +12,10 @@
 //! never under CI (`CI=true`), where .ci/run installs them. The two run one at a time: each
 //! loads both cores.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
-
-/// One namespace bench at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// What is missing to run the namespaces here, if anything.
-fn missing() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root".into());
-    }
-    let tools = ["ip", "keepalived", "bird", "curl", "atftp", "busybox"];
-    let absent: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect();
-    if !Path::new("/usr/sbin/in.tftpd").exists() {
-        return Some("no /usr/sbin/in.tftpd".into());
-    }
-    (!absent.is_empty()).then(|| format!("missing {}", absent.join(", ")))
-}
 
 /// The number after `label` on the line that has it.
 fn figure(report: &str, label: &str) -> u64 {
@@ -59,32 +34,20 @@ fn figure(report: &str, label: &str) -> u64 {
 /// Runs `bench/<script>` with 40 downloads of 16 MiB, the cable of node A pulled 3 s in, and
 /// `[cluster]` on; its report, once it has checked that the run itself went through.
 fn run_bench(script: &str) -> Option<String> {
-    if let Some(why) = missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must run this test: {why}"
-        );
-        println!("skipped: {why}");
+    let tools = ["ip", "keepalived", "bird", "curl", "atftp", "busybox"];
+    if !common::namespaces::can_run(&tools, &["/usr/sbin/in.tftpd"]) {
         return None;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("bench")
-        .join(script);
-    let out = Command::new("bash")
-        .arg(script)
-        .args(["--clients", "40", "--size-mib", "16", "--kill-after", "3"])
-        .args(["--how", "cable", "--cluster", "on"])
-        .arg(env!("CARGO_BIN_EXE_tftplb"))
-        .output()
-        .expect("run the bench script");
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{report}");
-    assert!(
-        out.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut run = Command::new("bash");
+    run.arg(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("bench")
+            .join(script),
+    )
+    .args(["--clients", "40", "--size-mib", "16", "--kill-after", "3"])
+    .args(["--how", "cable", "--cluster", "on"])
+    .arg(env!("CARGO_BIN_EXE_tftplb"));
+    let report = common::namespaces::run_script(run);
     assert_eq!(figure(&report, "downloads:"), 40, "{report}");
     assert_eq!(
         figure(&report, "started,"),

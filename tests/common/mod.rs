@@ -6,6 +6,7 @@
 
 pub mod capped;
 pub mod daemon;
+pub mod namespaces;
 
 pub mod faulty;
 
