@@ -80,33 +80,15 @@ fn vendor_options(req: &PxeRequest) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use dhcproto::v4::{Architecture, OptionCode};
+    use dhcproto::v4::OptionCode;
     use dhcproto::{Decodable, Decoder};
 
-    use super::super::request::{Ignored, read};
+    use super::super::request::{Ignored, pxe_datagram, read};
     use super::*;
     use crate::route::boot::BootArch;
 
-    pub(crate) fn request(kind: MessageType, class: &[u8], arch: Option<u16>) -> Vec<u8> {
-        let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
-        let mut m = Message::new_with_id(
-            0xdead_beef,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &mac,
-        );
-        let o = m.opts_mut();
-        o.insert(DhcpOption::MessageType(kind));
-        o.insert(DhcpOption::ClassIdentifier(class.to_vec()));
-        if let Some(a) = arch {
-            o.insert(DhcpOption::ClientSystemArchitecture(Architecture::from(a)));
-        }
-        o.insert(DhcpOption::ClientMachineIdentifier(vec![0; 17]));
-        let mut out = Vec::new();
-        m.encode(&mut Encoder::new(&mut out)).unwrap();
-        out
+    fn request(kind: MessageType, class: &[u8], arch: Option<u16>) -> Vec<u8> {
+        pxe_datagram(kind, class, arch, [0x52, 0x54, 0, 0x12, 0x34, 0x56], false)
     }
 
     #[test]

@@ -436,8 +436,8 @@ fn unicast_socket(address: SocketAddrV4) -> io::Result<UdpSocket> {
 
 #[cfg(test)]
 mod tests {
-    use dhcproto::v4::{Architecture, DhcpOption, Message, MessageType, OptionCode};
-    use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+    use dhcproto::v4::{Message, MessageType, OptionCode};
+    use dhcproto::{Decodable, Decoder};
     use proptest::prelude::*;
 
     use super::*;
@@ -469,20 +469,7 @@ mod tests {
         mac: [u8; 6],
         ipxe: bool,
     ) -> Vec<u8> {
-        let z = Ipv4Addr::UNSPECIFIED;
-        let mut m = Message::new_with_id(7, z, z, z, z, &mac);
-        let o = m.opts_mut();
-        o.insert(DhcpOption::MessageType(kind));
-        o.insert(DhcpOption::ClassIdentifier(class.as_bytes().to_vec()));
-        if let Some(a) = arch {
-            o.insert(DhcpOption::ClientSystemArchitecture(Architecture::from(a)));
-        }
-        if ipxe {
-            o.insert(DhcpOption::UserClass(b"iPXE".to_vec()));
-        }
-        let mut out = Vec::new();
-        m.encode(&mut Encoder::new(&mut out)).unwrap();
-        out
+        request::pxe_datagram(kind, class.as_bytes(), arch, mac, ipxe)
     }
 
     /// The file a registered machine should get, from the rule above.

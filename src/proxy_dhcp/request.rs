@@ -141,3 +141,34 @@ fn boot_item(message: &Message) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// A PXE client's request as firmware sends it, for the tests of this module's neighbours:
+/// `class` in option 60, `arch` in 93, a 17-byte UUID in 97, and user class `iPXE` for
+/// iPXE's own round.
+#[cfg(test)]
+pub(crate) fn pxe_datagram(
+    kind: MessageType,
+    class: &[u8],
+    arch: Option<u16>,
+    mac: Mac,
+    ipxe: bool,
+) -> Vec<u8> {
+    use dhcproto::v4::Architecture;
+    use dhcproto::{Encodable, Encoder};
+    let z = Ipv4Addr::UNSPECIFIED;
+    let mut m = Message::new_with_id(0xdead_beef, z, z, z, z, &mac);
+    let o = m.opts_mut();
+    o.insert(DhcpOption::MessageType(kind));
+    o.insert(DhcpOption::ClassIdentifier(class.to_vec()));
+    if let Some(a) = arch {
+        o.insert(DhcpOption::ClientSystemArchitecture(Architecture::from(a)));
+    }
+    o.insert(DhcpOption::ClientMachineIdentifier(vec![0; 17]));
+    if ipxe {
+        o.insert(DhcpOption::UserClass(b"iPXE".to_vec()));
+    }
+    let mut out = Vec::new();
+    m.encode(&mut Encoder::new(&mut out))
+        .expect("a request encodes");
+    out
+}

@@ -340,7 +340,6 @@ impl Frontend {
             resume: None,
             memory: memory(&asked, &pool, runtime.config.tftp.max_blksize),
             cache: Some(self.cache.clone()),
-            first: None,
             fill: None,
         };
         let filename = crate::protocol::names::display(&asked.request.filename);
@@ -409,7 +408,6 @@ impl Frontend {
             resume: Some(resume),
             cache: None,
             memory: None,
-            first: None,
             fill: None,
         };
         let on = tokio::runtime::Handle::current();

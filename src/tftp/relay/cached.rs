@@ -36,17 +36,17 @@ pub(super) enum Memory {
         backend: SocketAddr,
         file: Arc<CachedFile>,
     },
-    /// Relayed; the relay asks this backend first (the one the copy was looked up for), and
-    /// fills its copy once the client answers (a spoofed source never does).
-    Relay {
-        first: Option<usize>,
-        fill: Option<Fill>,
-    },
+    /// Relayed; with the copy to fill when the pool chose a backend.
+    Relay(Option<Fill>),
 }
 
-/// A download that fills a copy: its key, the name asked of the backend, the blksize asked.
+/// The copy a relayed read missed: the relay asks its backend first (the one the copy was
+/// looked up for) and fills it once the client answers (a spoofed source never does). Its
+/// key, the name asked of the backend, the blksize asked.
 #[derive(Debug, Clone)]
 pub struct Fill {
+    /// The backend's index in the pool.
+    pub backend: usize,
     pub key: crate::tftp::cache::store::Key,
     pub name: String,
     pub blksize: u16,
@@ -58,10 +58,7 @@ impl Relay {
         let (Some(cache), Some(memory), Some((config, _))) =
             (&self.cache, &self.memory, &self.pool.cache)
         else {
-            return Memory::Relay {
-                first: None,
-                fill: None,
-            };
+            return Memory::Relay(None);
         };
         let choice = self.pool.choose(self.client.ip(), &|_| true);
         // A backend chosen while none is eligible (`when_all_down = "try-all"`) is down: its
@@ -92,20 +89,15 @@ impl Relay {
         metrics::counter!(crate::metrics::CACHE_MISSES, "pool" => self.pool.name.clone())
             .increment(1);
         cache.counts.misses.fetch_add(1, Ordering::Relaxed);
-        match choice {
-            Choice::Backend(i) => Memory::Relay {
-                first: Some(i),
-                fill: Some(Fill {
-                    key: (self.pool.backends[i].address, memory.name.clone()),
-                    name: memory.fetch.clone(),
-                    blksize: memory.fill_blksize,
-                }),
-            },
-            _ => Memory::Relay {
-                first: None,
-                fill: None,
-            },
-        }
+        Memory::Relay(match choice {
+            Choice::Backend(i) => Some(Fill {
+                backend: i,
+                key: (self.pool.backends[i].address, memory.name.clone()),
+                name: memory.fetch.clone(),
+                blksize: memory.fill_blksize,
+            }),
+            _ => None,
+        })
     }
 
     /// The client of a relayed transfer answered: the copy it missed is filled now.

@@ -101,9 +101,8 @@ pub struct Relay {
     pub cache: Option<Arc<Cache>>,
     /// What the copy of this file is kept under and fetched as, when the pool keeps it.
     pub memory: Option<FromMemory>,
-    /// The backend to ask first (the one whose copy was looked up).
-    pub first: Option<usize>,
-    /// The copy to fill once the client answers.
+    /// The copy a read missed: its backend is asked first, and it is filled once the client
+    /// answers.
     pub fill: Option<cached::Fill>,
 }
 
@@ -190,7 +189,7 @@ impl Relay {
                 cached::Memory::Serve { backend, file } => {
                     return self.served_from_memory(backend, file, started).await;
                 }
-                cached::Memory::Relay { first, fill } => (self.first, self.fill) = (first, fill),
+                cached::Memory::Relay(fill) => self.fill = fill,
             }
         }
         let mut buf = vec![0u8; self.buffer_len()];

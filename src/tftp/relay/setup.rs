@@ -148,7 +148,11 @@ impl Relay {
     ) -> io::Result<Setup> {
         loop {
             // The backend whose copy was looked up is asked first (see `cached`).
-            let first = self.first.filter(|_| tried.is_empty());
+            let first = self
+                .fill
+                .as_ref()
+                .map(|f| f.backend)
+                .filter(|_| tried.is_empty());
             let choice = first.map_or_else(
                 || self.pool.choose(self.client.ip(), &|i| !tried.contains(&i)),
                 Choice::Backend,
