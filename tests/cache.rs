@@ -111,10 +111,17 @@ async fn an_edit_on_the_backend_goes_live_within_revalidate_and_the_old_copy_nev
     let old = tree.sha256_of("ARDBP32.BIN");
     assert_eq!(sha256(&get(&lb, "ARDBP32.BIN").await), old);
     filled(&lb, 1).await;
-    // Served from memory before the edit.
-    assert_eq!(sha256(&get(&lb, "ARDBP32.BIN").await), old);
+    // Served from memory before the edit (on a loaded machine a copy may go stale before it
+    // is asked for: it is downloaded again, boundedly, until one is served).
     let hits = &lb.frontend.cache.counts.hits;
-    assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    for _ in 0..20 {
+        assert_eq!(sha256(&get(&lb, "ARDBP32.BIN").await), old);
+        if hits.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(hits.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     tree.write("ARDBP32.BIN", b"bootstrap with a new login server list");
     let new = tree.sha256_of("ARDBP32.BIN");
     let edited = std::time::Instant::now();
