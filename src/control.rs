@@ -100,7 +100,10 @@ impl Control {
         for (configured, l) in listeners {
             self.serve_listener(configured, l);
         }
-        *lock(&self.monitor) = Some(Monitor::start(&self.frontend.runtime().probed_pools()));
+        *lock(&self.monitor) = Some(Monitor::start(
+            &self.frontend.runtime().probed_pools(),
+            &self.frontend.cache,
+        ));
         let (names, resolved) = NameWatch::start(self.configs.subscribe());
         *lock(&self.names) = Some(names);
         tokio::spawn(install_resolved(resolved, self.me.clone()));
@@ -171,7 +174,11 @@ impl Control {
         let _one_at_a_time = lock(&self.installing);
         let expanded = expand(&lock(&self.written), &lock(&self.resolved));
         let runtime = self.frontend.current().install(expanded);
-        *lock(&self.monitor) = Some(Monitor::start(&runtime.probed_pools()));
+        self.frontend.cache.configure(&runtime.config.cache);
+        *lock(&self.monitor) = Some(Monitor::start(
+            &runtime.probed_pools(),
+            &self.frontend.cache,
+        ));
     }
 
     fn bind_new_listeners(

@@ -345,3 +345,106 @@ async fn a_spoofed_request_fills_nothing() {
     filled(&lb, 1).await;
     lb.stop().await;
 }
+
+/// Waits (bounded) until `check` holds, polling every 50 ms for up to 10 s.
+async fn until(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never: {what}");
+}
+
+/// The health probe's download of a cached file fills the copies (the first client is served
+/// from memory without a miss), and the consistency check compares the copies in memory: a
+/// backend whose `ARDBP32.BIN` drifted is excluded, and back once its file is mended, with no
+/// client asking for it in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_fills_the_copies_and_the_consistency_check_reads_them() {
+    let trees: Vec<Tree> = (0..3)
+        .map(|_| Tree::new(&[("pxelinux.0", 26_000), ("ARDBP32.BIN", 0)]))
+        .collect();
+    let same = trees[0].path().join("pxelinux.0");
+    for t in &trees {
+        std::fs::copy(&same, t.path().join("pxelinux.0")).unwrap();
+        t.write("ARDBP32.BIN", b"login servers: pvs1, pvs2");
+    }
+    trees[2].write("ARDBP32.BIN", b"login servers: old-pvs");
+    let tftpds: Vec<TftpdHpa> = trees.iter().map(|t| TftpdHpa::start(t.path())).collect();
+    let addresses: Vec<_> = tftpds.iter().map(|t| t.address).collect();
+    let health = "[pool.health]\nfile = \"pxelinux.0\"\ninterval = \"300ms\"\ntimeout = \"300ms\"\nrise = 1\nfall = 1\nconsistency = true\n";
+    let lb = Tftplb::start(
+        "",
+        &pool(
+            &addresses,
+            &format!("files = [\"pxelinux.0\", \"ARDBP32.BIN\"]\nrevalidate = \"10m\"\n{health}"),
+        ),
+    )
+    .await;
+    let cache = &lb.frontend.cache;
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    filled(&lb, 3).await;
+    assert_eq!(count(&cache.counts.misses), 0, "no client has asked yet");
+    assert_eq!(
+        sha256(&get(&lb, "pxelinux.0").await),
+        trees[0].sha256_of("pxelinux.0")
+    );
+    until("the session from memory has ended", || {
+        count(&cache.counts.hits) == 1
+    })
+    .await;
+    assert_eq!(count(&cache.counts.misses), 0);
+
+    // Clients ask for ARDBP32.BIN until each backend's copy is in memory.
+    let runtime = lb.frontend.runtime();
+    let state = |i: usize| &runtime.pools[0].backends[i].state;
+    for _ in 0..30 {
+        if cache.store.usage().0 == 6 {
+            break;
+        }
+        get(&lb, "ARDBP32.BIN").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    until("the drifted backend is excluded", || {
+        state(2).inconsistent()
+    })
+    .await;
+    assert!(!state(0).inconsistent() && !state(1).inconsistent());
+    for _ in 0..6 {
+        assert_eq!(get(&lb, "ARDBP32.BIN").await, b"login servers: pvs1, pvs2");
+    }
+    trees[2].write("ARDBP32.BIN", b"login servers: pvs1, pvs2");
+    until("the mended backend is back", || !state(2).inconsistent()).await;
+    lb.stop().await;
+}
+
+/// `[cache]` follows a reload: a smaller `max_bytes` evicts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_the_memory_cap() {
+    let tree = Tree::new(&[("a.bin", 40_000), ("b.bin", 40_000)]);
+    let tftpd = TftpdHpa::start(tree.path());
+    let config = |max_bytes: usize| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[tftp]\nlisten = [\"127.0.0.1:0\"]\n[cache]\nmax_bytes = {max_bytes}\n{}",
+            pool(
+                &[tftpd.address],
+                "files = [\"*.bin\"]\nrevalidate = \"10m\""
+            )
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tftplb.toml");
+    std::fs::write(&path, config(100_000)).unwrap();
+    let (lb, control) = Tftplb::start_file(&path).await;
+    get(&lb, "a.bin").await;
+    filled(&lb, 1).await;
+    get(&lb, "b.bin").await;
+    filled(&lb, 2).await;
+    std::fs::write(&path, config(50_000)).unwrap();
+    control.reload().unwrap();
+    let store = &lb.frontend.cache.store;
+    assert_eq!((store.max_bytes(), store.usage()), (50_000, (1, 40_000)));
+    lb.stop().await;
+}

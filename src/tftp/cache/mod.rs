@@ -12,6 +12,9 @@
 //!   the file downloaded again; the same content is confirmed, a new one replaces it, a file
 //!   the backend no longer has (ERROR 1) is dropped. An edit on a backend therefore reaches
 //!   every transfer that starts more than `revalidate` plus one download after it.
+//! - The health probe's download of a cached file is `offer`ed: it fills or confirms the
+//!   probed backend's copy like a fill would (`health::probe`).
+//! - A reload's `[cache]` applies at once (`configure`).
 
 pub mod config;
 pub mod negotiate;
@@ -22,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -47,7 +50,7 @@ const FILL_BURST: usize = 64 * 1024;
 pub struct Cache {
     pub store: Store,
     fills: Arc<Semaphore>,
-    max_window: u16,
+    max_window: AtomicU16,
     pub counts: CacheCounts,
 }
 
@@ -83,7 +86,7 @@ impl Cache {
         Cache {
             store: Store::new(config.max_bytes),
             fills: Arc::new(Semaphore::new(FILLS_AT_ONCE)),
-            max_window: config.max_windowsize,
+            max_window: AtomicU16::new(config.max_windowsize),
             counts: CacheCounts::default(),
         }
     }
@@ -107,7 +110,7 @@ impl Cache {
 
     /// The largest window sent from memory.
     pub fn max_window(&self) -> u16 {
-        self.max_window
+        self.max_window.load(Ordering::Relaxed)
     }
 
     /// Downloads `name` from the backend of `key` in the background to fill or confirm its
@@ -128,28 +131,51 @@ impl Cache {
             // fresh with the older bytes.
             let started = Instant::now();
             let fetched = download(key.0, &name, blksize, cache.store.max_bytes()).await;
-            let (filled, evicted) = cache.store.finish_fill(&key, fetched, started);
-            record_fill(key.0, &name, filled, evicted);
-            cache.counts.fills.fetch_add(1, Ordering::Relaxed);
-            if filled == Filled::Changed {
-                cache.counts.changed.fetch_add(1, Ordering::Relaxed);
-            }
-            cache.counts.evictions.fetch_add(evicted, Ordering::Relaxed);
-            let (files, bytes) = cache.store.usage();
-            metrics::gauge!(crate::metrics::CACHE_FILES).set(files as f64);
-            metrics::gauge!(crate::metrics::CACHE_BYTES).set(bytes as f64);
+            let outcome = cache.store.finish_fill(&key, fetched, started);
+            cache.record(key.0, &name, outcome, "fill");
         });
     }
-}
 
-fn record_fill(backend: SocketAddr, name: &str, filled: Filled, evicted: u64) {
-    metrics::counter!(crate::metrics::CACHE_FILLS, "result" => filled.as_str()).increment(1);
-    metrics::counter!(crate::metrics::CACHE_EVICTIONS).increment(evicted);
-    match filled {
-        Filled::New | Filled::Changed | Filled::Dropped => {
-            tracing::info!(%backend, file = name, result = filled.as_str(), "cache filled")
+    /// Takes the health probe's download of a file this cache keeps (`started`: when it was
+    /// asked for): it fills, confirms, replaces or drops the copy as a fill of its own would.
+    pub fn offer(&self, key: &Key, name: &str, fetched: Fetched, started: Instant) {
+        let outcome = self.store.offer(key, fetched, started);
+        self.record(key.0, name, outcome, "probe");
+    }
+
+    /// A new `[cache]` section (a reload): the memory cap and the largest window apply to
+    /// the next transfer; copies beyond the new cap go, the least recently used first.
+    pub fn configure(&self, config: &CacheConfig) {
+        self.max_window
+            .store(config.max_windowsize, Ordering::Relaxed);
+        let evicted = self.store.set_max_bytes(config.max_bytes);
+        self.record_evictions(evicted);
+    }
+
+    /// Counts a download's result (`by`: the cache's own fill, or the health probe's).
+    fn record(&self, backend: SocketAddr, name: &str, (filled, evicted): (Filled, u64), by: &str) {
+        metrics::counter!(crate::metrics::CACHE_FILLS, "result" => filled.as_str()).increment(1);
+        self.counts.fills.fetch_add(1, Ordering::Relaxed);
+        if filled == Filled::Changed {
+            self.counts.changed.fetch_add(1, Ordering::Relaxed);
         }
-        _ => tracing::debug!(%backend, file = name, result = filled.as_str(), "cache filled"),
+        match filled {
+            Filled::New | Filled::Changed | Filled::Dropped => {
+                tracing::info!(%backend, file = name, result = filled.as_str(), by, "cache filled")
+            }
+            _ => {
+                tracing::debug!(%backend, file = name, result = filled.as_str(), by, "cache filled")
+            }
+        }
+        self.record_evictions(evicted);
+    }
+
+    fn record_evictions(&self, evicted: u64) {
+        metrics::counter!(crate::metrics::CACHE_EVICTIONS).increment(evicted);
+        self.counts.evictions.fetch_add(evicted, Ordering::Relaxed);
+        let (files, bytes) = self.store.usage();
+        metrics::gauge!(crate::metrics::CACHE_FILES).set(files as f64);
+        metrics::gauge!(crate::metrics::CACHE_BYTES).set(bytes as f64);
     }
 }
 

@@ -3,8 +3,9 @@
 //! copies share `[cache] max_bytes`; the least recently served go first. Whether a copy may be
 //! served is a pure question of instants (`fresh`), asked with an explicit `now`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -97,7 +98,7 @@ pub struct CopyStatus {
 
 #[derive(Debug)]
 pub struct Store {
-    max_bytes: usize,
+    max_bytes: AtomicUsize,
     inner: Mutex<Inner>,
 }
 
@@ -118,7 +119,7 @@ const ABSENT_MAX: usize = 4096;
 impl Store {
     pub fn new(max_bytes: usize) -> Store {
         Store {
-            max_bytes,
+            max_bytes: AtomicUsize::new(max_bytes),
             inner: Mutex::new(Inner {
                 files: LruCache::unbounded(),
                 bytes: 0,
@@ -173,15 +174,27 @@ impl Store {
     /// dropped and remembered as absent; then the least recently used copies go until all
     /// fit. The sha256 is taken before the lock.
     pub fn finish_fill(&self, key: &Key, fetched: Fetched, started: Instant) -> (Filled, u64) {
+        self.take(key, fetched, started, true)
+    }
+
+    /// Takes a download made by someone else (the health probe's) like `finish_fill`, leaving
+    /// a fill of this cache that may be under way marked as such.
+    pub fn offer(&self, key: &Key, fetched: Fetched, started: Instant) -> (Filled, u64) {
+        self.take(key, fetched, started, false)
+    }
+
+    fn take(&self, key: &Key, fetched: Fetched, started: Instant, fill: bool) -> (Filled, u64) {
         let (file, kind) = match fetched {
-            Fetched::Content(data) if data.len() > self.max_bytes => (None, Filled::TooLarge),
+            Fetched::Content(data) if data.len() > self.max_bytes() => (None, Filled::TooLarge),
             Fetched::Content(data) => (Some(CachedFile::new(data, started)), Filled::New),
             Fetched::Gone => (None, Filled::Dropped),
             Fetched::TooLarge => (None, Filled::TooLarge),
             Fetched::Failed => (None, Filled::Failed),
         };
         let mut inner = self.lock();
-        inner.filling.remove(key);
+        if fill {
+            inner.filling.remove(key);
+        }
         let filled = match file {
             Some(file) => {
                 let filled = match inner.files.peek(key) {
@@ -201,19 +214,38 @@ impl Store {
             inner.remove(key);
             inner.absent.put(key.clone(), started);
         }
-        let mut evicted = 0;
-        while inner.bytes > self.max_bytes {
-            let Some((_, old)) = inner.files.pop_lru() else {
-                break;
-            };
-            inner.bytes -= old.len();
-            evicted += 1;
-        }
+        let evicted = inner.evict_to(self.max_bytes());
         (filled, evicted)
     }
 
+    /// The sha256 of every copy of `backends`, by file name: what each last gave, for the
+    /// pool's consistency check.
+    pub fn hashes(
+        &self,
+        backends: &[SocketAddr],
+    ) -> BTreeMap<Vec<u8>, Vec<(SocketAddr, [u8; 32])>> {
+        let inner = self.lock();
+        let mut by_name: BTreeMap<Vec<u8>, Vec<(SocketAddr, [u8; 32])>> = BTreeMap::new();
+        for ((backend, name), f) in inner.files.iter() {
+            if backends.contains(backend) {
+                by_name
+                    .entry(name.clone())
+                    .or_default()
+                    .push((*backend, f.sha256));
+            }
+        }
+        by_name
+    }
+
     pub fn max_bytes(&self) -> usize {
-        self.max_bytes
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// A new `[cache] max_bytes` (a reload): the least recently used copies go until the rest
+    /// fit; returns how many went.
+    pub fn set_max_bytes(&self, max_bytes: usize) -> u64 {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
+        self.lock().evict_to(max_bytes)
     }
 
     /// (copies, bytes) held now.
@@ -248,6 +280,19 @@ impl Inner {
         if let Some(old) = self.files.pop(key) {
             self.bytes -= old.len();
         }
+    }
+
+    /// Drops the least recently used copies until at most `max_bytes` are held.
+    fn evict_to(&mut self, max_bytes: usize) -> u64 {
+        let mut evicted = 0;
+        while self.bytes > max_bytes {
+            let Some((_, old)) = self.files.pop_lru() else {
+                break;
+            };
+            self.bytes -= old.len();
+            evicted += 1;
+        }
+        evicted
     }
 }
 
@@ -353,5 +398,39 @@ mod tests {
                 .is_none()
         );
         assert!(store.freshest(&backends, b"g", t0, 60 * S).is_none());
+    }
+
+    #[test]
+    fn a_probe_s_download_fills_without_ending_a_fill_under_way() {
+        let t0 = Instant::now();
+        let store = Store::new(100);
+        let k = key(1, "pxelinux.0");
+        assert!(store.begin_fill(&k, t0, S));
+        let offered = store.offer(&k, Fetched::Content(b"probe".to_vec()), t0);
+        assert_eq!(offered, (Filled::New, 0));
+        assert!(!store.begin_fill(&k, t0, S), "the fill is still under way");
+        assert_eq!(
+            store.hashes(&[k.0])[&k.1],
+            [(k.0, store.fresh(&k, t0, S).unwrap().sha256)]
+        );
+        assert!(
+            store.hashes(&[key(2, "x").0]).is_empty(),
+            "other backends' copies"
+        );
+    }
+
+    #[test]
+    fn a_smaller_cap_evicts_at_once() {
+        let t0 = Instant::now();
+        let store = Store::new(100);
+        store.finish_fill(&key(1, "a"), Fetched::Content(vec![0; 40]), t0);
+        store.finish_fill(&key(1, "b"), Fetched::Content(vec![0; 40]), t0);
+        store.fresh(&key(1, "a"), t0, S);
+        assert_eq!(store.set_max_bytes(50), 1);
+        assert_eq!(store.usage(), (1, 40));
+        assert!(
+            store.fresh(&key(1, "a"), t0, S).is_some(),
+            "b was used least recently"
+        );
     }
 }
