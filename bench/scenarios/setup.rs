@@ -146,11 +146,18 @@ async fn closed_loop(
     bar: &indicatif::ProgressBar,
 ) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    // The rate is taken while every worker is busy: at the moment the first one finds no
+    // session left, the sessions completed so far over the time so far. The stragglers then
+    // finish without stretching the clock: a run ending on one request lost and retried after
+    // a second measured that second, not the server (10,000 sessions take about one second).
+    let saturated = Arc::new(std::sync::OnceLock::<(f64, usize)>::new());
     let started = tokio::time::Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..p.concurrency.max(1) {
         let (next, file, targets, bar) =
             (next.clone(), file.clone(), targets.to_vec(), bar.clone());
+        let (done, saturated) = (done.clone(), saturated.clone());
         let total = p.sessions;
         workers.spawn(async move {
             let cfg = ClientParams {
@@ -165,10 +172,15 @@ async fn closed_loop(
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
+                    let now = started.elapsed().as_secs_f64();
+                    saturated.get_or_init(|| (now, done.load(Ordering::Relaxed)));
                     return (first, failed);
                 }
                 match load::get(targets[i % targets.len()], &file, &cfg, false).await {
-                    Ok(got) => first.push(got.first_data.as_secs_f64() * 1e3),
+                    Ok(got) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                        first.push(got.first_data.as_secs_f64() * 1e3)
+                    }
                     Err(e) => {
                         failed += 1;
                         eprintln!("setup: {e}");
@@ -185,9 +197,12 @@ async fn closed_loop(
             failed += n;
         }
     }
-    let secs = started.elapsed().as_secs_f64();
+    let (secs, completed) = saturated
+        .get()
+        .copied()
+        .unwrap_or((started.elapsed().as_secs_f64(), first_ms.len()));
     Run {
-        rate: first_ms.len() as f64 / secs,
+        rate: completed as f64 / secs.max(1e-9),
         completed: first_ms.len(),
         first_ms,
         failed,

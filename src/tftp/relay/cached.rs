@@ -194,7 +194,11 @@ impl Relay {
             answered: MAX_RESENDS,
         };
         let mut sender = Sender::new(shape, resends);
-        let mut out = Vec::with_capacity(GSO_MAX_BYTES.max(4 + usize::from(plan.blksize)));
+        // A lock-step transfer needs one block of room; a window, up to one GSO send's worth
+        // (memory a session holds counts: a storm holds a thousand).
+        let datagram = 4 + usize::from(plan.blksize);
+        let room = (datagram * usize::from(plan.window)).min(GSO_MAX_BYTES);
+        let mut out = Vec::with_capacity(room.max(datagram));
         // Windows go out with GSO until the kernel refuses it on this path.
         let mut gso = true;
         let first = sender.start(Instant::now().into_std());
