@@ -9,7 +9,7 @@ use std::io;
 
 use tokio::time::Instant;
 
-use super::send::{to_backend, to_client};
+use super::send::{gather_for_client, to_backend};
 use super::{Relay, Transfer};
 use crate::protocol::packet::{self, Kind, ack_datagram};
 use crate::tftp::readahead::{ReadAhead, Step};
@@ -132,7 +132,8 @@ impl Relay {
                 continue;
             }
             let datagram = ahead.datagram(pos);
-            to_client(&t.client_sock, datagram, self.client, &mut t.counts).await;
+            let socket = &t.client_sock;
+            gather_for_client(socket, &mut t.batch, datagram, self.client, &mut t.counts).await;
         }
         t.timers.served_client(Instant::now());
         Ok(())

@@ -157,6 +157,7 @@ impl Relay {
     pub(super) async fn fail_client(&self, t: &mut Transfer<'_>, why: &str) -> io::Result<Outcome> {
         tracing::warn!(client = %self.client, why, "transfer failed");
         let error = packet::error_datagram(error_code::NOT_DEFINED, why);
+        self.flush(t).await; // the blocks before it first
         to_client(&t.client_sock, &error, self.client, &mut t.counts).await;
         Ok(Outcome::ResumeFailed)
     }

@@ -158,6 +158,8 @@ struct Transfer<'a> {
     ahead_decided: bool,
     /// What the cluster was last told of the session, once it was.
     synced: Option<announce::Told>,
+    /// DATA for the client not sent yet: it goes before the loop waits again.
+    batch: send::Batch,
 }
 
 impl Transfer<'_> {
@@ -277,6 +279,7 @@ impl Relay {
             ahead: None,
             ahead_decided: false,
             synced: None,
+            batch: send::Batch::default(),
         };
         let outcome = self.transfer(&mut t).await;
         self.finish(t, outcome, session, counts).await
@@ -291,6 +294,7 @@ impl Relay {
         session: &mut Session,
         counts: &mut Counts,
     ) -> io::Result<(Outcome, Option<SocketAddr>)> {
+        self.flush(&mut t).await;
         self.announce_end(&t);
         *session = std::mem::take(&mut t.session);
         *counts = t.counts;

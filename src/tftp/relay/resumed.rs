@@ -95,6 +95,7 @@ impl Relay {
             // A resumed read is relayed packet for packet (see `ahead`).
             ahead_decided: true,
             synced: None,
+            batch: super::send::Batch::default(),
         };
         self.announce(&mut t, now);
         let outcome = match first_data {

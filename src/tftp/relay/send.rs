@@ -100,6 +100,86 @@ fn lost_in_congestion(e: &io::Error) -> bool {
     })
 }
 
+/// DATA for the client gathered during one wake-up of the transfer loop and sent together
+/// when the loop is done with it (`flush`, before it waits again): a window relayed from the
+/// backend, or blocks from the read-ahead ring, cost one GSO send instead of one each. A
+/// lock-step transfer gathers one block per wake-up and sends it as before.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    buf: Vec<u8>,
+    /// The size of every datagram gathered; only the last may be shorter.
+    segment: usize,
+    datagrams: usize,
+    /// A datagram shorter than `segment` came: nothing may follow it in this send.
+    closed: bool,
+    /// GSO was refused on this path: datagrams go one by one.
+    off: bool,
+}
+
+impl Batch {
+    /// Whether `len` bytes may join what is gathered.
+    fn takes(&self, len: usize) -> bool {
+        self.datagrams == 0
+            || (!self.closed
+                && len <= self.segment
+                && self.datagrams < GSO_MAX_SEGMENTS
+                && self.buf.len() + len <= GSO_MAX_BYTES)
+    }
+}
+
+/// Gathers `datagram` for the client (sending what was gathered first when it cannot join).
+pub(super) async fn gather_for_client(
+    socket: &UdpSocket,
+    batch: &mut Batch,
+    datagram: &[u8],
+    client: SocketAddr,
+    counts: &mut Counts,
+) {
+    if batch.off {
+        to_client(socket, datagram, client, counts).await;
+        return;
+    }
+    if !batch.takes(datagram.len()) {
+        flush(socket, batch, client, counts).await;
+    }
+    if batch.datagrams == 0 {
+        batch.segment = datagram.len();
+    } else if datagram.len() < batch.segment {
+        batch.closed = true;
+    }
+    batch.buf.extend_from_slice(datagram);
+    batch.datagrams += 1;
+}
+
+/// Sends what `batch` gathered: one datagram as it is, several in one GSO send, or one by one
+/// from then on where the path refuses GSO.
+pub(super) async fn flush(
+    socket: &UdpSocket,
+    batch: &mut Batch,
+    client: SocketAddr,
+    counts: &mut Counts,
+) {
+    match batch.datagrams {
+        0 => {}
+        1 => {
+            to_client(socket, &batch.buf, client, counts).await;
+        }
+        _ => {
+            let segment = u16::try_from(batch.segment).unwrap_or(u16::MAX);
+            if let Err(e) = segments_to_client(socket, &batch.buf, segment, client, counts).await {
+                tracing::debug!(%client, error = %e, "GSO refused: datagram by datagram");
+                batch.off = true;
+                for datagram in batch.buf.chunks(batch.segment.max(1)) {
+                    to_client(socket, datagram, client, counts).await;
+                }
+            }
+        }
+    }
+    batch.buf.clear();
+    batch.datagrams = 0;
+    batch.closed = false;
+}
+
 /// Sends `datagram` to the backend's TID; a failure is a lost packet, a closed port is noted
 /// for the transfer loop to fail over.
 pub(super) async fn to_backend(leg: &Leg, datagram: &[u8], counts: &mut Counts) -> Sent {

@@ -14,7 +14,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::backend_socket::reported_error;
 use super::linger::Strangers;
-use super::send::{to_backend, to_client};
+use super::send::{self, gather_for_client, to_backend};
 use super::timers::TimerAction;
 use super::{Relay, Transfer};
 use crate::limits::Limited;
@@ -44,6 +44,8 @@ impl Relay {
         let cancelled = self.handle.cancel.cancelled();
         tokio::pin!(timer, cancelled);
         loop {
+            // What the last wake-up gathered for the client goes out before the loop waits.
+            self.flush(t).await;
             let end = tokio::select! {
                 _ = &mut cancelled => Some(self.cancel_outcome()),
                 _ = &mut timer => {
@@ -243,7 +245,15 @@ impl Relay {
             Action::Forward | Action::ForwardAndEnd(_) => {
                 // A client that never answered gets no more than a few (see `timers`).
                 if t.timers.may_send_to_client() {
-                    to_client(&t.client_sock, &t.buf[..n], self.client, &mut t.counts).await;
+                    let datagram = &t.buf[..n];
+                    gather_for_client(
+                        &t.client_sock,
+                        &mut t.batch,
+                        datagram,
+                        self.client,
+                        &mut t.counts,
+                    )
+                    .await;
                 } else {
                     t.counts.dropped += 1;
                 }
@@ -282,6 +292,13 @@ impl Relay {
                 Ok(None)
             }
         }
+    }
+}
+
+impl Relay {
+    /// Sends the DATA gathered for the client (`send::Batch`).
+    pub(super) async fn flush(&self, t: &mut Transfer<'_>) {
+        send::flush(&t.client_sock, &mut t.batch, self.client, &mut t.counts).await;
     }
 }
 
