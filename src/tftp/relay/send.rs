@@ -254,4 +254,29 @@ mod tests {
         assert!(refused.is_err(), "{refused:?}");
         assert_eq!(counts.to_client, 3);
     }
+
+    /// Gathered datagrams arrive whole and in order: a shorter one closes a send, and the
+    /// next goes in a send of its own.
+    #[tokio::test]
+    async fn gathered_datagrams_arrive_in_order() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = peer.local_addr().unwrap();
+        let (mut batch, mut counts) = (Batch::default(), Counts::default());
+        let sent: Vec<Vec<u8>> = vec![vec![1; 600], vec![2; 600], vec![3; 20], vec![4; 600]];
+        for d in &sent {
+            gather_for_client(&socket, &mut batch, d, to, &mut counts).await;
+        }
+        assert_eq!(
+            counts.to_client, 3,
+            "the first three went when the fourth could not join"
+        );
+        flush(&socket, &mut batch, to, &mut counts).await;
+        assert_eq!(counts.to_client, 4);
+        let mut buf = [0u8; 2048];
+        for d in &sent {
+            let (n, _) = peer.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], &d[..]);
+        }
+    }
 }
