@@ -148,6 +148,7 @@ impl Relay {
     fn switch(&self, t: &mut Transfer<'_>, leg: Leg) -> Option<Outcome> {
         tracing::info!(client = %self.client, from = %t.leg.address(), to = %leg.address(), "transfer taken over");
         let old = std::mem::replace(&mut t.leg, leg);
+        t.burst = None; // what the old leg received together is the old backend's
         tokio::spawn(release(old, true));
         t.timers.heard_backend(Instant::now());
         None

@@ -39,6 +39,7 @@
 mod ahead;
 mod announce;
 mod backend_socket;
+mod burst;
 mod cached;
 mod failover;
 mod linger;
@@ -160,6 +161,8 @@ struct Transfer<'a> {
     synced: Option<announce::Told>,
     /// DATA for the client not sent yet: it goes before the loop waits again.
     batch: send::Batch,
+    /// A windowed transfer's backend datagrams, received together (`burst`).
+    burst: Option<burst::Burst>,
 }
 
 impl Transfer<'_> {
@@ -280,6 +283,7 @@ impl Relay {
             ahead_decided: false,
             synced: None,
             batch: send::Batch::default(),
+            burst: None,
         };
         let outcome = self.transfer(&mut t).await;
         self.finish(t, outcome, session, counts).await

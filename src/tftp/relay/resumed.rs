@@ -96,6 +96,7 @@ impl Relay {
             ahead_decided: true,
             synced: None,
             batch: super::send::Batch::default(),
+            burst: None,
         };
         self.announce(&mut t, now);
         let outcome = match first_data {

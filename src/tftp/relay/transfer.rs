@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
 
 use super::backend_socket::reported_error;
+use super::burst::Burst;
 use super::linger::Strangers;
 use super::send::{self, gather_for_client, to_backend};
 use super::timers::TimerAction;
@@ -84,14 +85,29 @@ impl Relay {
         }
     }
 
-    /// Relays what the backend socket holds (up to a batch: one wake-up, several datagrams).
+    /// Relays what the backend socket holds (up to a batch: one wake-up, several datagrams;
+    /// a windowed transfer receives them in one call, and hands out all it received).
     async fn drain_backend(
         &self,
         t: &mut Transfer<'_>,
         strangers: &mut Strangers,
     ) -> io::Result<Option<Outcome>> {
-        for _ in 0..BATCH {
-            let (n, from) = match try_recv(&t.leg.socket, t.buf) {
+        let negotiated = t.session.negotiated();
+        if t.burst.is_none() && negotiated.windowsize > 1 {
+            t.burst = Some(Burst::new(negotiated.blksize));
+        }
+        let mut handled = 0;
+        loop {
+            let held = t.burst.as_ref().is_some_and(Burst::holds);
+            if handled >= BATCH && !held {
+                break;
+            }
+            handled += 1;
+            let got = match t.burst.as_mut() {
+                Some(burst) => burst.next(&t.leg.socket, t.buf),
+                None => try_recv(&t.leg.socket, t.buf),
+            };
+            let (n, from) = match got {
                 Ok(Some(got)) => got,
                 Ok(None) => break,
                 // The socket is connected to the TID: its port closed (ICMP port unreachable),
