@@ -396,6 +396,55 @@ async fn malformed_packets_are_dropped_and_the_server_still_answers() {
     t.stop().await;
 }
 
+/// A query for `pvs.boot.test` A with `id`, as a stub resolver sends it.
+fn query(id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in ["pvs", "boot", "test"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Queries that arrive together are received together and answered together: every one of
+/// 400, sent from four sockets before any answer is read, gets exactly one answer with its
+/// own ID and the three addresses.
+#[tokio::test]
+async fn queries_that_arrive_together_are_each_answered_once() {
+    let (t, dns) = start_three().await;
+    let mut socks = Vec::new();
+    for _ in 0..4 {
+        socks.push(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    for (k, sock) in socks.iter().enumerate() {
+        for i in 0..100u16 {
+            sock.send_to(&query(k as u16 * 1000 + i), dns)
+                .await
+                .unwrap();
+        }
+    }
+    let mut buf = [0u8; 1024];
+    for (k, sock) in socks.iter().enumerate() {
+        let mut ids = std::collections::BTreeSet::new();
+        while ids.len() < 100 {
+            let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+                .await
+                .expect("an answer for every query")
+                .unwrap();
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            assert!(ids.insert(id), "query {id} answered twice");
+            assert_eq!(buf[3] & 0x0f, 0, "NOERROR");
+            assert_eq!(u16::from_be_bytes([buf[6], buf[7]]), 3, "three addresses");
+            assert!(n > 12);
+        }
+        let want: std::collections::BTreeSet<u16> = (0..100).map(|i| k as u16 * 1000 + i).collect();
+        assert_eq!(ids, want);
+    }
+    t.stop().await;
+}
+
 fn resolver(dns: SocketAddr) -> Resolver<TokioRuntimeProvider> {
     let mut ns = NameServerConfig::udp_and_tcp(dns.ip());
     for c in &mut ns.connections {

@@ -1,4 +1,5 @@
-//! UDP queries answered by the task that receives them.
+//! UDP queries answered by the task that receives them, in rounds: the queries waiting are
+//! received together (`recvmmsg`) and their answers sent together (`sendmmsg`).
 //!
 //! hickory-server's UDP loop gives every query a task of its own and hands the answer back to
 //! the socket through a channel: two task switches and a channel send per query, for answers
@@ -15,7 +16,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
@@ -34,61 +35,157 @@ use tokio_util::sync::CancellationToken;
 
 use super::handler::Handler;
 use super::rrl::{Action, Limiter};
+use crate::tftp::burst::Burst;
 
 /// Largest query accepted; anything longer is not a query for this zone.
 const MAX_QUERY: usize = 4096;
 
+/// Queries received in one call, and answers sent in one call, at most.
+const BATCH: usize = 32;
+
+/// Answers of one round, sent together when the round is done.
+type Outbox = Arc<Mutex<Vec<(Vec<u8>, SocketAddr)>>>;
+
 /// Answers queries on `socket` until `stop` is cancelled, within the rate limit `rrl` holds.
+/// Each round takes the queries waiting (up to a batch per `recvmmsg`), answers them in turn
+/// and sends the answers with one `sendmmsg`: under load a query costs a fraction of a
+/// system call each way instead of two.
 pub async fn serve(
     socket: UdpSocket,
     handler: Arc<Handler>,
     rrl: Arc<ArcSwapOption<Limiter>>,
     stop: CancellationToken,
 ) {
-    let socket = Arc::new(socket);
+    let mut inbox = Burst::new(MAX_QUERY, BATCH);
     let mut buf = vec![0u8; MAX_QUERY];
+    let outbox: Outbox = Arc::new(Mutex::new(Vec::with_capacity(BATCH)));
     loop {
-        let got = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => return,
-            got = socket.recv_from(&mut buf) => got,
-        };
-        let (n, src) = match got {
-            Ok(got) => got,
-            // An earlier answer hit a closed port (ICMP unreachable): nothing to do.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-            Err(e) => {
+            ready = socket.readable() => if let Err(e) = ready {
                 tracing::warn!(error = %e, "dns: udp receive");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
-            }
-        };
-        if src.port() == 0 {
-            continue;
+            },
         }
-        let Ok(request) = Request::from_bytes(buf[..n].to_vec(), src, Protocol::Udp) else {
-            metrics::counter!(crate::metrics::REQUESTS_REFUSED, "reason" => "dns-malformed")
-                .increment(1);
-            continue;
-        };
-        if request.metadata.message_type == MessageType::Response {
-            continue;
+        let mut handled = 0;
+        while handled < BATCH || inbox.holds() {
+            handled += 1;
+            let (n, src) = match inbox.next(&socket, &mut buf) {
+                Ok(Some(got)) => got,
+                Ok(None) => break,
+                // An earlier answer hit a closed port (ICMP unreachable): nothing to do.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dns: udp receive");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    break;
+                }
+            };
+            if n < buf.len() {
+                answer(&buf[..n], src, &outbox, &handler, &rrl).await;
+            } else {
+                refuse_malformed();
+            }
         }
-        let reply = UdpReply {
-            socket: socket.clone(),
-            to: src,
-        };
-        match limit(&rrl, src) {
-            Action::Answer => {
-                handler
-                    .handle_request::<_, TokioTime>(&request, reply)
-                    .await;
+        send_answers(&socket, &outbox).await;
+    }
+}
+
+/// Answers one query (into `outbox`), unless it is not one to answer.
+async fn answer(
+    query: &[u8],
+    src: SocketAddr,
+    outbox: &Outbox,
+    handler: &Handler,
+    rrl: &ArcSwapOption<Limiter>,
+) {
+    if src.port() == 0 {
+        return;
+    }
+    let Ok(request) = Request::from_bytes(query.to_vec(), src, Protocol::Udp) else {
+        refuse_malformed();
+        return;
+    };
+    if request.metadata.message_type == MessageType::Response {
+        return;
+    }
+    let reply = UdpReply {
+        outbox: outbox.clone(),
+        to: src,
+    };
+    match limit(rrl, src) {
+        Action::Answer => {
+            handler
+                .handle_request::<_, TokioTime>(&request, reply)
+                .await;
+        }
+        Action::Slip => {
+            handler.slip(&request, reply).await;
+        }
+        Action::Drop => {}
+    }
+}
+
+fn refuse_malformed() {
+    metrics::counter!(crate::metrics::REQUESTS_REFUSED, "reason" => "dns-malformed").increment(1);
+}
+
+/// Sends the round's answers with `sendmmsg`, a batch per call; one the kernel refuses is
+/// dropped (as a lost datagram), the rest still go.
+async fn send_answers(socket: &UdpSocket, outbox: &Outbox) {
+    let answers = std::mem::take(&mut *lock(outbox));
+    let mut rest = &answers[..];
+    while !rest.is_empty() {
+        let chunk = &rest[..rest.len().min(BATCH)];
+        let sent = socket
+            .async_io(tokio::io::Interest::WRITABLE, || send_some(socket, chunk))
+            .await;
+        match sent {
+            Ok(n) if n > 0 => rest = &rest[n..],
+            Ok(_) => rest = &rest[1..],
+            Err(e) => {
+                tracing::debug!(to = %rest[0].1, error = %e, "dns: answer not sent");
+                rest = &rest[1..];
             }
-            Action::Slip => {
-                handler.slip(&request, reply).await;
-            }
-            Action::Drop => {}
         }
     }
+    let mut kept = lock(outbox);
+    if kept.is_empty() {
+        // The vector's room serves the next round.
+        let mut answers = answers;
+        answers.clear();
+        *kept = answers;
+    }
+}
+
+/// One `sendmmsg` of `answers`: how many the kernel took.
+fn send_some(socket: &UdpSocket, answers: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+    use std::os::fd::AsRawFd;
+    let slices: Vec<[io::IoSlice<'_>; 1]> = answers
+        .iter()
+        .map(|(bytes, _)| [io::IoSlice::new(bytes)])
+        .collect();
+    let to: Vec<Option<SockaddrStorage>> = answers
+        .iter()
+        .map(|(_, to)| Some(SockaddrStorage::from(*to)))
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(answers.len(), None);
+    let sent = sendmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        &slices,
+        &to,
+        [],
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    Ok(sent.count())
+}
+
+fn lock(outbox: &Outbox) -> std::sync::MutexGuard<'_, Vec<(Vec<u8>, SocketAddr)>> {
+    outbox.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What the rate limiter, if there is one, says of an answer to `src`; counted and logged.
@@ -108,10 +205,10 @@ fn limit(rrl: &ArcSwapOption<Limiter>, src: SocketAddr) -> Action {
     d.action
 }
 
-/// Sends one answer straight from the receiving socket.
+/// Puts one answer in the round's outbox (sent when the round is done).
 #[derive(Clone)]
 struct UdpReply {
-    socket: Arc<UdpSocket>,
+    outbox: Outbox,
     to: SocketAddr,
 }
 
@@ -143,7 +240,7 @@ impl ResponseHandler for UdpReply {
                 servfail(id, &mut bytes)?
             }
         };
-        self.socket.send_to(&bytes, self.to).await?;
+        lock(&self.outbox).push((bytes, self.to));
         Ok(info)
     }
 }

@@ -5,6 +5,7 @@
 //! wire format is in `protocol`.
 
 pub mod admission;
+pub mod burst;
 pub mod cache;
 pub mod client;
 pub mod config;

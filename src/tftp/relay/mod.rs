@@ -39,7 +39,6 @@
 mod ahead;
 mod announce;
 mod backend_socket;
-mod burst;
 mod cached;
 mod failover;
 mod linger;
@@ -162,7 +161,7 @@ struct Transfer<'a> {
     /// DATA for the client not sent yet: it goes before the loop waits again.
     batch: send::Batch,
     /// A windowed transfer's backend datagrams, received together (`burst`).
-    burst: Option<burst::Burst>,
+    burst: Option<crate::tftp::burst::Burst>,
 }
 
 impl Transfer<'_> {

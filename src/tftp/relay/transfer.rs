@@ -13,13 +13,13 @@ use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
 
 use super::backend_socket::reported_error;
-use super::burst::Burst;
 use super::linger::Strangers;
 use super::send::{self, gather_for_client, to_backend};
 use super::timers::TimerAction;
 use super::{Relay, Transfer};
 use crate::limits::Limited;
 use crate::protocol::packet::ack_datagram;
+use crate::tftp::burst::Burst;
 use crate::tftp::readahead::ReadAhead;
 use crate::tftp::session::{Action, Outcome};
 
@@ -94,7 +94,7 @@ impl Relay {
     ) -> io::Result<Option<Outcome>> {
         let negotiated = t.session.negotiated();
         if t.burst.is_none() && negotiated.windowsize > 1 {
-            t.burst = Some(Burst::new(negotiated.blksize));
+            t.burst = Some(Burst::for_blocks(negotiated.blksize));
         }
         let mut handled = 0;
         loop {

@@ -1,11 +1,12 @@
-//! Receiving a window from the backend in one system call (`recvmmsg`): a windowed backend
-//! sends its blocks back to back, and reading them one `recvfrom` each was most of what a
-//! relayed window cost after the sends were gathered (`send::Batch`).
+//! Receiving several datagrams in one system call (`recvmmsg`): a windowed backend sends its
+//! blocks back to back, and a DNS server under load finds many queries waiting; reading them
+//! one `recvfrom` each costs a system call (and often a wake-up) per datagram.
 //!
-//! The datagrams land in slots of one buffer sized for the negotiated block (a windowed
-//! session holds 16 of them, about 23 KiB at blksize 1468); the transfer loop takes them one
-//! at a time, copied into its receive buffer, and handles each exactly as one it received
-//! alone. Lock-step transfers never hold one: a single block per wake-up gains nothing.
+//! The datagrams land in slots of one buffer, allocated once; the caller takes them one at a
+//! time, copied into its own buffer, and handles each exactly as one it received alone. It
+//! must take every one received before it waits on the socket's readiness again (`holds`):
+//! the socket may be empty while they wait here. The relay gives a windowed session 16 slots
+//! sized for its block (about 23 KiB at blksize 1468); lock-step transfers hold none.
 
 use std::io;
 use std::io::IoSliceMut;
@@ -16,17 +17,11 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-/// Datagrams received per call at most (the transfer loop's batch).
-pub(super) const SLOTS: usize = 16;
-
-/// Room per datagram beyond the block: a DATA header, and room for an ERROR with a long
-/// message when blocks are small.
-fn slot_for(blksize: u16) -> usize {
-    (usize::from(blksize) + 4).max(1024) + 1
-}
+/// A windowed transfer's slots: its largest window.
+const WINDOW_SLOTS: usize = 16;
 
 #[derive(Debug)]
-pub(super) struct Burst {
+pub struct Burst {
     buf: Vec<u8>,
     slot: usize,
     /// What the last call received: length, source, and whether it was cut short.
@@ -36,20 +31,27 @@ pub(super) struct Burst {
 }
 
 impl Burst {
-    pub(super) fn new(blksize: u16) -> Burst {
-        let slot = slot_for(blksize);
+    /// Room for `slots` datagrams of at most `slot` bytes each (a longer one is cut short).
+    pub fn new(slot: usize, slots: usize) -> Burst {
         Burst {
-            buf: vec![0; SLOTS * slot],
+            buf: vec![0; slots.max(1) * slot],
             slot,
-            got: Vec::with_capacity(SLOTS),
+            got: Vec::with_capacity(slots.max(1)),
             next: 0,
         }
+    }
+
+    /// For a windowed transfer of `blksize` blocks: a DATA header beyond the block, and room
+    /// for an ERROR with a long message when blocks are small.
+    pub fn for_blocks(blksize: u16) -> Burst {
+        let slot = (usize::from(blksize) + 4).max(1024) + 1;
+        Burst::new(slot, WINDOW_SLOTS)
     }
 
     /// The next datagram, copied into `buf`: one of those received together, else what a new
     /// call receives; `None` when the socket holds nothing. A datagram larger than its slot
     /// comes back as `buf.len()` bytes long, which the loop drops as larger than any block.
-    pub(super) fn next(
+    pub fn next(
         &mut self,
         socket: &UdpSocket,
         buf: &mut [u8],
@@ -72,7 +74,7 @@ impl Burst {
 
     /// Whether datagrams received together are still to be handed out (the loop must not
     /// wait on the socket's readiness for them).
-    pub(super) fn holds(&self) -> bool {
+    pub fn holds(&self) -> bool {
         self.next < self.got.len()
     }
 
@@ -81,7 +83,8 @@ impl Burst {
         self.next = 0;
         let (slot, buf, got) = (self.slot, &mut self.buf, &mut self.got);
         let received = socket.try_io(Interest::READABLE, || {
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(SLOTS, None);
+            let slots = buf.len() / slot;
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slots, None);
             let mut slices: Vec<[IoSliceMut<'_>; 1]> =
                 buf.chunks_mut(slot).map(|c| [IoSliceMut::new(c)]).collect();
             let results = recvmmsg(
@@ -130,7 +133,7 @@ mod tests {
         }
         peer.send_to(&[9u8; 3000], to).await.unwrap();
         socket.readable().await.unwrap();
-        let mut burst = Burst::new(512);
+        let mut burst = Burst::for_blocks(512);
         let mut buf = vec![0u8; 2048];
         let mut seen = Vec::new();
         // Bounded: the datagrams are on loopback, all in the queue within moments.
