@@ -53,6 +53,8 @@ pub const STRAYS: &str = "tftplb_backend_stray_replies_total";
 /// those closed at once because the cap on them was reached.
 pub const SOCKETS_LINGERING: &str = "tftplb_sockets_lingering";
 pub const SOCKETS_CLOSED_EARLY: &str = "tftplb_sockets_closed_early_total";
+/// Ports a new backend leg was given and passed over: a socket closed early held them.
+pub const PORTS_PASSED_OVER: &str = "tftplb_ports_passed_over_total";
 /// DNS queries answered, by `name` (the configured name, or `nxdomain` / `outside`), `type` and
 /// `rcode`.
 pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
@@ -324,6 +326,10 @@ fn describe() {
         SOCKETS_CLOSED_EARLY,
         "Sockets closed at once because the cap on lingering sockets was reached."
     );
+    describe_counter!(
+        PORTS_PASSED_OVER,
+        "Ports a new backend leg passed over: a socket closed early held them within the quarantine."
+    );
     describe_gauge!(MAC_MEMORY_CLIENTS, "Client IPs whose MAC is remembered.");
     describe_counter!(
         MAC_MEMORY_EVICTIONS,
@@ -333,6 +339,7 @@ fn describe() {
     metrics::counter!(PACKETS_DROPPED).increment(0);
     metrics::counter!(SEND_ERRORS).increment(0);
     metrics::counter!(SOCKETS_CLOSED_EARLY).increment(0);
+    metrics::counter!(PORTS_PASSED_OVER).increment(0);
     metrics::counter!(STRAYS).increment(0);
     metrics::counter!(ERRORS_WITHHELD).increment(0);
     metrics::gauge!(SOCKETS_LINGERING).set(0.0);

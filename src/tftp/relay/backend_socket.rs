@@ -22,12 +22,33 @@ pub(super) async fn bind_like(peer: SocketAddr) -> io::Result<UdpSocket> {
         SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
     };
-    let socket = UdpSocket::bind(SocketAddr::new(any, 0)).await?;
+    let socket = unreserved(SocketAddr::new(any, 0)).await?;
     if let Err(e) = report_icmp(&socket, peer, true) {
         // Without it a closed port is noticed after `setup_timeout`, as a silent one.
         tracing::debug!(error = %e, "IP_RECVERR not available");
     }
     Ok(socket)
+}
+
+/// Tries a few times for the kernel's port to not be one a leg gave up too early
+/// (`linger::may_take`); the refused ones are held until a good one is bound, so the kernel
+/// does not hand them back at once. Where every try is refused, the last is taken.
+async fn unreserved(any: SocketAddr) -> io::Result<UdpSocket> {
+    const TRIES: usize = 8;
+    let mut refused = Vec::new();
+    loop {
+        let socket = UdpSocket::bind(any).await?;
+        let port = socket.local_addr()?.port();
+        if refused.len() + 1 >= TRIES || super::linger::may_take(port, tokio::time::Instant::now())
+        {
+            if !refused.is_empty() {
+                metrics::counter!(crate::metrics::PORTS_PASSED_OVER)
+                    .increment(refused.len() as u64);
+            }
+            return Ok(socket);
+        }
+        refused.push(socket);
+    }
 }
 
 /// Connects `socket` to the backend's `tid`, and stops the reports of `bind_like`.

@@ -76,6 +76,40 @@ pub fn set_lingering_cap(sessions: usize) {
         .store(sessions.max(MAX_LINGERING), Ordering::Relaxed);
 }
 
+/// Ports of sockets closed before their time (more lingered than the cap allows), and when:
+/// a backend may still be answering to such a port, and a new leg bound to it could take that
+/// late answer for its own (an OACK of the same options looks alike for any file). A new leg
+/// does not take one within [`QUARANTINE`] (`backend_socket::bind_like`): the port stays
+/// reserved without its file descriptor. One entry per port at most.
+static CLOSED_EARLY: std::sync::Mutex<Option<std::collections::HashMap<u16, Instant>>> =
+    std::sync::Mutex::new(None);
+
+/// Entries beyond which the expired ones are swept out.
+const CLOSED_EARLY_SWEEP: usize = 4096;
+
+fn closed_early() -> std::sync::MutexGuard<'static, Option<std::collections::HashMap<u16, Instant>>>
+{
+    CLOSED_EARLY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Notes that the socket on `port` closed before its quarantine ended.
+fn note_closed_early(port: u16, now: Instant) {
+    let mut ports = closed_early();
+    let ports = ports.get_or_insert_with(Default::default);
+    if ports.len() >= CLOSED_EARLY_SWEEP {
+        ports.retain(|_, at| now.saturating_duration_since(*at) < QUARANTINE);
+    }
+    ports.insert(port, now);
+}
+
+/// Whether a new leg may use `port`: not one closed early less than [`QUARANTINE`] ago.
+pub(super) fn may_take(port: u16, now: Instant) -> bool {
+    closed_early()
+        .as_ref()
+        .and_then(|ports| ports.get(&port))
+        .is_none_or(|at| now.saturating_duration_since(*at) >= QUARANTINE)
+}
+
 /// Counts the sockets lingering now, up to a cap.
 #[derive(Debug)]
 struct Lingering {
@@ -172,6 +206,9 @@ where
     F: Fn(&[u8], SocketAddr) -> Option<Vec<u8>> + Send + 'static,
 {
     let Some(slot) = LINGERING.enter() else {
+        if let Ok(local) = socket.local_addr() {
+            note_closed_early(local.port(), Instant::now());
+        }
         return;
     };
     tokio::spawn(async move {
@@ -238,5 +275,15 @@ mod tests {
         assert!(!limit.permits(t0 + STRANGER_REPLY_INTERVAL - Duration::from_millis(1)));
         assert!(limit.permits(t0 + STRANGER_REPLY_INTERVAL));
         assert!(!limit.permits(t0 + STRANGER_REPLY_INTERVAL));
+    }
+
+    #[test]
+    fn a_port_closed_early_is_not_taken_again_within_the_quarantine() {
+        let t0 = Instant::now();
+        assert!(may_take(40_001, t0));
+        note_closed_early(40_001, t0);
+        assert!(!may_take(40_001, t0 + QUARANTINE / 2));
+        assert!(may_take(40_001, t0 + QUARANTINE));
+        assert!(may_take(40_002, t0), "other ports are free");
     }
 }
