@@ -93,6 +93,7 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
         attempts: p.attempts,
         deadline: Duration::from_secs(p.max_secs),
         watch: Some(lb.proc.pid),
+        own_addresses: false,
     };
     let kill_at = Duration::from_millis(p.ramp_ms / 2);
     let victim = backends.remove(0);

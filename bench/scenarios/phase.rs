@@ -30,6 +30,15 @@ pub struct Crowd {
     pub deadline: Duration,
     /// Process whose memory is sampled (tftplb), if any.
     pub watch: Option<u32>,
+    /// Each client sends from an address of its own (127.100.x.y), as machines on a network
+    /// do; else all share 127.0.0.1 and a late packet meant for one client's port can reach
+    /// another client that was given the same port.
+    pub own_addresses: bool,
+}
+
+/// Client `i`'s own loopback address (Linux answers for all of 127/8 without configuration).
+fn own_address(i: usize) -> std::net::IpAddr {
+    std::net::Ipv4Addr::new(127, 100, (i / 250 % 250) as u8, (i % 250 + 1) as u8).into()
 }
 
 /// What a crowd measured.
@@ -90,10 +99,11 @@ pub async fn run(crowd: Crowd, bar: &ProgressBar) -> CrowdResult {
         let delay = crowd.ramp.mul_f64(i as f64 / n.max(1) as f64);
         let (shared, inflight) = (shared.clone(), inflight.clone());
         let attempts = crowd.attempts;
+        let source = crowd.own_addresses.then(|| own_address(i));
         tasks.spawn(async move {
             tokio::time::sleep_until(started + delay).await;
             inflight.fetch_add(1, Ordering::Relaxed);
-            let out = boot(target, &shared.0, shared.1, attempts, started).await;
+            let out = boot(target, source, &shared.0, shared.1, attempts, started).await;
             inflight.fetch_sub(1, Ordering::Relaxed);
             out
         });
@@ -180,13 +190,15 @@ fn add(r: &mut CrowdResult, out: ClientOutcome) {
 /// One client's boot: every file in order, each with up to `attempts` tries.
 async fn boot(
     server: SocketAddr,
+    source: Option<std::net::IpAddr>,
     files: &[BenchFile],
     client: ClientParams,
     attempts: u32,
     crowd_start: Instant,
 ) -> ClientOutcome {
     let started = Instant::now();
-    let cfg = client.config();
+    let mut cfg = client.config();
+    cfg.bind = source.map(|ip| SocketAddr::new(ip, 0));
     let mut out = ClientOutcome {
         ok: true,
         retried: false,

@@ -162,6 +162,7 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
                 attempts: 1,
                 deadline: std::time::Duration::from_secs(p.max_secs),
                 watch: through_lb.then_some(lb.proc.pid),
+                own_addresses: true,
             };
             let backend_before = backend_cpu(&backends);
             let lb_before = lb.proc.cpu();
