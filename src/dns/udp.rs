@@ -56,8 +56,9 @@ pub async fn serve(
     rrl: Arc<ArcSwapOption<Limiter>>,
     stop: CancellationToken,
 ) {
-    let mut inbox = Burst::new(MAX_QUERY, BATCH);
-    let mut buf = vec![0u8; MAX_QUERY];
+    // One byte over the largest query: a datagram that fills it is longer than any.
+    let mut inbox = Burst::new(MAX_QUERY + 1, BATCH);
+    let mut buf = vec![0u8; MAX_QUERY + 1];
     let outbox: Outbox = Arc::new(Mutex::new(Vec::with_capacity(BATCH)));
     loop {
         tokio::select! {

@@ -267,10 +267,11 @@ fn judge_consistency(
             .state
             .set_inconsistent(&who, verdict.inconsistent, &verdict.detail);
         if let (true, Some(cache), Some((cfg, _))) = (verdict.file > 0, cache, &pool.cache) {
-            let name = &files[verdict.file].0;
-            let key = (backend.address, name.clone());
-            let display = crate::protocol::names::display(name);
-            cache.refresh(key, display, 1428, cfg.revalidate);
+            let key = (backend.address, files[verdict.file].0.clone());
+            // Asked as it was fetched: the key may be folded to lower case.
+            if let Some(name) = cache.store.fetched_as(&key) {
+                cache.refresh(key, name, 1428, cfg.revalidate);
+            }
         }
     }
 }

@@ -131,7 +131,7 @@ impl Cache {
             // fresh with the older bytes.
             let started = Instant::now();
             let fetched = download(key.0, &name, blksize, cache.store.max_bytes()).await;
-            let outcome = cache.store.finish_fill(&key, fetched, started);
+            let outcome = cache.store.finish_fill(&key, &name, fetched, started);
             cache.record(key.0, &name, outcome, "fill");
         });
     }
@@ -139,7 +139,7 @@ impl Cache {
     /// Takes the health probe's download of a file this cache keeps (`started`: when it was
     /// asked for): it fills, confirms, replaces or drops the copy as a fill of its own would.
     pub fn offer(&self, key: &Key, name: &str, fetched: Fetched, started: Instant) {
-        let outcome = self.store.offer(key, fetched, started);
+        let outcome = self.store.offer(key, name, fetched, started);
         self.record(key.0, name, outcome, "probe");
     }
 

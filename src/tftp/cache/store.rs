@@ -19,6 +19,8 @@ pub type Key = (SocketAddr, Vec<u8>);
 /// One copy.
 #[derive(Debug)]
 pub struct CachedFile {
+    /// The name the backend was asked for (the key's may be folded to lower case).
+    pub fetched_as: String,
     pub data: Arc<[u8]>,
     pub sha256: [u8; 32],
     /// When a download last gave this content.
@@ -26,9 +28,10 @@ pub struct CachedFile {
 }
 
 impl CachedFile {
-    pub fn new(data: Vec<u8>, now: Instant) -> CachedFile {
+    pub fn new(fetched_as: &str, data: Vec<u8>, now: Instant) -> CachedFile {
         let sha256 = Sha256::digest(&data).into();
         CachedFile {
+            fetched_as: fetched_as.to_string(),
             data: data.into(),
             sha256,
             confirmed: now,
@@ -173,20 +176,39 @@ impl Store {
     /// is confirmed again, a file the backend no longer has (or one too large to keep) is
     /// dropped and remembered as absent; then the least recently used copies go until all
     /// fit. The sha256 is taken before the lock.
-    pub fn finish_fill(&self, key: &Key, fetched: Fetched, started: Instant) -> (Filled, u64) {
-        self.take(key, fetched, started, true)
+    pub fn finish_fill(
+        &self,
+        key: &Key,
+        name: &str,
+        fetched: Fetched,
+        started: Instant,
+    ) -> (Filled, u64) {
+        self.take(key, name, fetched, started, true)
     }
 
     /// Takes a download made by someone else (the health probe's) like `finish_fill`, leaving
     /// a fill of this cache that may be under way marked as such.
-    pub fn offer(&self, key: &Key, fetched: Fetched, started: Instant) -> (Filled, u64) {
-        self.take(key, fetched, started, false)
+    pub fn offer(
+        &self,
+        key: &Key,
+        name: &str,
+        fetched: Fetched,
+        started: Instant,
+    ) -> (Filled, u64) {
+        self.take(key, name, fetched, started, false)
     }
 
-    fn take(&self, key: &Key, fetched: Fetched, started: Instant, fill: bool) -> (Filled, u64) {
+    fn take(
+        &self,
+        key: &Key,
+        name: &str,
+        fetched: Fetched,
+        started: Instant,
+        fill: bool,
+    ) -> (Filled, u64) {
         let (file, kind) = match fetched {
             Fetched::Content(data) if data.len() > self.max_bytes() => (None, Filled::TooLarge),
-            Fetched::Content(data) => (Some(CachedFile::new(data, started)), Filled::New),
+            Fetched::Content(data) => (Some(CachedFile::new(name, data, started)), Filled::New),
             Fetched::Gone => (None, Filled::Dropped),
             Fetched::TooLarge => (None, Filled::TooLarge),
             Fetched::Failed => (None, Filled::Failed),
@@ -235,6 +257,11 @@ impl Store {
             }
         }
         by_name
+    }
+
+    /// The name the backend was asked for when `key`'s copy was taken.
+    pub fn fetched_as(&self, key: &Key) -> Option<String> {
+        self.lock().files.peek(key).map(|f| f.fetched_as.clone())
     }
 
     pub fn max_bytes(&self) -> usize {
@@ -319,7 +346,7 @@ mod tests {
         assert!(!store.begin_fill(&k, t0, 5 * S), "one download at a time");
         assert_eq!(
             store
-                .finish_fill(&k, Fetched::Content(b"v1".to_vec()), t0)
+                .finish_fill(&k, "f", Fetched::Content(b"v1".to_vec()), t0)
                 .0,
             Filled::New
         );
@@ -331,14 +358,14 @@ mod tests {
         // Refetched: the same content is confirmed again, a new one replaces it.
         assert_eq!(
             store
-                .finish_fill(&k, Fetched::Content(b"v1".to_vec()), t0 + 5 * S)
+                .finish_fill(&k, "f", Fetched::Content(b"v1".to_vec()), t0 + 5 * S)
                 .0,
             Filled::Same
         );
         assert!(store.fresh(&k, t0 + 9 * S, 5 * S).is_some());
         assert_eq!(
             store
-                .finish_fill(&k, Fetched::Content(b"v2!".to_vec()), t0 + 10 * S)
+                .finish_fill(&k, "f", Fetched::Content(b"v2!".to_vec()), t0 + 10 * S)
                 .0,
             Filled::Changed
         );
@@ -346,12 +373,12 @@ mod tests {
         assert_eq!(store.usage(), (1, 3));
         // A failed download keeps it; a file gone from the backend drops it.
         assert_eq!(
-            store.finish_fill(&k, Fetched::Failed, t0 + 11 * S).0,
+            store.finish_fill(&k, "f", Fetched::Failed, t0 + 11 * S).0,
             Filled::Failed
         );
         assert_eq!(store.usage(), (1, 3));
         assert_eq!(
-            store.finish_fill(&k, Fetched::Gone, t0 + 12 * S).0,
+            store.finish_fill(&k, "f", Fetched::Gone, t0 + 12 * S).0,
             Filled::Dropped
         );
         assert_eq!(store.usage(), (0, 0));
@@ -362,12 +389,12 @@ mod tests {
         let t0 = Instant::now();
         let store = Store::new(10);
         let (a, b, c) = (key(1, "f"), key(2, "f"), key(3, "f"));
-        store.finish_fill(&a, Fetched::Content(b"aaaa".to_vec()), t0);
-        store.finish_fill(&b, Fetched::Content(b"bbbb".to_vec()), t0);
+        store.finish_fill(&a, "f", Fetched::Content(b"aaaa".to_vec()), t0);
+        store.finish_fill(&b, "f", Fetched::Content(b"bbbb".to_vec()), t0);
         assert_eq!(&*store.fresh(&a, t0, S).unwrap().data, b"aaaa");
         // c does not fit with both: b, used least recently, goes.
         assert_eq!(
-            store.finish_fill(&c, Fetched::Content(b"cccc".to_vec()), t0),
+            store.finish_fill(&c, "f", Fetched::Content(b"cccc".to_vec()), t0),
             (Filled::New, 1)
         );
         assert!(store.fresh(&b, t0, S).is_none());
@@ -375,7 +402,9 @@ mod tests {
         assert_eq!(store.usage(), (2, 8));
         // A file larger than the whole cache is never kept.
         assert_eq!(
-            store.finish_fill(&b, Fetched::Content(vec![0; 11]), t0).0,
+            store
+                .finish_fill(&b, "f", Fetched::Content(vec![0; 11]), t0)
+                .0,
             Filled::TooLarge
         );
         assert_eq!(store.usage(), (2, 8));
@@ -385,8 +414,13 @@ mod tests {
     fn the_freshest_copy_of_any_backend_serves_while_all_are_down() {
         let t0 = Instant::now();
         let store = Store::new(100);
-        store.finish_fill(&key(1, "f"), Fetched::Content(b"old".to_vec()), t0);
-        store.finish_fill(&key(2, "f"), Fetched::Content(b"new".to_vec()), t0 + 10 * S);
+        store.finish_fill(&key(1, "f"), "f", Fetched::Content(b"old".to_vec()), t0);
+        store.finish_fill(
+            &key(2, "f"),
+            "f",
+            Fetched::Content(b"new".to_vec()),
+            t0 + 10 * S,
+        );
         let backends = [key(1, "f").0, key(2, "f").0];
         let (backend, got) = store
             .freshest(&backends, b"f", t0 + 20 * S, 60 * S)
@@ -406,7 +440,7 @@ mod tests {
         let store = Store::new(100);
         let k = key(1, "pxelinux.0");
         assert!(store.begin_fill(&k, t0, S));
-        let offered = store.offer(&k, Fetched::Content(b"probe".to_vec()), t0);
+        let offered = store.offer(&k, "pxelinux.0", Fetched::Content(b"probe".to_vec()), t0);
         assert_eq!(offered, (Filled::New, 0));
         assert!(!store.begin_fill(&k, t0, S), "the fill is still under way");
         assert_eq!(
@@ -423,8 +457,8 @@ mod tests {
     fn a_smaller_cap_evicts_at_once() {
         let t0 = Instant::now();
         let store = Store::new(100);
-        store.finish_fill(&key(1, "a"), Fetched::Content(vec![0; 40]), t0);
-        store.finish_fill(&key(1, "b"), Fetched::Content(vec![0; 40]), t0);
+        store.finish_fill(&key(1, "a"), "f", Fetched::Content(vec![0; 40]), t0);
+        store.finish_fill(&key(1, "b"), "f", Fetched::Content(vec![0; 40]), t0);
         store.fresh(&key(1, "a"), t0, S);
         assert_eq!(store.set_max_bytes(50), 1);
         assert_eq!(store.usage(), (1, 40));
