@@ -33,7 +33,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::Semaphore;
 
 use config::CacheConfig;
-use store::{Fetched, Filled, Key, Store};
+use store::{By, Fetched, Filled, Key, Store};
 
 use crate::tftp::client::{self, ClientConfig, ClientError};
 
@@ -131,16 +131,16 @@ impl Cache {
             // fresh with the older bytes.
             let started = Instant::now();
             let fetched = download(key.0, &name, blksize, cache.store.max_bytes()).await;
-            let outcome = cache.store.finish_fill(&key, &name, fetched, started);
-            cache.record(key.0, &name, outcome, "fill");
+            let outcome = cache.store.finish(&key, &name, fetched, started, By::Fill);
+            cache.record(key.0, &name, outcome, By::Fill);
         });
     }
 
     /// Takes the health probe's download of a file this cache keeps (`started`: when it was
     /// asked for): it fills, confirms, replaces or drops the copy as a fill of its own would.
     pub fn offer(&self, key: &Key, name: &str, fetched: Fetched, started: Instant) {
-        let outcome = self.store.offer(key, name, fetched, started);
-        self.record(key.0, name, outcome, "probe");
+        let outcome = self.store.finish(key, name, fetched, started, By::Probe);
+        self.record(key.0, name, outcome, By::Probe);
     }
 
     /// A new `[cache]` section (a reload): the memory cap and the largest window apply to
@@ -153,7 +153,7 @@ impl Cache {
     }
 
     /// Counts a download's result (`by`: the cache's own fill, or the health probe's).
-    fn record(&self, backend: SocketAddr, name: &str, (filled, evicted): (Filled, u64), by: &str) {
+    fn record(&self, backend: SocketAddr, name: &str, (filled, evicted): (Filled, u64), by: By) {
         metrics::counter!(crate::metrics::CACHE_FILLS, "result" => filled.as_str()).increment(1);
         self.counts.fills.fetch_add(1, Ordering::Relaxed);
         if filled == Filled::Changed {
@@ -161,10 +161,10 @@ impl Cache {
         }
         match filled {
             Filled::New | Filled::Changed | Filled::Dropped => {
-                tracing::info!(%backend, file = name, result = filled.as_str(), by, "cache filled")
+                tracing::info!(%backend, file = name, result = filled.as_str(), by = by.as_str(), "cache filled")
             }
             _ => {
-                tracing::debug!(%backend, file = name, result = filled.as_str(), by, "cache filled")
+                tracing::debug!(%backend, file = name, result = filled.as_str(), by = by.as_str(), "cache filled")
             }
         }
         self.record_evictions(evicted);

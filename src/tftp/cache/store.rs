@@ -64,7 +64,25 @@ pub enum Fetched {
     Failed,
 }
 
-/// What `finish_fill` did with a download, for the counters.
+/// Whose download a copy comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// The cache's own (`begin_fill` marked it).
+    Fill,
+    /// The health probe's download of the probe file.
+    Probe,
+}
+
+impl By {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            By::Fill => "fill",
+            By::Probe => "probe",
+        }
+    }
+}
+
+/// What `finish` did with a download, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filled {
     New,
@@ -175,36 +193,15 @@ impl Store {
     /// changed content replaces the copy (every transfer from now on gets it), the same content
     /// is confirmed again, a file the backend no longer has (or one too large to keep) is
     /// dropped and remembered as absent; then the least recently used copies go until all
-    /// fit. The sha256 is taken before the lock.
-    pub fn finish_fill(
+    /// fit. The sha256 is taken before the lock. A download of the cache's own ends its fill
+    /// (`begin_fill`); the health probe's leaves a fill that may be under way marked.
+    pub fn finish(
         &self,
         key: &Key,
         name: &str,
         fetched: Fetched,
         started: Instant,
-    ) -> (Filled, u64) {
-        self.take(key, name, fetched, started, true)
-    }
-
-    /// Takes a download made by someone else (the health probe's) like `finish_fill`, leaving
-    /// a fill of this cache that may be under way marked as such.
-    pub fn offer(
-        &self,
-        key: &Key,
-        name: &str,
-        fetched: Fetched,
-        started: Instant,
-    ) -> (Filled, u64) {
-        self.take(key, name, fetched, started, false)
-    }
-
-    fn take(
-        &self,
-        key: &Key,
-        name: &str,
-        fetched: Fetched,
-        started: Instant,
-        fill: bool,
+        by: By,
     ) -> (Filled, u64) {
         let (file, kind) = match fetched {
             Fetched::Content(data) if data.len() > self.max_bytes() => (None, Filled::TooLarge),
@@ -214,7 +211,7 @@ impl Store {
             Fetched::Failed => (None, Filled::Failed),
         };
         let mut inner = self.lock();
-        if fill {
+        if by == By::Fill {
             inner.filling.remove(key);
         }
         let filled = match file {
@@ -346,7 +343,7 @@ mod tests {
         assert!(!store.begin_fill(&k, t0, 5 * S), "one download at a time");
         assert_eq!(
             store
-                .finish_fill(&k, "f", Fetched::Content(b"v1".to_vec()), t0)
+                .finish(&k, "f", Fetched::Content(b"v1".to_vec()), t0, By::Fill)
                 .0,
             Filled::New
         );
@@ -358,14 +355,26 @@ mod tests {
         // Refetched: the same content is confirmed again, a new one replaces it.
         assert_eq!(
             store
-                .finish_fill(&k, "f", Fetched::Content(b"v1".to_vec()), t0 + 5 * S)
+                .finish(
+                    &k,
+                    "f",
+                    Fetched::Content(b"v1".to_vec()),
+                    t0 + 5 * S,
+                    By::Fill
+                )
                 .0,
             Filled::Same
         );
         assert!(store.fresh(&k, t0 + 9 * S, 5 * S).is_some());
         assert_eq!(
             store
-                .finish_fill(&k, "f", Fetched::Content(b"v2!".to_vec()), t0 + 10 * S)
+                .finish(
+                    &k,
+                    "f",
+                    Fetched::Content(b"v2!".to_vec()),
+                    t0 + 10 * S,
+                    By::Fill
+                )
                 .0,
             Filled::Changed
         );
@@ -373,12 +382,16 @@ mod tests {
         assert_eq!(store.usage(), (1, 3));
         // A failed download keeps it; a file gone from the backend drops it.
         assert_eq!(
-            store.finish_fill(&k, "f", Fetched::Failed, t0 + 11 * S).0,
+            store
+                .finish(&k, "f", Fetched::Failed, t0 + 11 * S, By::Fill)
+                .0,
             Filled::Failed
         );
         assert_eq!(store.usage(), (1, 3));
         assert_eq!(
-            store.finish_fill(&k, "f", Fetched::Gone, t0 + 12 * S).0,
+            store
+                .finish(&k, "f", Fetched::Gone, t0 + 12 * S, By::Fill)
+                .0,
             Filled::Dropped
         );
         assert_eq!(store.usage(), (0, 0));
@@ -389,12 +402,12 @@ mod tests {
         let t0 = Instant::now();
         let store = Store::new(10);
         let (a, b, c) = (key(1, "f"), key(2, "f"), key(3, "f"));
-        store.finish_fill(&a, "f", Fetched::Content(b"aaaa".to_vec()), t0);
-        store.finish_fill(&b, "f", Fetched::Content(b"bbbb".to_vec()), t0);
+        store.finish(&a, "f", Fetched::Content(b"aaaa".to_vec()), t0, By::Fill);
+        store.finish(&b, "f", Fetched::Content(b"bbbb".to_vec()), t0, By::Fill);
         assert_eq!(&*store.fresh(&a, t0, S).unwrap().data, b"aaaa");
         // c does not fit with both: b, used least recently, goes.
         assert_eq!(
-            store.finish_fill(&c, "f", Fetched::Content(b"cccc".to_vec()), t0),
+            store.finish(&c, "f", Fetched::Content(b"cccc".to_vec()), t0, By::Fill),
             (Filled::New, 1)
         );
         assert!(store.fresh(&b, t0, S).is_none());
@@ -403,7 +416,7 @@ mod tests {
         // A file larger than the whole cache is never kept.
         assert_eq!(
             store
-                .finish_fill(&b, "f", Fetched::Content(vec![0; 11]), t0)
+                .finish(&b, "f", Fetched::Content(vec![0; 11]), t0, By::Fill)
                 .0,
             Filled::TooLarge
         );
@@ -414,12 +427,19 @@ mod tests {
     fn the_freshest_copy_of_any_backend_serves_while_all_are_down() {
         let t0 = Instant::now();
         let store = Store::new(100);
-        store.finish_fill(&key(1, "f"), "f", Fetched::Content(b"old".to_vec()), t0);
-        store.finish_fill(
+        store.finish(
+            &key(1, "f"),
+            "f",
+            Fetched::Content(b"old".to_vec()),
+            t0,
+            By::Fill,
+        );
+        store.finish(
             &key(2, "f"),
             "f",
             Fetched::Content(b"new".to_vec()),
             t0 + 10 * S,
+            By::Fill,
         );
         let backends = [key(1, "f").0, key(2, "f").0];
         let (backend, got) = store
@@ -440,7 +460,13 @@ mod tests {
         let store = Store::new(100);
         let k = key(1, "pxelinux.0");
         assert!(store.begin_fill(&k, t0, S));
-        let offered = store.offer(&k, "pxelinux.0", Fetched::Content(b"probe".to_vec()), t0);
+        let offered = store.finish(
+            &k,
+            "pxelinux.0",
+            Fetched::Content(b"probe".to_vec()),
+            t0,
+            By::Probe,
+        );
         assert_eq!(offered, (Filled::New, 0));
         assert!(!store.begin_fill(&k, t0, S), "the fill is still under way");
         assert_eq!(
@@ -457,8 +483,20 @@ mod tests {
     fn a_smaller_cap_evicts_at_once() {
         let t0 = Instant::now();
         let store = Store::new(100);
-        store.finish_fill(&key(1, "a"), "f", Fetched::Content(vec![0; 40]), t0);
-        store.finish_fill(&key(1, "b"), "f", Fetched::Content(vec![0; 40]), t0);
+        store.finish(
+            &key(1, "a"),
+            "f",
+            Fetched::Content(vec![0; 40]),
+            t0,
+            By::Fill,
+        );
+        store.finish(
+            &key(1, "b"),
+            "f",
+            Fetched::Content(vec![0; 40]),
+            t0,
+            By::Fill,
+        );
         store.fresh(&key(1, "a"), t0, S);
         assert_eq!(store.set_max_bytes(50), 1);
         assert_eq!(store.usage(), (1, 40));

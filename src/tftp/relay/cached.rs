@@ -194,11 +194,10 @@ impl Relay {
             answered: MAX_RESENDS,
         };
         let mut sender = Sender::new(shape, resends);
-        // A lock-step transfer needs one block of room; a window, up to one GSO send's worth
-        // (memory a session holds counts: a storm holds a thousand).
-        let datagram = 4 + usize::from(plan.blksize);
-        let room = (datagram * usize::from(plan.window)).min(GSO_MAX_BYTES);
-        let mut out = Vec::with_capacity(room.max(datagram));
+        // One block of room; a window grows it to one GSO send's worth, and only once the
+        // client answered (a window follows the OACK's ACK): a storm holds a thousand of these,
+        // a spoofed request's session one block.
+        let mut out = Vec::with_capacity(4 + usize::from(plan.blksize));
         // Windows go out with GSO until the kernel refuses it on this path.
         let mut gso = true;
         let first = sender.start(Instant::now().into_std());

@@ -92,8 +92,11 @@ impl Relay {
         t: &mut Transfer<'_>,
         strangers: &mut Strangers,
     ) -> io::Result<Option<Outcome>> {
+        // Its slots are taken once the client answered: a spoofed request's session (whose
+        // backend repeats its OACK) holds no more than before.
         let negotiated = t.session.negotiated();
-        if t.burst.is_none() && negotiated.windowsize > 1 {
+        if t.burst.is_none() && negotiated.windowsize > 1 && self.handle.client_heard_at().is_some()
+        {
             t.burst = Some(Burst::for_blocks(negotiated.blksize));
         }
         let mut handled = 0;
