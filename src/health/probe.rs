@@ -215,7 +215,7 @@ fn failed(detail: &str, duration: Duration) -> ProbeRecord {
 /// Every copy in memory of the pool's backends, per file, as each backend's hash in backend
 /// order (the probe file aside: the round's downloads speak for it). A copy is the content
 /// its backend last gave; one found different is downloaded again each round
-/// (`refresh_disputed`), so a file mended on the server is seen without client traffic.
+/// (`judge_consistency`), so a file mended on the server is seen without client traffic.
 fn cached_hashes(pool: &Pool, cache: &Cache, copy_to: Option<&CopyTo>) -> Files {
     let addresses: Vec<SocketAddr> = pool.backends.iter().map(|b| b.address).collect();
     cache
@@ -266,7 +266,8 @@ fn judge_consistency(
         backend
             .state
             .set_inconsistent(&who, verdict.inconsistent, &verdict.detail);
-        if let (true, Some(cache), Some((cfg, _))) = (verdict.file > 0, cache, &pool.cache) {
+        let disputed_copy = verdict.inconsistent && verdict.file > 0;
+        if let (true, Some(cache), Some((cfg, _))) = (disputed_copy, cache, &pool.cache) {
             let key = (backend.address, files[verdict.file].0.clone());
             // Asked as it was fetched: the key may be folded to lower case.
             if let Some(name) = cache.store.fetched_as(&key) {

@@ -9,7 +9,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant as StdInstant};
@@ -18,7 +17,7 @@ use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until};
 
 use super::linger::Strangers;
-use super::send::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS, segments_to_client, to_client};
+use super::send::{Batch, flush, gather_for_client, to_client};
 use super::timers::{MAX_RESENDS, UNANSWERED_REPEATS};
 use super::{Counts, Relay};
 use crate::metrics::SessionEnd;
@@ -29,22 +28,6 @@ use crate::tftp::cache::negotiate::{Plan, negotiate};
 use crate::tftp::cache::sender::{Resends, Send, Sender, Shape};
 use crate::tftp::cache::store::CachedFile;
 use crate::tftp::session::Outcome;
-
-/// The DATA of a transfer from memory, block by block.
-struct Blocks<'a> {
-    file: &'a CachedFile,
-    sender: &'a Sender,
-    blksize: u16,
-}
-
-impl Blocks<'_> {
-    /// Appends the DATA datagram of position `pos` to `out`.
-    fn append(&self, pos: u64, out: &mut Vec<u8>) {
-        out.extend_from_slice(&3u16.to_be_bytes());
-        out.extend_from_slice(&self.sender.wire(pos).to_be_bytes());
-        out.extend_from_slice(&self.file.data[self.sender.bytes_of(pos)]);
-    }
-}
 
 /// What a read whose file the pool keeps in memory does.
 pub(super) enum Memory {
@@ -194,12 +177,11 @@ impl Relay {
             answered: MAX_RESENDS,
         };
         let mut sender = Sender::new(shape, resends);
-        // One block of room; a window grows it to one GSO send's worth, and only once the
-        // client answered (a window follows the OACK's ACK): a storm holds a thousand of these,
-        // a spoofed request's session one block.
+        // One block of room; a window is gathered (`send::Batch`) and goes out in one GSO
+        // send, which grows the batch to a window's worth only once the client answered (a
+        // window follows the OACK's ACK): a spoofed request's session holds one block.
         let mut out = Vec::with_capacity(4 + usize::from(plan.blksize));
-        // Windows go out with GSO until the kernel refuses it on this path.
-        let mut gso = true;
+        let mut batch = Batch::default();
         let first = sender.start(Instant::now().into_std());
         // Ended for room before its first answer went out, the session sends nothing.
         if !self.handle.replied(StdInstant::now()) {
@@ -226,13 +208,14 @@ impl Relay {
                     to_client(&socket, oack, self.client, counts).await;
                 }
                 Send::Blocks(range) => {
-                    let blocks = Blocks {
-                        file,
-                        sender: &sender,
-                        blksize: plan.blksize,
-                    };
-                    self.send_from_copy(&socket, &blocks, range, &mut out, &mut gso, counts)
-                        .await;
+                    for pos in range {
+                        out.clear();
+                        out.extend_from_slice(&3u16.to_be_bytes());
+                        out.extend_from_slice(&sender.wire(pos).to_be_bytes());
+                        out.extend_from_slice(&file.data[sender.bytes_of(pos)]);
+                        gather_for_client(&socket, &mut batch, &out, self.client, counts).await;
+                    }
+                    flush(&socket, &mut batch, self.client, counts).await;
                 }
             }
             if !armed && let Some(due) = sender.deadline() {
@@ -272,42 +255,6 @@ enum Heard {
 }
 
 impl Relay {
-    /// Sends the DATA of `range` to the client: as many blocks per system call as GSO takes
-    /// (`send::segments_to_client`), block by block where it is off or was refused.
-    async fn send_from_copy(
-        &self,
-        socket: &UdpSocket,
-        blocks: &Blocks<'_>,
-        range: RangeInclusive<u64>,
-        out: &mut Vec<u8>,
-        gso: &mut bool,
-        counts: &mut Counts,
-    ) {
-        let segment = 4 + blocks.blksize;
-        let per_call = (GSO_MAX_BYTES / usize::from(segment)).min(GSO_MAX_SEGMENTS) as u64;
-        let (mut pos, last) = (*range.start(), *range.end());
-        while pos <= last {
-            let end = match *gso && per_call > 1 && pos < last {
-                true => last.min(pos + per_call - 1),
-                false => pos,
-            };
-            out.clear();
-            for p in pos..=end {
-                blocks.append(p, out);
-            }
-            if end == pos {
-                to_client(socket, out, self.client, counts).await;
-            } else if let Err(e) =
-                segments_to_client(socket, out, segment, self.client, counts).await
-            {
-                tracing::debug!(client = %self.client, error = %e, "GSO refused: block by block");
-                *gso = false;
-                continue;
-            }
-            pos = end + 1;
-        }
-    }
-
     /// A datagram to the session's socket: a stranger gets ERROR 5 (rate-limited), the
     /// client's ACK moves the sender, its ERROR ends the transfer.
     async fn on_datagram(

@@ -43,10 +43,10 @@ pub(super) async fn to_client(
 }
 
 /// The most datagrams one GSO send may carry (the kernel's UDP_MAX_SEGMENTS).
-pub(super) const GSO_MAX_SEGMENTS: usize = 64;
+const GSO_MAX_SEGMENTS: usize = 64;
 
 /// The most bytes one GSO send may carry: they travel as one UDP datagram until segmented.
-pub(super) const GSO_MAX_BYTES: usize = 65_000;
+const GSO_MAX_BYTES: usize = 65_000;
 
 /// Sends `datagrams` to the client in one system call with UDP generic segmentation offload
 /// (`UDP_SEGMENT`): they lie back to back, each `segment` bytes but the last, which may be
@@ -56,7 +56,7 @@ pub(super) const GSO_MAX_BYTES: usize = 65_000;
 /// Err when this path cannot carry them (a segment above the route's MTU, a device or kernel
 /// without GSO): nothing was sent, and the caller sends them one by one from then on. A
 /// datagram the kernel drops for congestion is counted lost, as `to_client` counts it.
-pub(super) async fn segments_to_client(
+async fn segments_to_client(
     socket: &UdpSocket,
     datagrams: &[u8],
     segment: u16,
