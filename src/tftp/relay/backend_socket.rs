@@ -38,9 +38,11 @@ async fn unreserved(any: SocketAddr) -> io::Result<UdpSocket> {
     let mut refused = Vec::new();
     loop {
         let socket = UdpSocket::bind(any).await?;
-        let port = socket.local_addr()?.port();
-        if refused.len() + 1 >= TRIES || super::linger::may_take(port, tokio::time::Instant::now())
-        {
+        let now = tokio::time::Instant::now();
+        let last_try = refused.len() + 1 >= TRIES;
+        // Most of the time no port is reserved: no need to ask the socket for its own.
+        let reserved = super::linger::any_reserved(now);
+        if last_try || !reserved || super::linger::may_take(socket.local_addr()?.port(), now) {
             if !refused.is_empty() {
                 metrics::counter!(crate::metrics::PORTS_PASSED_OVER)
                     .increment(refused.len() as u64);

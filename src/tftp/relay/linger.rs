@@ -81,33 +81,66 @@ pub fn set_lingering_cap(sessions: usize) {
 /// late answer for its own (an OACK of the same options looks alike for any file). A new leg
 /// does not take one within [`QUARANTINE`] (`backend_socket::bind_like`): the port stays
 /// reserved without its file descriptor. One entry per port at most.
-static CLOSED_EARLY: std::sync::Mutex<Option<std::collections::HashMap<u16, Instant>>> =
-    std::sync::Mutex::new(None);
+static CLOSED_EARLY: std::sync::Mutex<ClosedEarly> = std::sync::Mutex::new(ClosedEarly::new());
 
 /// Entries beyond which the expired ones are swept out.
 const CLOSED_EARLY_SWEEP: usize = 4096;
 
-fn closed_early() -> std::sync::MutexGuard<'static, Option<std::collections::HashMap<u16, Instant>>>
-{
+/// The ports closed early, and when the latest was: while that is a quarantine ago, no port
+/// is reserved and a new leg need not even ask its socket for its port.
+#[derive(Debug)]
+struct ClosedEarly {
+    ports: Option<std::collections::HashMap<u16, Instant>>,
+    latest: Option<Instant>,
+}
+
+impl ClosedEarly {
+    const fn new() -> ClosedEarly {
+        ClosedEarly {
+            ports: None,
+            latest: None,
+        }
+    }
+
+    fn note(&mut self, port: u16, now: Instant) {
+        let ports = self.ports.get_or_insert_with(Default::default);
+        if ports.len() >= CLOSED_EARLY_SWEEP {
+            ports.retain(|_, at| now.saturating_duration_since(*at) < QUARANTINE);
+        }
+        ports.insert(port, now);
+        self.latest = Some(self.latest.map_or(now, |at| at.max(now)));
+    }
+
+    fn any_reserved(&self, now: Instant) -> bool {
+        self.latest
+            .is_some_and(|at| now.saturating_duration_since(at) < QUARANTINE)
+    }
+
+    fn may_take(&self, port: u16, now: Instant) -> bool {
+        self.ports
+            .as_ref()
+            .and_then(|ports| ports.get(&port))
+            .is_none_or(|at| now.saturating_duration_since(*at) >= QUARANTINE)
+    }
+}
+
+fn closed_early() -> std::sync::MutexGuard<'static, ClosedEarly> {
     CLOSED_EARLY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Notes that the socket on `port` closed before its quarantine ended.
 fn note_closed_early(port: u16, now: Instant) {
-    let mut ports = closed_early();
-    let ports = ports.get_or_insert_with(Default::default);
-    if ports.len() >= CLOSED_EARLY_SWEEP {
-        ports.retain(|_, at| now.saturating_duration_since(*at) < QUARANTINE);
-    }
-    ports.insert(port, now);
+    closed_early().note(port, now);
+}
+
+/// Whether any port is reserved now (see [`may_take`]).
+pub(super) fn any_reserved(now: Instant) -> bool {
+    closed_early().any_reserved(now)
 }
 
 /// Whether a new leg may use `port`: not one closed early less than [`QUARANTINE`] ago.
 pub(super) fn may_take(port: u16, now: Instant) -> bool {
-    closed_early()
-        .as_ref()
-        .and_then(|ports| ports.get(&port))
-        .is_none_or(|at| now.saturating_duration_since(*at) >= QUARANTINE)
+    closed_early().may_take(port, now)
 }
 
 /// Counts the sockets lingering now, up to a cap.
@@ -280,10 +313,16 @@ mod tests {
     #[test]
     fn a_port_closed_early_is_not_taken_again_within_the_quarantine() {
         let t0 = Instant::now();
-        assert!(may_take(40_001, t0));
-        note_closed_early(40_001, t0);
-        assert!(!may_take(40_001, t0 + QUARANTINE / 2));
-        assert!(may_take(40_001, t0 + QUARANTINE));
-        assert!(may_take(40_002, t0), "other ports are free");
+        let mut closed = ClosedEarly::new();
+        assert!(closed.may_take(40_001, t0));
+        assert!(!closed.any_reserved(t0), "nothing closed early yet");
+        closed.note(40_001, t0);
+        assert!(!closed.may_take(40_001, t0 + QUARANTINE / 2));
+        assert!(closed.any_reserved(t0 + QUARANTINE / 2));
+        closed.note(40_002, t0 + QUARANTINE / 2);
+        assert!(closed.may_take(40_001, t0 + QUARANTINE));
+        assert!(closed.any_reserved(t0 + QUARANTINE), "40,002 still is");
+        assert!(closed.may_take(40_003, t0), "other ports are free");
+        assert!(!closed.any_reserved(t0 + QUARANTINE * 2));
     }
 }
