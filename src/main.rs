@@ -23,7 +23,8 @@ fn main() -> ExitCode {
 /// buffer it flushes whenever its queue runs dry: a line still reaches the log at once when
 /// tftplb is quiet, and under load (a session-end line per transfer, thousands a second) many
 /// lines go out in one write instead of a system call each on the relay's threads. When the
-/// queue is full (a log sink that stalls) lines are dropped, never the relay held up.
+/// queue is full (a log sink that stalls) lines are dropped and counted, never the relay held
+/// up.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
@@ -32,6 +33,8 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             64 * 1024,
             std::io::stderr(),
         ));
+    // Counted in `tftplb_log_lines_dropped_total`.
+    tftplb::metrics::watch_log_drops(writer.error_counter());
     let filter = tracing_subscriber::EnvFilter::try_from_env("TFTPLB_LOG")
         // hickory-server logs every DNS query at info; tftplb counts them in metrics instead.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));

@@ -55,6 +55,8 @@ pub const SOCKETS_LINGERING: &str = "tftplb_sockets_lingering";
 pub const SOCKETS_CLOSED_EARLY: &str = "tftplb_sockets_closed_early_total";
 /// Ports a new backend leg was given and passed over: a socket closed early held them.
 pub const PORTS_PASSED_OVER: &str = "tftplb_ports_passed_over_total";
+/// Log lines dropped because the log's writer fell behind (its queue was full).
+pub const LOG_LINES_DROPPED: &str = "tftplb_log_lines_dropped_total";
 /// DNS queries answered, by `name` (the configured name, or `nxdomain` / `outside`), `type` and
 /// `rcode`.
 pub const DNS_QUERIES: &str = "tftplb_dns_queries_total";
@@ -330,6 +332,10 @@ fn describe() {
         PORTS_PASSED_OVER,
         "Ports a new backend leg passed over: a socket closed early held them within the quarantine."
     );
+    describe_counter!(
+        LOG_LINES_DROPPED,
+        "Log lines dropped because the log's writer fell behind (a stalled log sink)."
+    );
     describe_gauge!(MAC_MEMORY_CLIENTS, "Client IPs whose MAC is remembered.");
     describe_counter!(
         MAC_MEMORY_EVICTIONS,
@@ -340,6 +346,7 @@ fn describe() {
     metrics::counter!(SEND_ERRORS).increment(0);
     metrics::counter!(SOCKETS_CLOSED_EARLY).increment(0);
     metrics::counter!(PORTS_PASSED_OVER).increment(0);
+    metrics::counter!(LOG_LINES_DROPPED).increment(0);
     metrics::counter!(STRAYS).increment(0);
     metrics::counter!(ERRORS_WITHHELD).increment(0);
     metrics::gauge!(SOCKETS_LINGERING).set(0.0);
@@ -350,6 +357,22 @@ fn describe() {
 pub fn register_pool(pool: &str) {
     metrics::counter!(FAILOVERS, "pool" => pool.to_string()).increment(0);
     metrics::gauge!(SESSIONS_ACTIVE, "pool" => pool.to_string()).increment(0.0);
+}
+
+/// How many lines the log's writer dropped, kept by the writer itself (see `main`).
+static LOG_DROPS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Lets the scrape read how many log lines the writer dropped.
+pub fn watch_log_drops(dropped: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = LOG_DROPS.set(dropped);
+}
+
+/// Log lines dropped since start (set at scrape time).
+pub fn set_log_drops() {
+    if let Some(dropped) = LOG_DROPS.get() {
+        metrics::counter!(LOG_LINES_DROPPED).absolute(dropped.dropped_lines() as u64);
+    }
 }
 
 /// Reloads applied since start (set at scrape time).

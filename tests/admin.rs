@@ -244,6 +244,7 @@ async fn metrics_series_exist_and_move_with_transfers() {
         "tftplb_backend_sessions_active",
         "tftplb_backend_admin_state",
         "tftplb_session_packets_dropped_total",
+        "tftplb_log_lines_dropped_total",
     ] {
         assert!(
             after.lines().any(|l| l.starts_with(name)),

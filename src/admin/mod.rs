@@ -462,6 +462,7 @@ fn percent_decode(s: &str) -> String {
 /// Sets the gauges that are read at scrape time from the status snapshot.
 fn refresh_gauges(status: &crate::control::Status) {
     crate::metrics::set_reloads(status.reloads);
+    crate::metrics::set_log_drops();
     for pool in &status.pools {
         for b in &pool.backends {
             crate::metrics::set_backend_gauges(
