@@ -23,11 +23,12 @@ fn main() -> ExitCode {
 /// buffer it flushes whenever its queue runs dry: a line still reaches the log at once when
 /// tftplb is quiet, and under load (a session-end line per transfer, thousands a second) many
 /// lines go out in one write instead of a system call each on the relay's threads. When the
-/// queue is full (a log sink that stalls) lines are dropped and counted, never the relay held
-/// up.
+/// queue is full (a log sink that stalls: 32,768 lines, some 8 MB) lines are dropped and
+/// counted, never the relay held up.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
+        .buffered_lines_limit(32_768)
         .thread_name("tftplb-log")
         .finish(std::io::BufWriter::with_capacity(
             64 * 1024,
