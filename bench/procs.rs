@@ -324,8 +324,25 @@ impl TftplbProc {
 }
 
 impl TftplbProc {
+    /// Sessions by outcome, once tftplb's log has caught up with the run: a session ends a
+    /// moment after its client is done (the final ACK) and its line is written by tftplb's
+    /// log thread a moment later still, so the log is read until two reads 200 ms apart
+    /// agree (3 s at most).
+    pub async fn outcomes(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut last = self.outcomes_now();
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = self.outcomes_now();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
+    }
+
     /// Sessions by outcome, counted from tftplb's `session end` log lines so far.
-    pub fn outcomes(&self) -> std::collections::BTreeMap<String, usize> {
+    fn outcomes_now(&self) -> std::collections::BTreeMap<String, usize> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let mut counts = std::collections::BTreeMap::new();
         for line in text.lines().filter(|l| l.contains("session end")) {

@@ -112,7 +112,7 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
         completion_s: Summary::of(&crowd.completion_s),
         max_stall_s: crowd.max_stall_s,
         failures: crowd.failed,
-        tftplb_outcomes: lb.outcomes(),
+        tftplb_outcomes: lb.outcomes().await,
         crowd,
     };
     print(p, &r);

@@ -189,7 +189,7 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<(), String> {
     }
     bar.finish_and_clear();
     r.tftplb_hwm_kib = lb.proc.memory().hwm_kib;
-    r.tftplb_outcomes = lb.outcomes();
+    r.tftplb_outcomes = lb.outcomes().await;
     for mode in [&mut r.direct, &mut r.tftplb] {
         summarise(mode);
     }
