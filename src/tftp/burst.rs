@@ -154,4 +154,32 @@ mod tests {
         assert!(!burst.holds());
         assert!(burst.next(&socket, &mut buf).unwrap().is_none());
     }
+
+    /// Round after round, what arrives while the caller handles the last round wakes it
+    /// again: datagrams held here never leave the caller waiting on an empty socket.
+    #[tokio::test]
+    async fn round_after_round_what_arrives_wakes_the_caller() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = socket.local_addr().unwrap();
+        let mut burst = Burst::for_blocks(512);
+        let mut buf = vec![0u8; 2048];
+        for round in 1..=20u8 {
+            peer.send_to(&[round; 100], to).await.unwrap();
+            peer.send_to(&[round; 200], to).await.unwrap();
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                tokio::time::timeout(std::time::Duration::from_secs(5), socket.readable())
+                    .await
+                    .expect("woken for what arrived")
+                    .unwrap();
+                while let Some((n, _)) = burst.next(&socket, &mut buf).unwrap() {
+                    assert!(buf[..n].iter().all(|&b| b == round));
+                    seen.push(n);
+                }
+            }
+            assert_eq!(seen, [100, 200], "round {round}");
+            assert!(!burst.holds());
+        }
+    }
 }
