@@ -190,9 +190,15 @@ for c in "${cases[@]}"; do
         grep -q "NBP filename is boot-efi.efi" "$work/uefi/serial.txt" || fail "uefi: no boot file offered"
         grep -q "NBP file downloaded successfully" "$work/uefi/serial.txt" || fail "uefi: download failed"
         grep -q "Server IP address is 10.77.0.2" "$work/uefi/serial.txt" || fail "uefi: not from tftplb"
-        # tftplb's own record of the download: the whole file, relayed from the backend.
-        grep "session end" "$work/tftplb.log" | grep "boot-efi.efi" | grep -q "bytes=200000" ||
-            fail "uefi: tftplb logged no complete transfer of boot-efi.efi"
+        # tftplb's own record of the download: the whole file, relayed from the backend. Its
+        # log thread writes the line a moment after the session ends: give it up to 3 s.
+        logged=no
+        for _ in $(seq 30); do
+            grep "session end" "$work/tftplb.log" | grep "boot-efi.efi" | grep -q "bytes=200000" &&
+                logged=yes && break
+            sleep 0.1
+        done
+        [[ $logged == yes ]] || fail "uefi: tftplb logged no complete transfer of boot-efi.efi"
         echo "uefi: boot-efi.efi, 200000 bytes, relayed whole (sha256 at the backend $efi_sha)"
         ;;
     stranger)
