@@ -109,7 +109,8 @@ impl Burst {
     }
 }
 
-fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+/// The sender of a received datagram, where it is an IPv4 or IPv6 address.
+pub(crate) fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = a.as_sockaddr_in() {
         return Some(SocketAddr::V4((*v4).into()));
     }

@@ -4,7 +4,7 @@
 //! What to do with a datagram is the front end's business (`frontend`).
 
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{self as nsock, ControlMessageOwned, MsgFlags, SockaddrStorage, sockopt};
@@ -177,17 +177,9 @@ fn recv_with_destination(
         .unwrap_or(fallback);
     let from = msg
         .address
-        .and_then(|a| to_socket_addr(&a))
+        .and_then(|a| crate::tftp::burst::socket_addr(&a))
         .ok_or_else(|| io::Error::other("datagram without a sender address"))?;
     Ok((msg.bytes, from, local))
-}
-
-fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
-    }
-    a.as_sockaddr_in6()
-        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }
 
 #[cfg(test)]

@@ -483,20 +483,15 @@ mod tests {
     fn a_smaller_cap_evicts_at_once() {
         let t0 = Instant::now();
         let store = Store::new(100);
-        store.finish(
-            &key(1, "a"),
-            "f",
-            Fetched::Content(vec![0; 40]),
-            t0,
-            By::Fill,
-        );
-        store.finish(
-            &key(1, "b"),
-            "f",
-            Fetched::Content(vec![0; 40]),
-            t0,
-            By::Fill,
-        );
+        for name in ["a", "b"] {
+            store.finish(
+                &key(1, name),
+                "f",
+                Fetched::Content(vec![0; 40]),
+                t0,
+                By::Fill,
+            );
+        }
         store.fresh(&key(1, "a"), t0, S);
         assert_eq!(store.set_max_bytes(50), 1);
         assert_eq!(store.usage(), (1, 40));
