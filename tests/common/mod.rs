@@ -10,7 +10,7 @@ pub mod namespaces;
 
 pub mod faulty;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -403,9 +403,36 @@ impl RealClient {
 
     /// Downloads `file` and returns its bytes, or a description of the failure.
     pub async fn get(self, server: SocketAddr, file: &str) -> Result<Vec<u8>, String> {
+        self.download(server, file, None).await
+    }
+
+    /// Like [`RealClient::get`], from a socket bound to `source` (curl's `--interface`; the
+    /// other clients cannot choose it).
+    pub async fn get_from(
+        self,
+        source: IpAddr,
+        server: SocketAddr,
+        file: &str,
+    ) -> Result<Vec<u8>, String> {
+        assert!(
+            matches!(self, RealClient::Curl { .. }),
+            "{self:?} cannot bind a source address"
+        );
+        self.download(server, file, Some(source)).await
+    }
+
+    async fn download(
+        self,
+        server: SocketAddr,
+        file: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Vec<u8>, String> {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let mut cmd = self.command(server, file, &out);
+        if let Some(source) = source {
+            cmd.args(["--interface", &source.to_string()]);
+        }
         cmd.stdin(Stdio::null()).kill_on_drop(true);
         let run = tokio::time::timeout(Duration::from_secs(180), cmd.output());
         let output = run
