@@ -386,8 +386,13 @@ async fn a_windowed_transfer_past_the_rollover_finishes_through_the_peer() {
     }
     let addrs: Vec<_> = servers.iter().map(|s| s.address).collect();
     let (a, b) = pair(dir.path(), &addrs);
+    // As patient as PXE firmware (EDK2 tries 6 × 4 s; iPXE backs off from 0.25 s to 10 s, ~16 s
+    // in all): before the client's next block the survivor catches a new backend transfer up
+    // through 70,000 blocks, which in this debug build on a busy machine took 5 to 10 s, more
+    // than the default client's 5 retries of 1 s.
     let cfg = ClientConfig {
         windowsize: Some(8),
+        retries: 24,
         ..ClientConfig::default()
     };
     // Killed once the client holds 70,000 blocks: past the rollover, and past a progress
@@ -400,7 +405,10 @@ async fn a_windowed_transfer_past_the_rollover_finishes_through_the_peer() {
     };
     let transfer = client::download(a.tftp, "big.img", &cfg, &mut sink)
         .await
-        .expect("the download finishes through the peer");
+        .unwrap_or_else(|e| {
+            let log = b.daemon.lines_so_far().join("\n");
+            panic!("the download finishes through the peer: {e:?}; the survivor's log:\n{log}")
+        });
     assert!(sink.kill.is_none(), "the front end was killed mid-transfer");
     assert_eq!(transfer.negotiated.windowsize, 8);
     assert_eq!(sink.data.len(), content.len());
