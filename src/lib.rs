@@ -44,6 +44,8 @@
 //! - [`cli`]: the command line.
 //! - [`demo`]: embedded backend boot servers for `tftplb demo`, tests and the bench.
 //! - [`manual`]: the man pages and shell completions the package installs.
+//! - [`logging`]: the log's writer, a thread of its own that drops and counts what a stalled
+//!   sink cannot take.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -57,6 +59,7 @@ pub mod demo;
 pub mod dns;
 pub mod health;
 pub mod limits;
+pub mod logging;
 pub mod manual;
 pub mod metrics;
 pub mod pool;

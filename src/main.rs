@@ -19,21 +19,11 @@ fn main() -> ExitCode {
     runtime.block_on(cli::execute(cli))
 }
 
-/// Lines are formatted where they are logged and written by a thread of their own, through a
-/// buffer it flushes whenever its queue runs dry: a line still reaches the log at once when
-/// tftplb is quiet, and under load (a session-end line per transfer, thousands a second) many
-/// lines go out in one write instead of a system call each on the relay's threads. When the
-/// queue is full (a log sink that stalls: 32,768 lines, some 8 MB) lines are dropped and
-/// counted, never the relay held up.
+/// Logging through `tftplb::logging`'s writer (a thread of its own; lines a stalled sink
+/// cannot take are dropped and counted, never the relay held up), over a 64 KiB buffer.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(32_768)
-        .thread_name("tftplb-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    let sink = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, guard) = tftplb::logging::writer(sink, tftplb::logging::QUEUED_LINES);
     // Counted in `tftplb_log_lines_dropped_total`.
     tftplb::metrics::watch_log_drops(writer.error_counter());
     let filter = tracing_subscriber::EnvFilter::try_from_env("TFTPLB_LOG")

@@ -58,7 +58,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     // Wiring and the command line: bind, spawn, wait, drain; the demo's embedded servers; the
     // man pages and completions made from the command line's definitions and the example.
-    ("app", &["app", "cli", "demo", "manual"]),
+    ("app", &["app", "cli", "demo", "manual", "logging"]),
 ];
 
 /// Within the lowest layer, these import nothing of ours but their own module.
