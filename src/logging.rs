@@ -1,5 +1,6 @@
 //! The log's writer: lines are formatted where they are logged and written by a thread of
-//! their own, through a buffer it flushes whenever its queue runs dry.
+//! their own to the sink it is given (`main` gives it a 64 KiB buffer over stderr), flushed
+//! whenever its queue runs dry.
 //!
 //! Why: a line still reaches the log at once when tftplb is quiet, and under load (a
 //! session-end line per transfer, thousands a second) many lines go out in one write instead

@@ -350,7 +350,14 @@ impl RealClient {
         ]
     }
 
-    fn command(self, server: SocketAddr, file: &str, out: &Path) -> tokio::process::Command {
+    /// The client's command line; `source` is the address curl binds (`--interface`).
+    fn command(
+        self,
+        server: SocketAddr,
+        file: &str,
+        out: &Path,
+        source: Option<IpAddr>,
+    ) -> tokio::process::Command {
         let (host, port) = (server.ip().to_string(), server.port().to_string());
         let out = out.to_str().unwrap();
         let mut cmd;
@@ -367,6 +374,9 @@ impl RealClient {
                     out,
                 ])
                 .arg(format!("tftp://{server}/{file}"));
+                if let Some(source) = source {
+                    cmd.args(["--interface", &source.to_string()]);
+                }
             }
             RealClient::Atftp {
                 blksize,
@@ -429,10 +439,7 @@ impl RealClient {
     ) -> Result<Vec<u8>, String> {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let mut cmd = self.command(server, file, &out);
-        if let Some(source) = source {
-            cmd.args(["--interface", &source.to_string()]);
-        }
+        let mut cmd = self.command(server, file, &out, source);
         cmd.stdin(Stdio::null()).kill_on_drop(true);
         let run = tokio::time::timeout(Duration::from_secs(180), cmd.output());
         let output = run
