@@ -368,10 +368,13 @@ async fn a_flood_leaves_the_daemons_memory_bounded() {
         "tftplb RSS during a flood of 10,240 requests from 1,024 addresses: before {before} KiB, peak {peak} KiB, 4 s later {after} KiB"
     );
     drop(child);
-    // max_sessions = 2000 caps what a flood can hold, whatever its size.
+    // max_sessions = 2000 caps what a flood can hold, whatever its size: at most 24 KiB for
+    // each session it may hold (the storm bench, cache off: 19.7–20.5 KiB a session). With
+    // max_sessions = 20000 the same flood grew it by 81 MiB; with 2000 it grows this debug
+    // build by 29–32 MiB, which left a fixed 32 MiB bound too little room.
     let peak = peak.max(after);
     assert!(
-        peak < before + 32 * 1024,
+        peak < before + 2000 * 24,
         "RSS grew from {before} KiB to {peak} KiB"
     );
 }
